@@ -1,0 +1,514 @@
+//! The flat Arrow schema of stored LogEntries, and conversions LogEntry ⇄ RecordBatch.
+//!
+//! One column per leaf of the LogEntry (schema/README.md maps each column to its JSON path).
+//! `policies` is a list of structs; low-cardinality strings are dictionary-encoded
+//! (`Dictionary(Int32, Utf8)`); timestamps are nanoseconds, UTC. `timestamp` serves both the
+//! envelope's `timestamp` and `jsonPayload.timestamp`, which are equal by construction.
+
+use std::net::IpAddr;
+use std::sync::{Arc, LazyLock};
+
+use arrow_array::builder::{
+    Int32Builder, Int64Builder, ListBuilder, StringBuilder, StringDictionaryBuilder,
+    StructBuilder, TimestampNanosecondBuilder,
+};
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Int32Type, Int64Type, TimestampNanosecondType};
+use arrow_array::{Array, ArrayAccessor, ArrayRef, RecordBatch, StringArray};
+use arrow_schema::{ArrowError, DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+
+use crate::log_entry::{LogEntry, MonitoredResource, ResourceLabels, Severity};
+use crate::record::{
+    Connection, Direction, Disposition, Endpoint, Enforcement, PodEndpoint, PolicyActionRecord,
+    PolicyRef, Protocol,
+};
+use crate::timestamp::Timestamp;
+
+/// Column names, in schema order.
+pub mod col {
+    pub const TIMESTAMP: &str = "timestamp";
+    pub const RECEIVE_TIMESTAMP: &str = "receive_timestamp";
+    pub const INSERT_ID: &str = "insert_id";
+    pub const LOG_NAME: &str = "log_name";
+    pub const SEVERITY: &str = "severity";
+    pub const RESOURCE_TYPE: &str = "resource_type";
+    pub const PROJECT_ID: &str = "project_id";
+    pub const LOCATION: &str = "location";
+    pub const CLUSTER_NAME: &str = "cluster_name";
+    pub const RESOURCE_NODE_NAME: &str = "resource_node_name";
+    pub const SRC_IP: &str = "src_ip";
+    pub const DEST_IP: &str = "dest_ip";
+    pub const SRC_PORT: &str = "src_port";
+    pub const DEST_PORT: &str = "dest_port";
+    pub const PROTOCOL: &str = "protocol";
+    pub const DIRECTION: &str = "direction";
+    pub const DISPOSITION: &str = "disposition";
+    pub const POLICIES: &str = "policies";
+    pub const SRC_POD_NAME: &str = "src_pod_name";
+    pub const SRC_POD_NAMESPACE: &str = "src_pod_namespace";
+    pub const SRC_NAMESPACE: &str = "src_namespace";
+    pub const SRC_WORKLOAD_NAME: &str = "src_workload_name";
+    pub const SRC_WORKLOAD_KIND: &str = "src_workload_kind";
+    pub const SRC_INSTANCE: &str = "src_instance";
+    pub const DEST_POD_NAME: &str = "dest_pod_name";
+    pub const DEST_POD_NAMESPACE: &str = "dest_pod_namespace";
+    pub const DEST_NAMESPACE: &str = "dest_namespace";
+    pub const DEST_WORKLOAD_NAME: &str = "dest_workload_name";
+    pub const DEST_WORKLOAD_KIND: &str = "dest_workload_kind";
+    pub const DEST_INSTANCE: &str = "dest_instance";
+    pub const COUNT: &str = "count";
+    pub const NODE_NAME: &str = "node_name";
+    pub const ENFORCEMENT: &str = "enforcement";
+}
+
+/// Each column with the LogEntry JSON path it holds (the table in schema/README.md).
+pub const COLUMN_PATHS: &[(&str, &str)] = &[
+    (col::TIMESTAMP, "timestamp, jsonPayload.timestamp"),
+    (col::RECEIVE_TIMESTAMP, "receiveTimestamp"),
+    (col::INSERT_ID, "insertId"),
+    (col::LOG_NAME, "logName"),
+    (col::SEVERITY, "severity"),
+    (col::RESOURCE_TYPE, "resource.type"),
+    (col::PROJECT_ID, "resource.labels.project_id"),
+    (col::LOCATION, "resource.labels.location"),
+    (col::CLUSTER_NAME, "resource.labels.cluster_name"),
+    (col::RESOURCE_NODE_NAME, "resource.labels.node_name"),
+    (col::SRC_IP, "jsonPayload.connection.src_ip"),
+    (col::DEST_IP, "jsonPayload.connection.dest_ip"),
+    (col::SRC_PORT, "jsonPayload.connection.src_port"),
+    (col::DEST_PORT, "jsonPayload.connection.dest_port"),
+    (col::PROTOCOL, "jsonPayload.connection.protocol"),
+    (col::DIRECTION, "jsonPayload.connection.direction"),
+    (col::DISPOSITION, "jsonPayload.disposition"),
+    (col::POLICIES, "jsonPayload.policies (list of {name, namespace, kind})"),
+    (col::SRC_POD_NAME, "jsonPayload.src.pod_name"),
+    (col::SRC_POD_NAMESPACE, "jsonPayload.src.pod_namespace"),
+    (col::SRC_NAMESPACE, "jsonPayload.src.namespace"),
+    (col::SRC_WORKLOAD_NAME, "jsonPayload.src.workload_name"),
+    (col::SRC_WORKLOAD_KIND, "jsonPayload.src.workload_kind"),
+    (col::SRC_INSTANCE, "jsonPayload.src.instance"),
+    (col::DEST_POD_NAME, "jsonPayload.dest.pod_name"),
+    (col::DEST_POD_NAMESPACE, "jsonPayload.dest.pod_namespace"),
+    (col::DEST_NAMESPACE, "jsonPayload.dest.namespace"),
+    (col::DEST_WORKLOAD_NAME, "jsonPayload.dest.workload_name"),
+    (col::DEST_WORKLOAD_KIND, "jsonPayload.dest.workload_kind"),
+    (col::DEST_INSTANCE, "jsonPayload.dest.instance"),
+    (col::COUNT, "jsonPayload.count"),
+    (col::NODE_NAME, "jsonPayload.node_name"),
+    (col::ENFORCEMENT, "jsonPayload.enforcement"),
+];
+
+fn dict() -> DataType {
+    DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
+}
+
+fn ts() -> DataType {
+    DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()))
+}
+
+/// Fields of one `policies` element.
+pub fn policy_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("name", DataType::Utf8, false),
+        Field::new("namespace", DataType::Utf8, true),
+        Field::new("kind", DataType::Utf8, true),
+    ])
+}
+
+fn policies_type() -> DataType {
+    DataType::List(Arc::new(Field::new("item", DataType::Struct(policy_fields()), true)))
+}
+
+static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    use col::*;
+    let mut fields = vec![
+        Field::new(TIMESTAMP, ts(), false),
+        Field::new(RECEIVE_TIMESTAMP, ts(), false),
+        Field::new(INSERT_ID, DataType::Utf8, false),
+        Field::new(LOG_NAME, dict(), false),
+        Field::new(SEVERITY, dict(), false),
+        Field::new(RESOURCE_TYPE, dict(), false),
+        Field::new(PROJECT_ID, dict(), false),
+        Field::new(LOCATION, dict(), false),
+        Field::new(CLUSTER_NAME, dict(), false),
+        Field::new(RESOURCE_NODE_NAME, dict(), false),
+        Field::new(SRC_IP, DataType::Utf8, false),
+        Field::new(DEST_IP, DataType::Utf8, false),
+        Field::new(SRC_PORT, DataType::Int32, false),
+        Field::new(DEST_PORT, DataType::Int32, false),
+        Field::new(PROTOCOL, dict(), false),
+        Field::new(DIRECTION, dict(), false),
+        Field::new(DISPOSITION, dict(), false),
+        Field::new(POLICIES, policies_type(), true),
+    ];
+    for side in ["src", "dest"] {
+        fields.push(Field::new(format!("{side}_pod_name"), DataType::Utf8, true));
+        fields.push(Field::new(format!("{side}_pod_namespace"), dict(), true));
+        fields.push(Field::new(format!("{side}_namespace"), dict(), true));
+        fields.push(Field::new(format!("{side}_workload_name"), dict(), true));
+        fields.push(Field::new(format!("{side}_workload_kind"), dict(), true));
+        fields.push(Field::new(format!("{side}_instance"), DataType::Utf8, true));
+    }
+    fields.push(Field::new(COUNT, DataType::Int64, false));
+    fields.push(Field::new(NODE_NAME, dict(), false));
+    fields.push(Field::new(ENFORCEMENT, dict(), true));
+    Arc::new(Schema::new(fields))
+});
+
+/// The flat schema of stored LogEntries.
+pub fn log_entry_schema() -> SchemaRef {
+    SCHEMA.clone()
+}
+
+type Dict = StringDictionaryBuilder<Int32Type>;
+
+struct EndpointBuilders {
+    pod_name: StringBuilder,
+    pod_namespace: Dict,
+    namespace: Dict,
+    workload_name: Dict,
+    workload_kind: Dict,
+    instance: StringBuilder,
+}
+
+impl EndpointBuilders {
+    fn new(n: usize) -> Self {
+        EndpointBuilders {
+            pod_name: StringBuilder::with_capacity(n, n * 24),
+            pod_namespace: Dict::new(),
+            namespace: Dict::new(),
+            workload_name: Dict::new(),
+            workload_kind: Dict::new(),
+            instance: StringBuilder::with_capacity(n, n * 8),
+        }
+    }
+
+    fn append(&mut self, e: &Endpoint) {
+        match e {
+            Endpoint::Pod(p) => {
+                self.pod_name.append_value(&p.pod_name);
+                self.pod_namespace.append_value(&p.pod_namespace);
+                self.namespace.append_option(p.namespace.as_deref());
+                self.workload_name.append_option(p.workload_name.as_deref());
+                self.workload_kind.append_option(p.workload_kind.as_deref());
+                self.instance.append_null();
+            }
+            Endpoint::Instance { instance } => {
+                self.pod_name.append_null();
+                self.pod_namespace.append_null();
+                self.namespace.append_null();
+                self.workload_name.append_null();
+                self.workload_kind.append_null();
+                self.instance.append_value(instance.to_string());
+            }
+        }
+    }
+
+    fn finish(mut self, out: &mut Vec<ArrayRef>) {
+        out.push(Arc::new(self.pod_name.finish()));
+        out.push(Arc::new(self.pod_namespace.finish()));
+        out.push(Arc::new(self.namespace.finish()));
+        out.push(Arc::new(self.workload_name.finish()));
+        out.push(Arc::new(self.workload_kind.finish()));
+        out.push(Arc::new(self.instance.finish()));
+    }
+}
+
+/// Converts LogEntries to one RecordBatch of [`log_entry_schema`].
+pub fn log_entries_to_batch(entries: &[LogEntry]) -> Result<RecordBatch, ArrowError> {
+    let n = entries.len();
+    let mut timestamp = TimestampNanosecondBuilder::with_capacity(n).with_timezone("UTC");
+    let mut receive = TimestampNanosecondBuilder::with_capacity(n).with_timezone("UTC");
+    let mut insert_id = StringBuilder::with_capacity(n, n * 32);
+    let (mut log_name, mut severity, mut resource_type) = (Dict::new(), Dict::new(), Dict::new());
+    let (mut project, mut location, mut cluster, mut rnode) =
+        (Dict::new(), Dict::new(), Dict::new(), Dict::new());
+    let mut src_ip = StringBuilder::with_capacity(n, n * 12);
+    let mut dest_ip = StringBuilder::with_capacity(n, n * 12);
+    let mut src_port = Int32Builder::with_capacity(n);
+    let mut dest_port = Int32Builder::with_capacity(n);
+    let (mut protocol, mut direction, mut disposition) = (Dict::new(), Dict::new(), Dict::new());
+    let mut policies = ListBuilder::new(StructBuilder::from_fields(policy_fields(), 2));
+    let mut src = EndpointBuilders::new(n);
+    let mut dest = EndpointBuilders::new(n);
+    let mut count = Int64Builder::with_capacity(n);
+    let mut node_name = Dict::new();
+    let mut enforcement = Dict::new();
+
+    for e in entries {
+        let r = &e.json_payload;
+        timestamp.append_value(e.timestamp.unix_nanos());
+        receive.append_value(e.receive_timestamp.unix_nanos());
+        insert_id.append_value(&e.insert_id);
+        log_name.append_value(&e.log_name);
+        severity.append_value(e.severity.as_str());
+        resource_type.append_value(&e.resource.resource_type);
+        project.append_value(&e.resource.labels.project_id);
+        location.append_value(&e.resource.labels.location);
+        cluster.append_value(&e.resource.labels.cluster_name);
+        rnode.append_value(&e.resource.labels.node_name);
+        src_ip.append_value(r.connection.src_ip.to_string());
+        dest_ip.append_value(r.connection.dest_ip.to_string());
+        src_port.append_value(i32::from(r.connection.src_port));
+        dest_port.append_value(i32::from(r.connection.dest_port));
+        protocol.append_value(r.connection.protocol.as_str());
+        direction.append_value(r.connection.direction.as_str());
+        disposition.append_value(r.disposition.as_str());
+        match &r.policies {
+            None => policies.append(false),
+            Some(list) => {
+                let s = policies.values();
+                for p in list {
+                    s.field_builder::<StringBuilder>(0).expect("name").append_value(&p.name);
+                    s.field_builder::<StringBuilder>(1)
+                        .expect("namespace")
+                        .append_option(p.namespace.as_deref());
+                    s.field_builder::<StringBuilder>(2)
+                        .expect("kind")
+                        .append_option(p.kind.as_deref());
+                    s.append(true);
+                }
+                policies.append(true);
+            }
+        }
+        src.append(&r.src);
+        dest.append(&r.dest);
+        count.append_value(i64::try_from(r.count).unwrap_or(i64::MAX));
+        node_name.append_value(&r.node_name);
+        enforcement.append_option(r.enforcement.map(Enforcement::as_str));
+    }
+
+    let mut columns: Vec<ArrayRef> = vec![
+        Arc::new(timestamp.finish()),
+        Arc::new(receive.finish()),
+        Arc::new(insert_id.finish()),
+        Arc::new(log_name.finish()),
+        Arc::new(severity.finish()),
+        Arc::new(resource_type.finish()),
+        Arc::new(project.finish()),
+        Arc::new(location.finish()),
+        Arc::new(cluster.finish()),
+        Arc::new(rnode.finish()),
+        Arc::new(src_ip.finish()),
+        Arc::new(dest_ip.finish()),
+        Arc::new(src_port.finish()),
+        Arc::new(dest_port.finish()),
+        Arc::new(protocol.finish()),
+        Arc::new(direction.finish()),
+        Arc::new(disposition.finish()),
+        Arc::new(policies.finish()),
+    ];
+    src.finish(&mut columns);
+    dest.finish(&mut columns);
+    columns.push(Arc::new(count.finish()));
+    columns.push(Arc::new(node_name.finish()));
+    columns.push(Arc::new(enforcement.finish()));
+    // The list's item field must be exactly the schema's (nullability included).
+    RecordBatch::try_new(log_entry_schema(), columns)
+}
+
+/// A string column read back either as plain Utf8 or dictionary-encoded (readers differ).
+enum StrCol<'a> {
+    Plain(&'a StringArray),
+    Dict(arrow_array::TypedDictionaryArray<'a, Int32Type, StringArray>),
+}
+
+impl<'a> StrCol<'a> {
+    fn of(batch: &'a RecordBatch, name: &str) -> Result<Self, ArrowError> {
+        let a = column(batch, name)?;
+        match a.data_type() {
+            DataType::Utf8 => Ok(StrCol::Plain(a.as_string::<i32>())),
+            DataType::Dictionary(k, v) if **k == DataType::Int32 && **v == DataType::Utf8 => {
+                let d = a.as_dictionary::<Int32Type>();
+                Ok(StrCol::Dict(d.downcast_dict::<StringArray>().ok_or_else(|| {
+                    ArrowError::SchemaError(format!("column {name}: dictionary values are not Utf8"))
+                })?))
+            }
+            other => Err(ArrowError::SchemaError(format!(
+                "column {name}: expected Utf8 or Dictionary(Int32, Utf8), found {other}"
+            ))),
+        }
+    }
+
+    fn get(&self, i: usize) -> Option<&'a str> {
+        match self {
+            StrCol::Plain(a) => a.is_valid(i).then(|| a.value(i)),
+            StrCol::Dict(d) => d.is_valid(i).then(|| d.value(i)),
+        }
+    }
+
+    fn req(&self, i: usize, name: &str) -> Result<&'a str, ArrowError> {
+        self.get(i)
+            .ok_or_else(|| ArrowError::InvalidArgumentError(format!("row {i}: {name} is null")))
+    }
+}
+
+fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef, ArrowError> {
+    batch
+        .column_by_name(name)
+        .ok_or_else(|| ArrowError::SchemaError(format!("missing column {name}")))
+}
+
+fn parse_ip(s: &str, row: usize, name: &str) -> Result<IpAddr, ArrowError> {
+    s.parse().map_err(|e| ArrowError::InvalidArgumentError(format!("row {row}: {name}: {e}: {s:?}")))
+}
+
+struct EndpointCols<'a> {
+    pod_name: StrCol<'a>,
+    pod_namespace: StrCol<'a>,
+    namespace: StrCol<'a>,
+    workload_name: StrCol<'a>,
+    workload_kind: StrCol<'a>,
+    instance: StrCol<'a>,
+    side: &'static str,
+}
+
+impl<'a> EndpointCols<'a> {
+    fn of(b: &'a RecordBatch, side: &'static str) -> Result<Self, ArrowError> {
+        Ok(EndpointCols {
+            pod_name: StrCol::of(b, &format!("{side}_pod_name"))?,
+            pod_namespace: StrCol::of(b, &format!("{side}_pod_namespace"))?,
+            namespace: StrCol::of(b, &format!("{side}_namespace"))?,
+            workload_name: StrCol::of(b, &format!("{side}_workload_name"))?,
+            workload_kind: StrCol::of(b, &format!("{side}_workload_kind"))?,
+            instance: StrCol::of(b, &format!("{side}_instance"))?,
+            side,
+        })
+    }
+
+    fn get(&self, i: usize) -> Result<Endpoint, ArrowError> {
+        if let Some(ip) = self.instance.get(i) {
+            return Ok(Endpoint::Instance { instance: parse_ip(ip, i, "instance")? });
+        }
+        let pod_name = self.pod_name.get(i).ok_or_else(|| {
+            ArrowError::InvalidArgumentError(format!(
+                "row {i}: {side} has neither pod_name nor instance",
+                side = self.side
+            ))
+        })?;
+        Ok(Endpoint::Pod(PodEndpoint {
+            pod_name: pod_name.to_owned(),
+            pod_namespace: self.pod_namespace.req(i, "pod_namespace")?.to_owned(),
+            namespace: self.namespace.get(i).map(str::to_owned),
+            workload_name: self.workload_name.get(i).map(str::to_owned),
+            workload_kind: self.workload_kind.get(i).map(str::to_owned),
+        }))
+    }
+}
+
+/// Converts a RecordBatch of [`log_entry_schema`] (or a projection-compatible one with plain or
+/// dictionary strings) back to LogEntries.
+pub fn batch_to_log_entries(batch: &RecordBatch) -> Result<Vec<LogEntry>, ArrowError> {
+    use col::*;
+    let timestamps = column(batch, TIMESTAMP)?
+        .as_primitive_opt::<TimestampNanosecondType>()
+        .ok_or_else(|| ArrowError::SchemaError("timestamp: expected Timestamp(ns)".into()))?;
+    let receive = column(batch, RECEIVE_TIMESTAMP)?
+        .as_primitive_opt::<TimestampNanosecondType>()
+        .ok_or_else(|| ArrowError::SchemaError("receive_timestamp: expected Timestamp(ns)".into()))?;
+    let insert_id = StrCol::of(batch, INSERT_ID)?;
+    let log_name = StrCol::of(batch, LOG_NAME)?;
+    let severity = StrCol::of(batch, SEVERITY)?;
+    let resource_type = StrCol::of(batch, RESOURCE_TYPE)?;
+    let project = StrCol::of(batch, PROJECT_ID)?;
+    let location = StrCol::of(batch, LOCATION)?;
+    let cluster = StrCol::of(batch, CLUSTER_NAME)?;
+    let rnode = StrCol::of(batch, RESOURCE_NODE_NAME)?;
+    let src_ip = StrCol::of(batch, SRC_IP)?;
+    let dest_ip = StrCol::of(batch, DEST_IP)?;
+    let src_port = column(batch, SRC_PORT)?
+        .as_primitive_opt::<Int32Type>()
+        .ok_or_else(|| ArrowError::SchemaError("src_port: expected Int32".into()))?;
+    let dest_port = column(batch, DEST_PORT)?
+        .as_primitive_opt::<Int32Type>()
+        .ok_or_else(|| ArrowError::SchemaError("dest_port: expected Int32".into()))?;
+    let protocol = StrCol::of(batch, PROTOCOL)?;
+    let direction = StrCol::of(batch, DIRECTION)?;
+    let disposition = StrCol::of(batch, DISPOSITION)?;
+    let policies = column(batch, POLICIES)?
+        .as_list_opt::<i32>()
+        .ok_or_else(|| ArrowError::SchemaError("policies: expected List".into()))?;
+    let src = EndpointCols::of(batch, "src")?;
+    let dest = EndpointCols::of(batch, "dest")?;
+    let count = column(batch, COUNT)?
+        .as_primitive_opt::<Int64Type>()
+        .ok_or_else(|| ArrowError::SchemaError("count: expected Int64".into()))?;
+    let node_name = StrCol::of(batch, NODE_NAME)?;
+    let enforcement = StrCol::of(batch, ENFORCEMENT)?;
+
+    let bad = |i: usize, what: String| ArrowError::InvalidArgumentError(format!("row {i}: {what}"));
+    let port = |v: i32, i: usize, name: &str| {
+        u16::try_from(v).map_err(|_| bad(i, format!("{name} {v} out of range")))
+    };
+    let mut out = Vec::with_capacity(batch.num_rows());
+    for i in 0..batch.num_rows() {
+        let policies = if policies.is_valid(i) {
+            let item = policies.value(i);
+            let s = item.as_struct();
+            let names = s.column(0).as_string::<i32>();
+            let nss = s.column(1).as_string::<i32>();
+            let kinds = s.column(2).as_string::<i32>();
+            Some(
+                (0..s.len())
+                    .map(|j| PolicyRef {
+                        name: names.value(j).to_owned(),
+                        namespace: nss.is_valid(j).then(|| nss.value(j).to_owned()),
+                        kind: kinds.is_valid(j).then(|| kinds.value(j).to_owned()),
+                    })
+                    .collect(),
+            )
+        } else {
+            None
+        };
+        let record = PolicyActionRecord {
+            connection: Connection {
+                src_ip: parse_ip(src_ip.req(i, SRC_IP)?, i, SRC_IP)?,
+                dest_ip: parse_ip(dest_ip.req(i, DEST_IP)?, i, DEST_IP)?,
+                src_port: port(src_port.value(i), i, SRC_PORT)?,
+                dest_port: port(dest_port.value(i), i, DEST_PORT)?,
+                protocol: protocol.req(i, PROTOCOL)?.parse::<Protocol>().unwrap_or_else(|n| match n {}),
+                direction: match direction.req(i, DIRECTION)? {
+                    "ingress" => Direction::Ingress,
+                    "egress" => Direction::Egress,
+                    other => return Err(bad(i, format!("unknown direction {other:?}"))),
+                },
+            },
+            disposition: match disposition.req(i, DISPOSITION)? {
+                "allow" => Disposition::Allow,
+                "deny" => Disposition::Deny,
+                other => return Err(bad(i, format!("unknown disposition {other:?}"))),
+            },
+            policies,
+            src: src.get(i)?,
+            dest: dest.get(i)?,
+            count: u64::try_from(count.value(i)).map_err(|_| bad(i, "negative count".into()))?,
+            node_name: node_name.req(i, NODE_NAME)?.to_owned(),
+            timestamp: Timestamp::from_unix_nanos(timestamps.value(i)),
+            enforcement: match enforcement.get(i) {
+                None => None,
+                Some("audit") => Some(Enforcement::Audit),
+                Some(other) => return Err(bad(i, format!("unknown enforcement {other:?}"))),
+            },
+        };
+        let sev = severity.req(i, SEVERITY)?;
+        out.push(LogEntry {
+            log_name: log_name.req(i, LOG_NAME)?.to_owned(),
+            resource: MonitoredResource {
+                resource_type: resource_type.req(i, RESOURCE_TYPE)?.to_owned(),
+                labels: ResourceLabels {
+                    project_id: project.req(i, PROJECT_ID)?.to_owned(),
+                    location: location.req(i, LOCATION)?.to_owned(),
+                    cluster_name: cluster.req(i, CLUSTER_NAME)?.to_owned(),
+                    node_name: rnode.req(i, RESOURCE_NODE_NAME)?.to_owned(),
+                },
+            },
+            timestamp: record.timestamp,
+            receive_timestamp: Timestamp::from_unix_nanos(receive.value(i)),
+            insert_id: insert_id.req(i, INSERT_ID)?.to_owned(),
+            severity: Severity::from_name(sev)
+                .ok_or_else(|| bad(i, format!("unknown severity {sev:?}")))?,
+            json_payload: record,
+        });
+    }
+    Ok(out)
+}

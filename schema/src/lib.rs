@@ -1,0 +1,25 @@
+//! Verdict's contracts (DESIGN.md Contracts 1–4), shared by every other crate.
+//!
+//! - [`record`]: the GKE policy-action flow record, byte-compatible with GKE's JSON.
+//! - [`timestamp`]: RFC 3339 timestamps with nanosecond precision (any number of digits on input).
+//! - [`log_entry`]: the Cloud Logging-like LogEntry envelope and the stable `insertId`.
+//! - [`flat_schema`]: the flat Arrow schema of stored entries and LogEntry ⇄ RecordBatch.
+//! - [`proto`]: protobuf messages and the tonic service of the node → collector stream.
+//! - [`network_logging`]: the GKE `NetworkLogging` object and its validation.
+//!
+//! schema/README.md documents every field and column.
+
+pub mod flat_schema;
+pub mod log_entry;
+pub mod network_logging;
+pub mod proto;
+pub mod record;
+pub mod timestamp;
+
+pub use log_entry::{LogEntry, NodeIdentity, Severity};
+pub use network_logging::{ClusterLogging, LogAction, NetworkLogging, NetworkLoggingError};
+pub use record::{
+    Connection, Direction, Disposition, Endpoint, Enforcement, PodEndpoint, PolicyActionRecord,
+    PolicyRef, Protocol,
+};
+pub use timestamp::Timestamp;
