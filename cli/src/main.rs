@@ -1,1 +1,115 @@
-fn main(){}
+//! `verdict`: the user-facing command line.
+//!
+//! - `verdict policy check`: judge connections against manifests, print verdicts and the exact
+//!   policy-action records that would be written.
+//! - `verdict policy explain`: why a connection is allowed or denied, and how to change that.
+//!
+//! Exit status: 0 on success, 2 on bad input (manifests, connections, arguments).
+
+mod policy_check;
+mod policy_explain;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "verdict", version, about = "Kubernetes NetworkPolicy enforcement with GKE-compatible allow/deny logging")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check and explain NetworkPolicies against a folder of manifests.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Judge connections (JSON lines) and print each verdict with the records GKE would write.
+    Check(CheckArgs),
+    /// Explain one connection: which policies apply, which rule matched or why none did, and
+    /// the smallest change that would allow it.
+    Explain(ExplainArgs),
+}
+
+/// Where the cluster comes from and how ipBlock treats pods.
+#[derive(Debug, Args)]
+struct ClusterArgs {
+    /// Folder of YAML manifests: Namespaces, Pods, Nodes, Services, NetworkPolicies and at most
+    /// one NetworkLogging (multi-document files, any file names).
+    #[arg(long, value_name = "DIR")]
+    manifests: PathBuf,
+    /// `dataplane-v2`: an ipBlock never matches pod IPs (GKE Dataplane V2 / Cilium);
+    /// `calico`: it does.
+    #[arg(long, value_enum, default_value_t = IpBlockModeArg::DataplaneV2)]
+    ipblock_mode: IpBlockModeArg,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum IpBlockModeArg {
+    DataplaneV2,
+    Calico,
+}
+
+impl From<IpBlockModeArg> for verdict_policy::IpBlockMode {
+    fn from(m: IpBlockModeArg) -> Self {
+        match m {
+            IpBlockModeArg::DataplaneV2 => verdict_policy::IpBlockMode::DataplaneV2,
+            IpBlockModeArg::Calico => verdict_policy::IpBlockMode::Calico,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// JSON lines of connections (`-` for standard input):
+    /// {"src": "NS/POD"|"ip:ADDR"|"node:NODE", "dest": "NS/POD"|"ip:ADDR", "protocol": "TCP"|"UDP"|"SCTP",
+    /// "port": N, "src_port": N (optional), "timestamp": RFC 3339 (optional)}
+    #[arg(long, value_name = "FILE")]
+    connections: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct ExplainArgs {
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// The connection: 'SRC -> DEST:PORT[/PROTO]', where SRC and DEST are NS/POD, ip:ADDR or
+    /// node:NODE (IPv6 in brackets: ip:[fd00::1]:80/TCP); PROTO defaults to TCP.
+    connection: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Policy(PolicyCommand::Check(a)) => policy_check::run(&a.cluster.manifests, a.cluster.ipblock_mode.into(), &a.connections),
+        Command::Policy(PolicyCommand::Explain(a)) => policy_explain::run(&a.cluster.manifests, a.cluster.ipblock_mode.into(), &a.connection),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Loads manifests, prints warnings to stderr, and compiles the engine.
+fn load_engine(dir: &std::path::Path, mode: verdict_policy::IpBlockMode) -> anyhow::Result<verdict_policy::Engine> {
+    let loaded = verdict_policy::manifests::load_dir(dir)?;
+    for w in &loaded.warnings {
+        eprintln!("warning: {w}");
+    }
+    if mode == verdict_policy::IpBlockMode::DataplaneV2 {
+        for w in verdict_policy::dataplane_v2::dataplane_v2_warnings(&loaded.state) {
+            eprintln!("warning: {w}");
+        }
+    }
+    Ok(verdict_policy::Engine::build(&loaded.state, mode)?)
+}

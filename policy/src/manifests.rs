@@ -1,0 +1,322 @@
+//! Loading cluster state from a folder of YAML manifests (what `verdict policy check` and the
+//! node agent read when there is no API server).
+//!
+//! Every regular file in the folder that does not start with `.` is read, in name order; each may
+//! hold several `---`-separated documents and `kind: List` objects. Errors name the file, the line
+//! and column inside it, and the object. Objects of kinds the engine does not use are ignored
+//! with a warning.
+
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde_yaml::Value;
+use verdict_schema::NetworkLogging;
+
+use crate::cluster::{object_key, ClusterState, Origin, BUILTIN_NAMESPACES};
+use crate::error::{Error, ManifestError, Result};
+use crate::model::{Namespace, NetworkPolicy, Node, Service};
+
+/// Something worth telling the user that does not stop loading.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    pub file: Option<PathBuf>,
+    pub line: Option<usize>,
+    pub object: Option<String>,
+    pub message: String,
+}
+
+impl std::fmt::Display for Warning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(file) = &self.file {
+            write!(f, "{}", file.display())?;
+            if let Some(l) = self.line {
+                write!(f, ":{l}")?;
+            }
+            write!(f, ": ")?;
+        }
+        if let Some(o) = &self.object {
+            write!(f, "{o}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// A loaded cluster and the warnings met on the way.
+#[derive(Debug, Clone, Default)]
+pub struct Loaded {
+    pub state: ClusterState,
+    pub warnings: Vec<Warning>,
+}
+
+/// Loads every manifest file in `dir`.
+pub fn load_dir(dir: &Path) -> Result<Loaded> {
+    let io = |source| Error::Io { path: dir.to_owned(), source };
+    let mut files: Vec<PathBuf> = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let hidden = entry.file_name().to_string_lossy().starts_with('.');
+        if !hidden && entry.file_type().map_err(io)?.is_file() {
+            files.push(entry.path());
+        }
+    }
+    files.sort();
+    let mut loader = Loader::default();
+    for file in &files {
+        let text = std::fs::read_to_string(file)
+            .map_err(|source| Error::Io { path: file.clone(), source })?;
+        loader.add_text(&text, file)?;
+    }
+    loader.finish()
+}
+
+/// Loads manifests from one string, reported as coming from `file`.
+pub fn load_str(text: &str, file: &Path) -> Result<Loaded> {
+    let mut loader = Loader::default();
+    loader.add_text(text, file)?;
+    loader.finish()
+}
+
+#[derive(Default)]
+struct Loader {
+    loaded: Loaded,
+    network_logging_origin: Option<Origin>,
+}
+
+/// Splits YAML text into documents at `---` lines, with each document's first line (1-based).
+fn split_documents(text: &str) -> Vec<(usize, String)> {
+    let mut docs = Vec::new();
+    let mut current = String::new();
+    let mut start = 1;
+    for (i, line) in text.lines().enumerate() {
+        let is_separator = line.starts_with("---")
+            && line[3..].chars().next().is_none_or(char::is_whitespace);
+        if is_separator || line == "..." {
+            docs.push((start, std::mem::take(&mut current)));
+            start = i + 2;
+            // Content after `--- ` on the same line belongs to the next document.
+            let rest = line.get(4..).unwrap_or("").trim();
+            if is_separator && !rest.is_empty() && !rest.starts_with('#') {
+                start = i + 1;
+                current.push_str(rest);
+                current.push('\n');
+            }
+        } else {
+            current.push_str(line);
+            current.push('\n');
+        }
+    }
+    docs.push((start, current));
+    docs
+}
+
+fn yaml_error(e: &serde_yaml::Error, file: &Path, first_line: usize, object: Option<String>) -> ManifestError {
+    let text = e.to_string();
+    // serde_yaml appends " at line L column C" relative to the document; we report it relative
+    // to the file instead.
+    let message = match text.rfind(" at line ") {
+        Some(i) => text[..i].to_owned(),
+        None => text,
+    };
+    let (line, column) = match e.location() {
+        Some(l) => (Some(first_line + l.line() - 1), Some(l.column())),
+        None => (Some(first_line), None),
+    };
+    ManifestError { file: file.to_owned(), line, column, object, message }
+}
+
+fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+    let mut cur = v;
+    for p in path {
+        cur = cur.get(*p)?;
+    }
+    cur.as_str()
+}
+
+impl Loader {
+    fn add_text(&mut self, text: &str, file: &Path) -> Result<()> {
+        for (first_line, doc) in split_documents(text) {
+            let value: Value = match serde_yaml::from_str(&doc) {
+                Ok(v) => v,
+                Err(e) => return Err(yaml_error(&e, file, first_line, None).into()),
+            };
+            if value.is_null() {
+                continue; // empty document or only comments
+            }
+            self.add_document(&value, Some(&doc), file, first_line)?;
+        }
+        Ok(())
+    }
+
+    fn add_document(&mut self, value: &Value, text: Option<&str>, file: &Path, line: usize) -> Result<()> {
+        let err = |object: Option<String>, message: String| ManifestError {
+            file: file.to_owned(),
+            line: Some(line),
+            column: None,
+            object,
+            message,
+        };
+        if !value.is_mapping() {
+            return Err(err(None, "expected a Kubernetes object (a mapping with `kind`)".into()).into());
+        }
+        let kind = str_at(value, &["kind"])
+            .ok_or_else(|| err(None, "missing `kind`".into()))?
+            .to_owned();
+        let api_version = str_at(value, &["apiVersion"]).unwrap_or("").to_owned();
+        if kind == "List" || kind.ends_with("List") && value.get("items").is_some() {
+            let items = value.get("items").and_then(Value::as_sequence).cloned().unwrap_or_default();
+            for item in &items {
+                self.add_document(item, None, file, line)?;
+            }
+            return Ok(());
+        }
+        let name = str_at(value, &["metadata", "name"]).unwrap_or("").to_owned();
+        let namespaced = matches!(kind.as_str(), "Pod" | "NetworkPolicy" | "Service");
+        let namespace = namespaced.then(|| {
+            str_at(value, &["metadata", "namespace"]).filter(|s| !s.is_empty()).unwrap_or("default").to_owned()
+        });
+        let object = object_key(&kind, namespace.as_deref(), if name.is_empty() { "<unnamed>" } else { &name });
+        if name.is_empty() && kind != "NetworkLogging" {
+            return Err(err(Some(object), "missing `metadata.name`".into()).into());
+        }
+        let expected_api = match kind.as_str() {
+            "Pod" | "Namespace" | "Node" | "Service" => Some("v1"),
+            "NetworkPolicy" => Some("networking.k8s.io/v1"),
+            "NetworkLogging" => Some(verdict_schema::network_logging::API_VERSION),
+            _ => None,
+        };
+        let Some(expected_api) = expected_api else {
+            self.loaded.warnings.push(Warning {
+                file: Some(file.to_owned()),
+                line: Some(line),
+                object: Some(object),
+                message: format!("kind {kind} is not used by the policy engine; ignored"),
+            });
+            return Ok(());
+        };
+        if api_version != expected_api {
+            return Err(err(
+                Some(object),
+                format!("apiVersion must be {expected_api:?} for kind {kind}, got {api_version:?}"),
+            )
+            .into());
+        }
+        let origin = Origin { file: file.to_owned(), line };
+        if self.loaded.state.origins.contains_key(&object) {
+            let first = &self.loaded.state.origins[&object];
+            return Err(err(
+                Some(object.clone()),
+                format!("defined twice (first at {}:{})", first.file.display(), first.line),
+            )
+            .into());
+        }
+        let state = &mut self.loaded.state;
+        match kind.as_str() {
+            "Pod" => state.pods.push(parse::<crate::model::Pod>(value, text, file, line, &object)?),
+            "Namespace" => state.namespaces.push(parse::<Namespace>(value, text, file, line, &object)?),
+            "Node" => state.nodes.push(parse::<Node>(value, text, file, line, &object)?),
+            "Service" => state.services.push(parse::<Service>(value, text, file, line, &object)?),
+            "NetworkPolicy" => {
+                let mut p: NetworkPolicy = parse(value, text, file, line, &object)?;
+                p.metadata.namespace = namespace.clone();
+                state.policies.push(p);
+            }
+            "NetworkLogging" => {
+                let nl: NetworkLogging = parse(value, text, file, line, &object)?;
+                if let Some(prev) = &self.network_logging_origin {
+                    return Err(err(
+                        Some(object),
+                        format!(
+                            "a cluster has at most one NetworkLogging (another one is at {}:{})",
+                            prev.file.display(),
+                            prev.line
+                        ),
+                    )
+                    .into());
+                }
+                nl.validate().map_err(|e| err(Some(object.clone()), e.to_string()))?;
+                self.network_logging_origin = Some(origin.clone());
+                state.network_logging = Some(nl);
+            }
+            _ => unreachable!("kinds filtered above"),
+        }
+        if let Some(p) = state.pods.last_mut().filter(|_| kind == "Pod") {
+            p.metadata.namespace = namespace;
+        }
+        state.origins.insert(object, origin);
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<Loaded> {
+        let added = self.loaded.state.add_implicit_namespaces();
+        for ns in added {
+            if !BUILTIN_NAMESPACES.contains(&ns.as_str()) {
+                self.loaded.warnings.push(Warning {
+                    file: None,
+                    line: None,
+                    object: Some(object_key("Namespace", None, &ns)),
+                    message: "referred to but not defined; assuming it exists with no labels but \
+                              kubernetes.io/metadata.name"
+                        .into(),
+                });
+            }
+        }
+        Ok(self.loaded)
+    }
+}
+
+/// Deserializes one object, from its text when we have it (for exact line numbers).
+fn parse<T: DeserializeOwned>(value: &Value, text: Option<&str>, file: &Path, line: usize, object: &str) -> Result<T> {
+    let result = match text {
+        Some(t) => serde_yaml::from_str::<T>(t),
+        None => serde_yaml::from_value::<T>(value.clone()),
+    };
+    result.map_err(|e| yaml_error(&e, file, line, Some(object.to_owned())).into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_documents_and_keeps_line_numbers() {
+        let docs = split_documents("a: 1\n---\nb: 2\n--- # c\nc: 3\n");
+        assert_eq!(docs.iter().map(|d| d.0).collect::<Vec<_>>(), vec![1, 3, 5]);
+        assert_eq!(docs[1].1, "b: 2\n");
+    }
+
+    #[test]
+    fn errors_point_at_file_line_and_field() {
+        let text = "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: p\nspec:\n  podSelector: {}\n  ingress:\n  - ports:\n    - port: 0\n";
+        let e = load_str(text, Path::new("dir/x.yaml")).unwrap_err().to_string();
+        assert!(e.starts_with("dir/x.yaml:13:"), "{e}");
+        assert!(e.contains("NetworkPolicy default/p"), "{e}");
+        assert!(e.contains("spec.ingress[0].ports"), "{e}");
+        assert!(e.contains("between 1 and 65535"), "{e}");
+    }
+
+    #[test]
+    fn unknown_kinds_warn_and_lists_load() {
+        let text = "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Namespace\n  metadata: {name: shop}\n- apiVersion: apps/v1\n  kind: Deployment\n  metadata: {name: d}\n";
+        let l = load_str(text, Path::new("l.yaml")).unwrap();
+        assert!(l.state.namespaces.iter().any(|n| n.metadata.name == "shop"));
+        assert!(l.warnings.iter().any(|w| w.message.contains("Deployment")));
+    }
+
+    #[test]
+    fn duplicates_and_invalid_network_logging_are_errors() {
+        let ns = "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n";
+        let e = load_str(&format!("{ns}---\n{ns}"), Path::new("d.yaml")).unwrap_err().to_string();
+        assert!(e.contains("defined twice (first at d.yaml:1)"), "{e}");
+        let nl = "apiVersion: networking.gke.io/v1alpha1\nkind: NetworkLogging\nmetadata: {name: default}\nspec:\n  cluster:\n    allow: {log: false, delegate: true}\n";
+        let e = load_str(nl, Path::new("nl.yaml")).unwrap_err().to_string();
+        assert!(e.contains("cluster allow log action is invalid: delegate cannot be true when log is false"), "{e}");
+    }
+
+    #[test]
+    fn namespaces_get_the_automatic_name_label() {
+        let l = load_str("apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: shop}\n", Path::new("p.yaml")).unwrap();
+        let shop = l.state.namespaces.iter().find(|n| n.metadata.name == "shop").unwrap();
+        assert_eq!(shop.metadata.labels["kubernetes.io/metadata.name"], "shop");
+        assert!(l.warnings.iter().any(|w| w.to_string().contains("Namespace shop")));
+    }
+}
