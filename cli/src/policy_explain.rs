@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use anyhow::{anyhow, bail};
+use anyhow::anyhow;
 use verdict_policy::engine::Flow;
 use verdict_policy::model::PolicyProtocol;
 use verdict_policy::{EndpointSpec, IpBlockMode};
@@ -12,16 +12,17 @@ fn parse_connection(s: &str) -> anyhow::Result<(EndpointSpec, EndpointSpec, u16,
     let usage = "expected 'SRC -> DEST:PORT[/PROTO]', e.g. 'default/client -> default/web:8080/TCP'";
     let (src, rest) = s.split_once("->").ok_or_else(|| anyhow!("{s:?}: missing '->'; {usage}"))?;
     let rest = rest.trim();
-    let (dest_and_port, proto) = match rest.rsplit_once('/') {
-        Some((d, p)) if PolicyProtocol::parse(p).is_some() => (d, PolicyProtocol::parse(p).unwrap_or_default()),
-        Some((_, p)) if !p.is_empty() && p.chars().all(|c| c.is_ascii_alphabetic()) => {
-            bail!("{s:?}: protocol {p:?} is not one of TCP, UDP, SCTP")
-        }
-        _ => (rest, PolicyProtocol::Tcp),
-    };
-    let (dest, port) = dest_and_port
+    let (dest, port_proto) = rest
         .rsplit_once(':')
+        .filter(|(_, p)| p.chars().next().is_some_and(|c| c.is_ascii_digit()))
         .ok_or_else(|| anyhow!("{s:?}: missing ':PORT' after the destination; {usage}"))?;
+    let (port, proto) = match port_proto.split_once('/') {
+        None => (port_proto, PolicyProtocol::Tcp),
+        Some((port, p)) => (
+            port,
+            PolicyProtocol::parse(p).ok_or_else(|| anyhow!("{s:?}: protocol {p:?} is not one of TCP, UDP, SCTP"))?,
+        ),
+    };
     let port: u16 = port
         .parse()
         .ok()
