@@ -15,7 +15,11 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "verdict", version, about = "Kubernetes NetworkPolicy enforcement with GKE-compatible allow/deny logging")]
+#[command(
+    name = "verdict",
+    version,
+    about = "Kubernetes NetworkPolicy enforcement with GKE-compatible allow/deny logging"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -88,8 +92,16 @@ struct ExplainArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Policy(PolicyCommand::Check(a)) => policy_check::run(&a.cluster.manifests, a.cluster.ipblock_mode.into(), &a.connections),
-        Command::Policy(PolicyCommand::Explain(a)) => policy_explain::run(&a.cluster.manifests, a.cluster.ipblock_mode.into(), &a.connection),
+        Command::Policy(PolicyCommand::Check(a)) => policy_check::run(
+            &a.cluster.manifests,
+            a.cluster.ipblock_mode.into(),
+            &a.connections,
+        ),
+        Command::Policy(PolicyCommand::Explain(a)) => policy_explain::run(
+            &a.cluster.manifests,
+            a.cluster.ipblock_mode.into(),
+            &a.connection,
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -101,7 +113,10 @@ fn main() -> ExitCode {
 }
 
 /// Loads manifests, prints warnings to stderr, and compiles the engine.
-fn load_engine(dir: &std::path::Path, mode: verdict_policy::IpBlockMode) -> anyhow::Result<verdict_policy::Engine> {
+fn load_engine(
+    dir: &std::path::Path,
+    mode: verdict_policy::IpBlockMode,
+) -> anyhow::Result<verdict_policy::Engine> {
     let loaded = verdict_policy::manifests::load_dir(dir)?;
     for w in &loaded.warnings {
         eprintln!("warning: {w}");

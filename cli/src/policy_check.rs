@@ -6,10 +6,10 @@
 use std::io::{BufRead, Write};
 use std::path::Path;
 
-use anyhow::{anyhow, Context};
+use anyhow::{Context, anyhow};
 use serde::{Deserialize, Serialize};
 use verdict_policy::engine::{Flow, SideVerdict};
-use verdict_policy::{Engine, EndpointSpec, IpBlockMode};
+use verdict_policy::{EndpointSpec, Engine, IpBlockMode};
 use verdict_schema::{PolicyActionRecord, PolicyRef, Protocol, Timestamp};
 
 #[derive(Debug, Deserialize)]
@@ -50,8 +50,18 @@ fn verdict_word(allowed: bool) -> &'static str {
     if allowed { "allow" } else { "deny" }
 }
 
-fn side_line(engine: &Engine, flow: &Flow, side: &SideVerdict, src_port: u16, ts: Timestamp) -> SideLine {
-    let refs = |ids: &[u32]| ids.iter().map(|&id| engine.policy(id).policy_ref()).collect();
+fn side_line(
+    engine: &Engine,
+    flow: &Flow,
+    side: &SideVerdict,
+    src_port: u16,
+    ts: Timestamp,
+) -> SideLine {
+    let refs = |ids: &[u32]| {
+        ids.iter()
+            .map(|&id| engine.policy(id).policy_ref())
+            .collect()
+    };
     let record = engine.record(flow, src_port, side, ts);
     SideLine {
         isolated: side.isolated,
@@ -68,8 +78,12 @@ pub fn run(manifests: &Path, mode: IpBlockMode, connections: &Path) -> anyhow::R
     let (name, reader): (String, Box<dyn BufRead>) = if connections == Path::new("-") {
         ("<stdin>".into(), Box::new(std::io::stdin().lock()))
     } else {
-        let f = std::fs::File::open(connections).with_context(|| format!("opening {}", connections.display()))?;
-        (connections.display().to_string(), Box::new(std::io::BufReader::new(f)))
+        let f = std::fs::File::open(connections)
+            .with_context(|| format!("opening {}", connections.display()))?;
+        (
+            connections.display().to_string(),
+            Box::new(std::io::BufReader::new(f)),
+        )
     };
     let mut out = Vec::new();
     for (i, line) in reader.lines().enumerate() {
@@ -90,17 +104,26 @@ pub fn run(manifests: &Path, mode: IpBlockMode, connections: &Path) -> anyhow::R
 
 /// Judges one input line; errors name the field.
 fn check_line(engine: &Engine, line: &str) -> Result<String, String> {
-    let c: ConnectionLine = serde_json::from_str(line).map_err(|e| format!("invalid connection: {e}"))?;
+    let c: ConnectionLine =
+        serde_json::from_str(line).map_err(|e| format!("invalid connection: {e}"))?;
     let src = EndpointSpec::parse(&c.src).map_err(|e| format!("field `src`: {e}"))?;
     let dest = EndpointSpec::parse(&c.dest).map_err(|e| format!("field `dest`: {e}"))?;
-    let protocol = verdict_policy::model::PolicyProtocol::parse(&c.protocol)
-        .ok_or_else(|| format!("field `protocol`: {:?} is not one of TCP, UDP, SCTP", c.protocol))?;
+    let protocol = verdict_policy::model::PolicyProtocol::parse(&c.protocol).ok_or_else(|| {
+        format!(
+            "field `protocol`: {:?} is not one of TCP, UDP, SCTP",
+            c.protocol
+        )
+    })?;
     let port = u16::try_from(c.port)
         .ok()
         .filter(|p| *p >= 1)
         .ok_or_else(|| format!("field `port`: {} is not between 1 and 65535", c.port))?;
-    let src_port = u16::try_from(c.src_port.unwrap_or(0))
-        .map_err(|_| format!("field `src_port`: {} is not between 0 and 65535", c.src_port.unwrap_or(0)))?;
+    let src_port = u16::try_from(c.src_port.unwrap_or(0)).map_err(|_| {
+        format!(
+            "field `src_port`: {} is not between 0 and 65535",
+            c.src_port.unwrap_or(0)
+        )
+    })?;
     let ts = match &c.timestamp {
         None => Timestamp::now(),
         Some(t) => Timestamp::parse(t).map_err(|e| format!("field `timestamp`: {e}"))?,
@@ -115,8 +138,16 @@ fn check_line(engine: &Engine, line: &str) -> Result<String, String> {
         };
         format!("field `{field}`: {e}")
     })?;
-    let flow = Flow { src: s, dest: d, protocol: protocol.to_record_protocol(), dest_port: port };
-    debug_assert!(matches!(flow.protocol, Protocol::Tcp | Protocol::Udp | Protocol::Sctp));
+    let flow = Flow {
+        src: s,
+        dest: d,
+        protocol: protocol.to_record_protocol(),
+        dest_port: port,
+    };
+    debug_assert!(matches!(
+        flow.protocol,
+        Protocol::Tcp | Protocol::Udp | Protocol::Sctp
+    ));
     let v = engine.evaluate(&flow);
     let out = VerdictLine {
         src: &c.src,

@@ -9,8 +9,11 @@ use verdict_policy::{EndpointSpec, IpBlockMode};
 
 /// Parses `SRC -> DEST:PORT[/PROTO]`.
 fn parse_connection(s: &str) -> anyhow::Result<(EndpointSpec, EndpointSpec, u16, PolicyProtocol)> {
-    let usage = "expected 'SRC -> DEST:PORT[/PROTO]', e.g. 'default/client -> default/web:8080/TCP'";
-    let (src, rest) = s.split_once("->").ok_or_else(|| anyhow!("{s:?}: missing '->'; {usage}"))?;
+    let usage =
+        "expected 'SRC -> DEST:PORT[/PROTO]', e.g. 'default/client -> default/web:8080/TCP'";
+    let (src, rest) = s
+        .split_once("->")
+        .ok_or_else(|| anyhow!("{s:?}: missing '->'; {usage}"))?;
     let rest = rest.trim();
     let (dest, port_proto) = rest
         .rsplit_once(':')
@@ -20,7 +23,8 @@ fn parse_connection(s: &str) -> anyhow::Result<(EndpointSpec, EndpointSpec, u16,
         None => (port_proto, PolicyProtocol::Tcp),
         Some((port, p)) => (
             port,
-            PolicyProtocol::parse(p).ok_or_else(|| anyhow!("{s:?}: protocol {p:?} is not one of TCP, UDP, SCTP"))?,
+            PolicyProtocol::parse(p)
+                .ok_or_else(|| anyhow!("{s:?}: protocol {p:?} is not one of TCP, UDP, SCTP"))?,
         ),
     };
     let port: u16 = port
@@ -28,14 +32,24 @@ fn parse_connection(s: &str) -> anyhow::Result<(EndpointSpec, EndpointSpec, u16,
         .ok()
         .filter(|p| *p >= 1)
         .ok_or_else(|| anyhow!("{s:?}: port {port:?} is not between 1 and 65535"))?;
-    Ok((EndpointSpec::parse(src.trim())?, EndpointSpec::parse(dest.trim())?, port, proto))
+    Ok((
+        EndpointSpec::parse(src.trim())?,
+        EndpointSpec::parse(dest.trim())?,
+        port,
+        proto,
+    ))
 }
 
 pub fn run(manifests: &Path, mode: IpBlockMode, connection: &str) -> anyhow::Result<()> {
     let (src, dest, port, proto) = parse_connection(connection)?;
     let engine = super::load_engine(manifests, mode)?;
     let (s, d) = engine.resolve_pair(&src, &dest)?;
-    let flow = Flow { src: s, dest: d, protocol: proto.to_record_protocol(), dest_port: port };
+    let flow = Flow {
+        src: s,
+        dest: d,
+        protocol: proto.to_record_protocol(),
+        dest_port: port,
+    };
     print!("{}", verdict_policy::explain::explain(&engine, &flow));
     Ok(())
 }
@@ -55,6 +69,11 @@ mod tests {
         assert_eq!((p, pr), (443, PolicyProtocol::Tcp));
         assert!(parse_connection("default/a default/b:80").is_err());
         assert!(parse_connection("default/a -> default/b").is_err());
-        assert!(parse_connection("default/a -> default/b:80/ICMP").unwrap_err().to_string().contains("not one of"));
+        assert!(
+            parse_connection("default/a -> default/b:80/ICMP")
+                .unwrap_err()
+                .to_string()
+                .contains("not one of")
+        );
     }
 }

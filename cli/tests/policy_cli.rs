@@ -10,7 +10,10 @@ use serde_json::Value;
 use verdict_schema::Timestamp;
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
 }
 
 fn verdict(args: &[&str], stdin: Option<&str>) -> Output {
@@ -29,7 +32,11 @@ fn verdict(args: &[&str], stdin: Option<&str>) -> Output {
 }
 
 fn stdout_lines(o: &Output) -> Vec<Value> {
-    String::from_utf8(o.stdout.clone()).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    String::from_utf8(o.stdout.clone())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 fn stderr(o: &Output) -> String {
@@ -52,7 +59,14 @@ fn normalize(mut v: Value) -> Value {
 #[test]
 fn seed_allow_green_example_reproduces_gkes_records() {
     let o = verdict(
-        &["policy", "check", "--manifests", "examples/allow-green", "--connections", "examples/allow-green.connections.jsonl"],
+        &[
+            "policy",
+            "check",
+            "--manifests",
+            "examples/allow-green",
+            "--connections",
+            "examples/allow-green.connections.jsonl",
+        ],
         None,
     );
     assert!(o.status.success(), "{}", stderr(&o));
@@ -61,15 +75,27 @@ fn seed_allow_green_example_reproduces_gkes_records() {
 
     let green = &lines[0];
     assert_eq!(green["verdict"], "allow");
-    assert_eq!(green["ingress"]["policies"], serde_json::json!([{"name": "allow-green", "namespace": "default"}]));
+    assert_eq!(
+        green["ingress"]["policies"],
+        serde_json::json!([{"name": "allow-green", "namespace": "default"}])
+    );
     assert_eq!(green["ingress"]["logged"], true);
-    assert_eq!(normalize(green["ingress"]["record"].clone()), seed("seed000_allow_client_green.json"));
-    assert_eq!(green["egress"], serde_json::json!({"isolated": false, "verdict": "allow", "policies": [], "isolated_by": [], "logged": false, "record": null}));
+    assert_eq!(
+        normalize(green["ingress"]["record"].clone()),
+        seed("seed000_allow_client_green.json")
+    );
+    assert_eq!(
+        green["egress"],
+        serde_json::json!({"isolated": false, "verdict": "allow", "policies": [], "isolated_by": [], "logged": false, "record": null})
+    );
 
     let red = &lines[1];
     assert_eq!(red["verdict"], "deny");
     assert_eq!(red["ingress"]["verdict"], "deny");
-    assert_eq!(red["ingress"]["isolated_by"], serde_json::json!([{"name": "allow-green", "namespace": "default"}]));
+    assert_eq!(
+        red["ingress"]["isolated_by"],
+        serde_json::json!([{"name": "allow-green", "namespace": "default"}])
+    );
     // One attempt: count 1. The seed's record aggregates three attempts (count 3).
     let mut expected = seed("seed000_deny_client_red.json");
     expected["count"] = Value::from(1);
@@ -78,26 +104,55 @@ fn seed_allow_green_example_reproduces_gkes_records() {
 
     let probe = &lines[2];
     assert_eq!(probe["verdict"], "allow");
-    assert_eq!(probe["ingress"]["record"]["policies"], serde_json::json!([{"name": ""}]));
-    assert_eq!(probe["ingress"]["record"]["src"], serde_json::json!({"instance": "10.84.0.1"}));
+    assert_eq!(
+        probe["ingress"]["record"]["policies"],
+        serde_json::json!([{"name": ""}])
+    );
+    assert_eq!(
+        probe["ingress"]["record"]["src"],
+        serde_json::json!({"instance": "10.84.0.1"})
+    );
 }
 
 #[test]
 fn seed_kubelet_probe_record_is_reproduced_exactly() {
     let o = verdict(
-        &["policy", "check", "--manifests", "examples/kubelet-probe", "--connections", "-"],
-        Some(&std::fs::read_to_string(repo().join("examples/kubelet-probe.connections.jsonl")).unwrap()),
+        &[
+            "policy",
+            "check",
+            "--manifests",
+            "examples/kubelet-probe",
+            "--connections",
+            "-",
+        ],
+        Some(
+            &std::fs::read_to_string(repo().join("examples/kubelet-probe.connections.jsonl"))
+                .unwrap(),
+        ),
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let lines = stdout_lines(&o);
-    assert_eq!(normalize(lines[0]["ingress"]["record"].clone()), seed("seed000_kubelet_probe.json"));
+    assert_eq!(
+        normalize(lines[0]["ingress"]["record"].clone()),
+        seed("seed000_kubelet_probe.json")
+    );
     assert_eq!(lines[0]["ingress"]["policies"], serde_json::json!([]));
 }
 
 #[test]
 fn output_keeps_input_order_and_defaults() {
     let input = "{\"src\":\"default/client-red-5689846f5b-b5ccx\",\"dest\":\"ip:10.84.0.165\",\"protocol\":\"udp\",\"port\":53}\n\n{\"src\":\"node:gke-demo-default-pool-5dad52ed-k0h1\",\"dest\":\"default/test-service-745c798fc9-sfd9h\",\"protocol\":\"SCTP\",\"port\":9}\n";
-    let o = verdict(&["policy", "check", "--manifests", "examples/allow-green", "--connections", "-"], Some(input));
+    let o = verdict(
+        &[
+            "policy",
+            "check",
+            "--manifests",
+            "examples/allow-green",
+            "--connections",
+            "-",
+        ],
+        Some(input),
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let lines = stdout_lines(&o);
     assert_eq!(lines.len(), 2);
@@ -111,7 +166,10 @@ fn output_keeps_input_order_and_defaults() {
     assert!((Timestamp::now().unix_nanos() - ts.unix_nanos()).abs() < 600_000_000_000);
     // From the pod's own node (InternalIP): always allowed, logged as a probe.
     assert_eq!(lines[1]["verdict"], "allow");
-    assert_eq!(lines[1]["ingress"]["record"]["src"], serde_json::json!({"instance": "10.128.0.5"}));
+    assert_eq!(
+        lines[1]["ingress"]["record"]["src"],
+        serde_json::json!({"instance": "10.128.0.5"})
+    );
 }
 
 fn temp_manifests(files: &[(&str, &str)]) -> tempfile::TempDir {
@@ -125,25 +183,67 @@ fn temp_manifests(files: &[(&str, &str)]) -> tempfile::TempDir {
 #[test]
 fn bad_input_lines_name_file_line_and_field() {
     let cases = [
-        ("{\"src\":\"default/nope\",\"dest\":\"default/test-service-745c798fc9-sfd9h\",\"protocol\":\"TCP\",\"port\":1}", "field `src`: unknown pod default/nope"),
-        ("{\"src\":\"ghost/x\",\"dest\":\"default/test-service-745c798fc9-sfd9h\",\"protocol\":\"TCP\",\"port\":1}", "field `src`: unknown namespace \"ghost\""),
-        ("{\"src\":\"default/client-red-5689846f5b-b5ccx\",\"dest\":\"default/gone\",\"protocol\":\"TCP\",\"port\":1}", "field `dest`: unknown pod default/gone"),
-        ("{\"src\":\"node:n9\",\"dest\":\"default/test-service-745c798fc9-sfd9h\",\"protocol\":\"TCP\",\"port\":1}", "field `src`: unknown node"),
-        ("{\"src\":\"default/client-red-5689846f5b-b5ccx\",\"dest\":\"ip:1.2.3.4\",\"protocol\":\"ICMP\",\"port\":1}", "field `protocol`"),
-        ("{\"src\":\"default/client-red-5689846f5b-b5ccx\",\"dest\":\"ip:1.2.3.4\",\"protocol\":\"TCP\",\"port\":0}", "field `port`: 0 is not between 1 and 65535"),
-        ("{\"src\":\"default/client-red-5689846f5b-b5ccx\",\"dest\":\"ip:1.2.3.4\",\"protocol\":\"TCP\",\"port\":80,\"timestamp\":\"yesterday\"}", "field `timestamp`"),
-        ("{\"src\":\"default/client-red-5689846f5b-b5ccx\",\"dest\":\"ip:1.2.3.4\",\"protocol\":\"TCP\",\"port\":80,\"prot\":1}", "unknown field `prot`"),
-        ("{\"dest\":\"ip:1.2.3.4\",\"protocol\":\"TCP\",\"port\":80}", "missing field `src`"),
+        (
+            "{\"src\":\"default/nope\",\"dest\":\"default/test-service-745c798fc9-sfd9h\",\"protocol\":\"TCP\",\"port\":1}",
+            "field `src`: unknown pod default/nope",
+        ),
+        (
+            "{\"src\":\"ghost/x\",\"dest\":\"default/test-service-745c798fc9-sfd9h\",\"protocol\":\"TCP\",\"port\":1}",
+            "field `src`: unknown namespace \"ghost\"",
+        ),
+        (
+            "{\"src\":\"default/client-red-5689846f5b-b5ccx\",\"dest\":\"default/gone\",\"protocol\":\"TCP\",\"port\":1}",
+            "field `dest`: unknown pod default/gone",
+        ),
+        (
+            "{\"src\":\"node:n9\",\"dest\":\"default/test-service-745c798fc9-sfd9h\",\"protocol\":\"TCP\",\"port\":1}",
+            "field `src`: unknown node",
+        ),
+        (
+            "{\"src\":\"default/client-red-5689846f5b-b5ccx\",\"dest\":\"ip:1.2.3.4\",\"protocol\":\"ICMP\",\"port\":1}",
+            "field `protocol`",
+        ),
+        (
+            "{\"src\":\"default/client-red-5689846f5b-b5ccx\",\"dest\":\"ip:1.2.3.4\",\"protocol\":\"TCP\",\"port\":0}",
+            "field `port`: 0 is not between 1 and 65535",
+        ),
+        (
+            "{\"src\":\"default/client-red-5689846f5b-b5ccx\",\"dest\":\"ip:1.2.3.4\",\"protocol\":\"TCP\",\"port\":80,\"timestamp\":\"yesterday\"}",
+            "field `timestamp`",
+        ),
+        (
+            "{\"src\":\"default/client-red-5689846f5b-b5ccx\",\"dest\":\"ip:1.2.3.4\",\"protocol\":\"TCP\",\"port\":80,\"prot\":1}",
+            "unknown field `prot`",
+        ),
+        (
+            "{\"dest\":\"ip:1.2.3.4\",\"protocol\":\"TCP\",\"port\":80}",
+            "missing field `src`",
+        ),
         ("not json", "invalid connection"),
     ];
     for (line, want) in cases {
-        let input = format!("{{\"src\":\"default/client-red-5689846f5b-b5ccx\",\"dest\":\"ip:1.2.3.4\",\"protocol\":\"TCP\",\"port\":80}}\n{line}\n");
+        let input = format!(
+            "{{\"src\":\"default/client-red-5689846f5b-b5ccx\",\"dest\":\"ip:1.2.3.4\",\"protocol\":\"TCP\",\"port\":80}}\n{line}\n"
+        );
         let d = temp_manifests(&[("conns.jsonl", &input)]);
         let conns = d.path().join("conns.jsonl");
-        let o = verdict(&["policy", "check", "--manifests", "examples/allow-green", "--connections", conns.to_str().unwrap()], None);
+        let o = verdict(
+            &[
+                "policy",
+                "check",
+                "--manifests",
+                "examples/allow-green",
+                "--connections",
+                conns.to_str().unwrap(),
+            ],
+            None,
+        );
         assert_eq!(o.status.code(), Some(2), "{line}");
         let err = stderr(&o);
-        assert!(err.contains(&format!("{}:2: ", conns.display())), "{line}: {err}");
+        assert!(
+            err.contains(&format!("{}:2: ", conns.display())),
+            "{line}: {err}"
+        );
         assert!(err.contains(want), "{line}: {err}");
         assert!(o.stdout.is_empty(), "no partial output on error");
     }
@@ -154,20 +254,52 @@ fn bad_manifests_are_errors_with_file_and_line() {
     let policy = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p}\nspec:\n  podSelector: {}\n  ingress:\n  - from:\n    - ipBlock: {cidr: 10.0.0.0/8, except: [192.168.0.0/16]}\n";
     let cases: [(&str, &str, &str); 5] = [
         ("p.yaml", policy, "p.yaml:8"),
-        ("q.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: x}\nstatus: {podIP: not-an-ip}\n", "q.yaml:4"),
+        (
+            "q.yaml",
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: x}\nstatus: {podIP: not-an-ip}\n",
+            "q.yaml:4",
+        ),
         ("r.yaml", "kind: Pod\n  bad: [indent\n", "r.yaml:"),
-        ("nl.yaml", "apiVersion: networking.gke.io/v1alpha1\nkind: NetworkLogging\nmetadata: {name: default}\nspec: {cluster: {deny: {log: false, delegate: true}}}\n", "cluster deny log action is invalid: delegate cannot be true when log is false"),
-        ("s.yaml", "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p}\nspec:\n  podSelectr: {}\n", "unknown field `podSelectr`"),
+        (
+            "nl.yaml",
+            "apiVersion: networking.gke.io/v1alpha1\nkind: NetworkLogging\nmetadata: {name: default}\nspec: {cluster: {deny: {log: false, delegate: true}}}\n",
+            "cluster deny log action is invalid: delegate cannot be true when log is false",
+        ),
+        (
+            "s.yaml",
+            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p}\nspec:\n  podSelectr: {}\n",
+            "unknown field `podSelectr`",
+        ),
     ];
     for (name, text, want) in cases {
         let d = temp_manifests(&[(name, text)]);
-        let o = verdict(&["policy", "check", "--manifests", d.path().to_str().unwrap(), "--connections", "-"], Some(""));
+        let o = verdict(
+            &[
+                "policy",
+                "check",
+                "--manifests",
+                d.path().to_str().unwrap(),
+                "--connections",
+                "-",
+            ],
+            Some(""),
+        );
         assert_eq!(o.status.code(), Some(2), "{name}");
         let err = stderr(&o);
         assert!(err.contains(want), "{name}: {err}");
         assert!(err.contains(name), "{name}: {err}");
     }
-    let o = verdict(&["policy", "check", "--manifests", "/nonexistent/dir", "--connections", "-"], Some(""));
+    let o = verdict(
+        &[
+            "policy",
+            "check",
+            "--manifests",
+            "/nonexistent/dir",
+            "--connections",
+            "-",
+        ],
+        Some(""),
+    );
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("/nonexistent/dir"));
 }
@@ -175,17 +307,46 @@ fn bad_manifests_are_errors_with_file_and_line() {
 #[test]
 fn dataplane_v2_warnings_go_to_stderr_and_calico_mode_matches_pods() {
     let files = [
-        ("ns.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: a, labels: {app: a}}\nstatus: {podIP: 10.0.0.5}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: b}\nstatus: {podIP: 10.0.0.6}\n"),
-        ("pol.yaml", "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: from-b}\nspec:\n  podSelector: {matchLabels: {app: a}}\n  ingress:\n  - from: [{ipBlock: {cidr: 10.0.0.6/32}}]\n"),
+        (
+            "ns.yaml",
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: a, labels: {app: a}}\nstatus: {podIP: 10.0.0.5}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: b}\nstatus: {podIP: 10.0.0.6}\n",
+        ),
+        (
+            "pol.yaml",
+            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: from-b}\nspec:\n  podSelector: {matchLabels: {app: a}}\n  ingress:\n  - from: [{ipBlock: {cidr: 10.0.0.6/32}}]\n",
+        ),
     ];
     let d = temp_manifests(&files);
     let input = "{\"src\":\"default/b\",\"dest\":\"default/a\",\"protocol\":\"TCP\",\"port\":80}\n";
-    let dpv2 = verdict(&["policy", "check", "--manifests", d.path().to_str().unwrap(), "--connections", "-"], Some(input));
+    let dpv2 = verdict(
+        &[
+            "policy",
+            "check",
+            "--manifests",
+            d.path().to_str().unwrap(),
+            "--connections",
+            "-",
+        ],
+        Some(input),
+    );
     assert!(dpv2.status.success());
-    assert!(stderr(&dpv2).contains("GKE Dataplane V2 rejects a Pod IP"), "{}", stderr(&dpv2));
+    assert!(
+        stderr(&dpv2).contains("GKE Dataplane V2 rejects a Pod IP"),
+        "{}",
+        stderr(&dpv2)
+    );
     assert_eq!(stdout_lines(&dpv2)[0]["verdict"], "deny");
     let calico = verdict(
-        &["policy", "check", "--manifests", d.path().to_str().unwrap(), "--ipblock-mode", "calico", "--connections", "-"],
+        &[
+            "policy",
+            "check",
+            "--manifests",
+            d.path().to_str().unwrap(),
+            "--ipblock-mode",
+            "calico",
+            "--connections",
+            "-",
+        ],
         Some(input),
     );
     assert!(calico.status.success());
@@ -194,7 +355,16 @@ fn dataplane_v2_warnings_go_to_stderr_and_calico_mode_matches_pods() {
 }
 
 fn explain(conn: &str) -> String {
-    let o = verdict(&["policy", "explain", "--manifests", "examples/debugging", conn], None);
+    let o = verdict(
+        &[
+            "policy",
+            "explain",
+            "--manifests",
+            "examples/debugging",
+            conn,
+        ],
+        None,
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     String::from_utf8(o.stdout).unwrap()
 }
@@ -202,40 +372,92 @@ fn explain(conn: &str) -> String {
 #[test]
 fn explain_dns_egress() {
     let text = explain("demo/my-deployment -> kube-system/kube-dns:53/UDP");
-    assert!(text.contains("DENIED by the source's egress policies"), "{text}");
+    assert!(
+        text.contains("DENIED by the source's egress policies"),
+        "{text}"
+    );
     assert!(text.contains("demo/my-deployment-egress"), "{text}");
-    assert!(text.contains("TCP/https (the destination declares no such container port) do not include UDP/53"), "{text}");
+    assert!(
+        text.contains(
+            "TCP/https (the destination declares no such container port) do not include UDP/53"
+        ),
+        "{text}"
+    );
     assert!(text.contains("name: allow-dns-egress"), "{text}");
-    assert!(text.contains("kubernetes.io/metadata.name: kube-system"), "{text}");
-    assert!(text.contains("- protocol: UDP\n") && text.contains("port: 53"), "{text}");
+    assert!(
+        text.contains("kubernetes.io/metadata.name: kube-system"),
+        "{text}"
+    );
+    assert!(
+        text.contains("- protocol: UDP\n") && text.contains("port: 53"),
+        "{text}"
+    );
 }
 
 #[test]
 fn explain_external_host_suggests_an_ip_block() {
     let text = explain("demo/my-deployment -> ip:93.184.216.34:80");
-    assert!(text.contains("93.184.216.34 is not a pod (use an ipBlock for it)"), "{text}");
+    assert!(
+        text.contains("93.184.216.34 is not a pod (use an ipBlock for it)"),
+        "{text}"
+    );
     assert!(text.contains("cidr: 93.184.216.34/32"), "{text}");
-    assert!(text.contains("Egress from the source demo/my-deployment: DENIED"), "{text}");
+    assert!(
+        text.contains("Egress from the source demo/my-deployment: DENIED"),
+        "{text}"
+    );
 }
 
 #[test]
 fn explain_missing_namespace_label_suggests_labelling_it_first() {
     let text = explain("demo/my-deployment -> payments/api:8443/TCP");
     assert!(text.contains("namespace payments (kubernetes.io/metadata.name=payments,team=billing) lacks team=payments"), "{text}");
-    let first = text.lines().skip_while(|l| !l.contains("for egress:")).nth(1).unwrap();
-    assert!(first.contains("kubectl label namespace payments team=payments --overwrite"), "{text}");
+    let first = text
+        .lines()
+        .skip_while(|l| !l.contains("for egress:"))
+        .nth(1)
+        .unwrap();
+    assert!(
+        first.contains("kubectl label namespace payments team=payments --overwrite"),
+        "{text}"
+    );
     // Allowed connections are explained too.
-    let o = verdict(&["policy", "explain", "--manifests", "examples/allow-green", "default/client-green-7b78d7c957-68mv4 -> default/test-service-745c798fc9-sfd9h:8080"], None);
+    let o = verdict(
+        &[
+            "policy",
+            "explain",
+            "--manifests",
+            "examples/allow-green",
+            "default/client-green-7b78d7c957-68mv4 -> default/test-service-745c798fc9-sfd9h:8080",
+        ],
+        None,
+    );
     let text = String::from_utf8(o.stdout).unwrap();
     assert!(text.contains("Verdict: ALLOWED"), "{text}");
     assert!(text.contains("rule ingress[0] matches"), "{text}");
-    assert!(text.contains("logged as allow with policies [default/allow-green]"), "{text}");
+    assert!(
+        text.contains("logged as allow with policies [default/allow-green]"),
+        "{text}"
+    );
 }
 
 #[test]
 fn explain_rejects_malformed_connections() {
-    for (arg, want) in [("default/a default/b:80", "missing '->'"), ("default/a -> default/b", "missing ':PORT'"), ("default/a -> default/b:99999", "not between 1 and 65535")] {
-        let o = verdict(&["policy", "explain", "--manifests", "examples/debugging", arg], None);
+    for (arg, want) in [
+        ("default/a default/b:80", "missing '->'"),
+        ("default/a -> default/b", "missing ':PORT'"),
+        ("default/a -> default/b:99999", "not between 1 and 65535"),
+    ] {
+        let o = verdict(
+            &[
+                "policy",
+                "explain",
+                "--manifests",
+                "examples/debugging",
+                arg,
+            ],
+            None,
+        );
         assert_eq!(o.status.code(), Some(2), "{arg}");
         assert!(stderr(&o).contains(want), "{arg}: {}", stderr(&o));
     }

@@ -4,10 +4,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use verdict_schema::NetworkLogging;
 
-use crate::model::{Namespace, NetworkPolicy, Node, ObjectMeta, Pod, Service, NAMESPACE_NAME_LABEL};
+use crate::model::{
+    NAMESPACE_NAME_LABEL, Namespace, NetworkPolicy, Node, ObjectMeta, Pod, Service,
+};
 
 /// Namespaces every cluster has; referring to them without declaring them is not worth a warning.
-pub const BUILTIN_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
+pub const BUILTIN_NAMESPACES: [&str; 4] =
+    ["default", "kube-system", "kube-public", "kube-node-lease"];
 
 /// Where an object was read from (for warnings and errors that point at it).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,8 +45,11 @@ impl ClusterState {
     /// Adds the Namespaces that pods or policies refer to but that were not declared, with only
     /// the automatic `kubernetes.io/metadata.name` label, and returns their names.
     pub fn add_implicit_namespaces(&mut self) -> Vec<String> {
-        let declared: BTreeSet<String> =
-            self.namespaces.iter().map(|n| n.metadata.name.clone()).collect();
+        let declared: BTreeSet<String> = self
+            .namespaces
+            .iter()
+            .map(|n| n.metadata.name.clone())
+            .collect();
         let mut referenced: BTreeSet<String> = BTreeSet::new();
         for p in &self.pods {
             referenced.insert(p.metadata.namespace_or_default().to_owned());
@@ -57,7 +63,10 @@ impl ClusterState {
         let mut added = Vec::new();
         for name in referenced.difference(&declared) {
             self.namespaces.push(Namespace {
-                metadata: ObjectMeta { name: name.clone(), ..ObjectMeta::default() },
+                metadata: ObjectMeta {
+                    name: name.clone(),
+                    ..ObjectMeta::default()
+                },
             });
             added.push(name.clone());
         }

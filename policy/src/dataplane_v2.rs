@@ -6,7 +6,7 @@
 
 use std::net::IpAddr;
 
-use crate::cluster::{object_key, ClusterState};
+use crate::cluster::{ClusterState, object_key};
 use crate::manifests::Warning;
 use crate::model::{NetworkPolicy, NetworkPolicyPort, Peer};
 
@@ -18,13 +18,19 @@ pub fn dataplane_v2_warnings(state: &ClusterState) -> Vec<Warning> {
             continue;
         }
         for ip in p.ips() {
-            pod_ips.push((ip, format!("{}/{}", p.metadata.namespace_or_default(), p.metadata.name)));
+            pod_ips.push((
+                ip,
+                format!("{}/{}", p.metadata.namespace_or_default(), p.metadata.name),
+            ));
         }
     }
     let mut service_ips: Vec<(IpAddr, String)> = Vec::new();
     for s in &state.services {
         for ip in s.ips() {
-            service_ips.push((ip, format!("{}/{}", s.metadata.namespace_or_default(), s.metadata.name)));
+            service_ips.push((
+                ip,
+                format!("{}/{}", s.metadata.namespace_or_default(), s.metadata.name),
+            ));
         }
     }
     let mut out = Vec::new();
@@ -41,7 +47,11 @@ fn check_policy(
     service_ips: &[(IpAddr, String)],
     out: &mut Vec<Warning>,
 ) {
-    let key = object_key("NetworkPolicy", Some(policy.metadata.namespace_or_default()), &policy.metadata.name);
+    let key = object_key(
+        "NetworkPolicy",
+        Some(policy.metadata.namespace_or_default()),
+        &policy.metadata.name,
+    );
     let origin = state.origins.get(&key);
     let mut warn = |message: String| {
         out.push(Warning {
@@ -51,14 +61,46 @@ fn check_policy(
             message,
         })
     };
-    let ingress = policy.spec.ingress.iter().flatten().enumerate().map(|(i, r)| (format!("ingress[{i}]"), "from", r.from.as_ref(), r.ports.as_ref()));
-    let egress = policy.spec.egress.iter().flatten().enumerate().map(|(i, r)| (format!("egress[{i}]"), "to", r.to.as_ref(), r.ports.as_ref()));
+    let ingress = policy
+        .spec
+        .ingress
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, r)| {
+            (
+                format!("ingress[{i}]"),
+                "from",
+                r.from.as_ref(),
+                r.ports.as_ref(),
+            )
+        });
+    let egress = policy
+        .spec
+        .egress
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, r)| {
+            (
+                format!("egress[{i}]"),
+                "to",
+                r.to.as_ref(),
+                r.ports.as_ref(),
+            )
+        });
     for (rule, peer_field, peers, ports) in ingress.chain(egress) {
         for (j, port) in ports.into_iter().flatten().enumerate() {
             check_port(port, &format!("spec.{rule}.ports[{j}]"), &mut warn);
         }
         for (j, peer) in peers.into_iter().flatten().enumerate() {
-            check_peer(peer, &format!("spec.{rule}.{peer_field}[{j}]"), pod_ips, service_ips, &mut warn);
+            check_peer(
+                peer,
+                &format!("spec.{rule}.{peer_field}[{j}]"),
+                pod_ips,
+                service_ips,
+                &mut warn,
+            );
         }
     }
 }
@@ -108,8 +150,17 @@ fn check_peer(
         .map(|(_, name)| name.as_str())
         .collect();
     if !covered.is_empty() {
-        let shown = covered.iter().take(3).copied().collect::<Vec<_>>().join(", ");
-        let more = if covered.len() > 3 { format!(" and {} more", covered.len() - 3) } else { String::new() };
+        let shown = covered
+            .iter()
+            .take(3)
+            .copied()
+            .collect::<Vec<_>>()
+            .join(", ");
+        let more = if covered.len() > 3 {
+            format!(" and {} more", covered.len() - 3)
+        } else {
+            String::new()
+        };
         warn(format!(
             "{at}.ipBlock {cidr} covers pod IPs ({shown}{more}); in dataplane-v2 mode an ipBlock \
              never matches pods (Calico's does): select pods with podSelector/namespaceSelector"

@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use crate::engine::{Engine, EndpointKind, ResolvedEndpoint};
+use crate::engine::{EndpointKind, Engine, ResolvedEndpoint};
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,18 +18,30 @@ impl EndpointSpec {
     /// Parses `NS/POD`, `ip:ADDR` (IPv6 may be bracketed) or `node:NODE`.
     pub fn parse(s: &str) -> Result<Self> {
         let bad = |why: &str| {
-            Error::Endpoint(format!("{s:?}: {why} (expected \"NS/POD\", \"ip:ADDR\" or \"node:NODE\")"))
+            Error::Endpoint(format!(
+                "{s:?}: {why} (expected \"NS/POD\", \"ip:ADDR\" or \"node:NODE\")"
+            ))
         };
         if let Some(addr) = s.strip_prefix("ip:") {
             let addr = addr.trim_start_matches('[').trim_end_matches(']');
-            return addr.parse().map(EndpointSpec::Ip).map_err(|_| bad("not an IP address"));
+            return addr
+                .parse()
+                .map(EndpointSpec::Ip)
+                .map_err(|_| bad("not an IP address"));
         }
         if let Some(node) = s.strip_prefix("node:") {
-            return if node.is_empty() { Err(bad("empty node name")) } else { Ok(EndpointSpec::Node(node.to_owned())) };
+            return if node.is_empty() {
+                Err(bad("empty node name"))
+            } else {
+                Ok(EndpointSpec::Node(node.to_owned()))
+            };
         }
         match s.split_once('/') {
             Some((ns, pod)) if !ns.is_empty() && !pod.is_empty() && !pod.contains('/') => {
-                Ok(EndpointSpec::Pod { namespace: ns.to_owned(), name: pod.to_owned() })
+                Ok(EndpointSpec::Pod {
+                    namespace: ns.to_owned(),
+                    name: pod.to_owned(),
+                })
             }
             _ => Err(bad("not an endpoint")),
         }
@@ -72,7 +84,9 @@ impl Engine {
                 let id = self.find_node(n)?;
                 let ips = &self.node(id).ips;
                 if ips.is_empty() {
-                    return Err(Error::Endpoint(format!("node {n} has no InternalIP or ExternalIP address")));
+                    return Err(Error::Endpoint(format!(
+                        "node {n} has no InternalIP or ExternalIP address"
+                    )));
                 }
                 Ok(ips.clone())
             }
@@ -81,7 +95,11 @@ impl Engine {
 
     /// Resolves both sides to addresses of the same family: an explicit `ip:` decides the family,
     /// else the destination's primary address does.
-    pub fn resolve_pair(&self, src: &EndpointSpec, dest: &EndpointSpec) -> Result<(ResolvedEndpoint, ResolvedEndpoint)> {
+    pub fn resolve_pair(
+        &self,
+        src: &EndpointSpec,
+        dest: &EndpointSpec,
+    ) -> Result<(ResolvedEndpoint, ResolvedEndpoint)> {
         let src_ips = self.spec_ips(src)?;
         let dest_ips = self.spec_ips(dest)?;
         let family_v4 = dest
@@ -90,21 +108,31 @@ impl Engine {
             .unwrap_or(dest_ips[0])
             .is_ipv4();
         let pick = |ips: &[IpAddr], spec: &EndpointSpec| {
-            ips.iter().copied().find(|ip| ip.is_ipv4() == family_v4).ok_or_else(|| {
-                Error::Endpoint(format!(
-                    "{spec} has no {} address to match the other side",
-                    if family_v4 { "IPv4" } else { "IPv6" }
-                ))
-            })
+            ips.iter()
+                .copied()
+                .find(|ip| ip.is_ipv4() == family_v4)
+                .ok_or_else(|| {
+                    Error::Endpoint(format!(
+                        "{spec} has no {} address to match the other side",
+                        if family_v4 { "IPv4" } else { "IPv6" }
+                    ))
+                })
         };
         let s = self.resolve_ip(pick(&src_ips, src)?);
         let d = self.resolve_ip(pick(&dest_ips, dest)?);
         // A host-network pod named as NS/POD resolves to its node; say so rather than surprise.
         for (spec, r) in [(src, s), (dest, d)] {
-            if let (EndpointSpec::Pod { namespace, name }, EndpointKind::Node(_) | EndpointKind::External) = (spec, r.kind) {
+            if let (
+                EndpointSpec::Pod { namespace, name },
+                EndpointKind::Node(_) | EndpointKind::External,
+            ) = (spec, r.kind)
+            {
                 let id = self.find_pod(namespace, name)?;
                 if !self.pod(id).host_network {
-                    return Err(Error::Endpoint(format!("{spec}: IP {} does not resolve to the pod", r.ip)));
+                    return Err(Error::Endpoint(format!(
+                        "{spec}: IP {} does not resolve to the pod",
+                        r.ip
+                    )));
                 }
             }
         }
@@ -120,11 +148,23 @@ mod tests {
     fn parses_the_three_forms() {
         assert_eq!(
             EndpointSpec::parse("default/web").unwrap(),
-            EndpointSpec::Pod { namespace: "default".into(), name: "web".into() }
+            EndpointSpec::Pod {
+                namespace: "default".into(),
+                name: "web".into()
+            }
         );
-        assert_eq!(EndpointSpec::parse("ip:10.0.0.1").unwrap(), EndpointSpec::Ip("10.0.0.1".parse().unwrap()));
-        assert_eq!(EndpointSpec::parse("ip:[fd00::1]").unwrap(), EndpointSpec::Ip("fd00::1".parse().unwrap()));
-        assert_eq!(EndpointSpec::parse("node:n1").unwrap(), EndpointSpec::Node("n1".into()));
+        assert_eq!(
+            EndpointSpec::parse("ip:10.0.0.1").unwrap(),
+            EndpointSpec::Ip("10.0.0.1".parse().unwrap())
+        );
+        assert_eq!(
+            EndpointSpec::parse("ip:[fd00::1]").unwrap(),
+            EndpointSpec::Ip("fd00::1".parse().unwrap())
+        );
+        assert_eq!(
+            EndpointSpec::parse("node:n1").unwrap(),
+            EndpointSpec::Node("n1".into())
+        );
         for bad in ["web", "ip:nope", "node:", "/x", "a/b/c"] {
             assert!(EndpointSpec::parse(bad).is_err(), "{bad}");
         }

@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use verdict_schema::network_logging::{
-    annotation_enabled, ENABLE_DENY_LOGGING_ANNOTATION, ENABLE_LOGGING_ANNOTATION,
+    ENABLE_DENY_LOGGING_ANNOTATION, ENABLE_LOGGING_ANNOTATION, annotation_enabled,
 };
 use verdict_schema::{ClusterLogging, Direction, PodEndpoint, PolicyRef, Protocol};
 
@@ -63,6 +63,12 @@ impl IpBlockMode {
     }
 }
 
+/// A rule as written: its peers (`from`/`to`) and its ports.
+pub type RuleSource<'a> = (
+    Option<&'a Vec<crate::model::Peer>>,
+    Option<&'a Vec<NetworkPolicyPort>>,
+);
+
 /// A fixed-size set of pod ids.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct PodSet(Vec<u64>);
@@ -75,7 +81,9 @@ impl PodSet {
         self.0[id as usize / 64] |= 1 << (id % 64);
     }
     fn contains(&self, id: PodId) -> bool {
-        self.0.get(id as usize / 64).is_some_and(|w| w & (1 << (id % 64)) != 0)
+        self.0
+            .get(id as usize / 64)
+            .is_some_and(|w| w & (1 << (id % 64)) != 0)
     }
 }
 
@@ -276,13 +284,19 @@ impl Engine {
         let mut namespace_index = HashMap::new();
         for ns in &state.namespaces {
             let mut labels = ns.metadata.labels.clone();
-            labels.insert(crate::model::NAMESPACE_NAME_LABEL.to_owned(), ns.metadata.name.clone());
+            labels.insert(
+                crate::model::NAMESPACE_NAME_LABEL.to_owned(),
+                ns.metadata.name.clone(),
+            );
             namespace_index.insert(ns.metadata.name.clone(), namespaces.len() as NamespaceId);
             namespaces.push(NamespaceInfo {
                 name: ns.metadata.name.clone(),
                 labels,
                 deny_logging: annotation_enabled(
-                    ns.metadata.annotations.get(ENABLE_DENY_LOGGING_ANNOTATION).map(String::as_str),
+                    ns.metadata
+                        .annotations
+                        .get(ENABLE_DENY_LOGGING_ANNOTATION)
+                        .map(String::as_str),
                 ),
                 annotations: ns.metadata.annotations.clone(),
             });
@@ -292,7 +306,10 @@ impl Engine {
                 return *id;
             }
             let id = namespaces.len() as NamespaceId;
-            let labels = Labels::from([(crate::model::NAMESPACE_NAME_LABEL.to_owned(), name.to_owned())]);
+            let labels = Labels::from([(
+                crate::model::NAMESPACE_NAME_LABEL.to_owned(),
+                name.to_owned(),
+            )]);
             namespaces.push(NamespaceInfo {
                 name: name.to_owned(),
                 labels,
@@ -313,7 +330,10 @@ impl Engine {
                 node_by_ip.insert(*ip, id);
             }
             node_index.insert(n.metadata.name.clone(), id);
-            nodes.push(NodeInfo { name: n.metadata.name.clone(), ips });
+            nodes.push(NodeInfo {
+                name: n.metadata.name.clone(),
+                ips,
+            });
         }
 
         let mut pods = Vec::new();
@@ -323,7 +343,11 @@ impl Engine {
             let ns_name = p.metadata.namespace_or_default();
             let namespace = ns_id(ns_name, &mut namespaces);
             let id = pods.len() as PodId;
-            let ips = if p.is_terminated() { Vec::new() } else { p.ips() };
+            let ips = if p.is_terminated() {
+                Vec::new()
+            } else {
+                p.ips()
+            };
             let host_network = p.spec.host_network;
             if !host_network {
                 for ip in &ips {
@@ -397,7 +421,7 @@ impl Engine {
                     }
                 }
             }
-            let compile_rules = |rules: Vec<(Option<&Vec<crate::model::Peer>>, Option<&Vec<NetworkPolicyPort>>)>| {
+            let compile_rules = |rules: Vec<RuleSource<'_>>| {
                 rules
                     .into_iter()
                     .map(|(peers, ports)| CompiledRule {
@@ -406,20 +430,32 @@ impl Engine {
                                 .map(|peer| compile_peer(peer, ns, &namespaces, &pods_in_ns, &pods))
                                 .collect()
                         }),
-                        ports: ports.filter(|v| !v.is_empty()).map(|v| v.iter().map(compile_port).collect()),
+                        ports: ports
+                            .filter(|v| !v.is_empty())
+                            .map(|v| v.iter().map(compile_port).collect()),
                     })
                     .collect::<Vec<_>>()
             };
             let ingress = if affects_ingress {
                 compile_rules(
-                    p.spec.ingress.iter().flatten().map(|r| (r.from.as_ref(), r.ports.as_ref())).collect(),
+                    p.spec
+                        .ingress
+                        .iter()
+                        .flatten()
+                        .map(|r| (r.from.as_ref(), r.ports.as_ref()))
+                        .collect(),
                 )
             } else {
                 Vec::new()
             };
             let egress = if affects_egress {
                 compile_rules(
-                    p.spec.egress.iter().flatten().map(|r| (r.to.as_ref(), r.ports.as_ref())).collect(),
+                    p.spec
+                        .egress
+                        .iter()
+                        .flatten()
+                        .map(|r| (r.to.as_ref(), r.ports.as_ref()))
+                        .collect(),
                 )
             } else {
                 Vec::new()
@@ -428,7 +464,10 @@ impl Engine {
                 namespace: ns_name,
                 name: p.metadata.name.clone(),
                 logging_enabled: annotation_enabled(
-                    p.metadata.annotations.get(ENABLE_LOGGING_ANNOTATION).map(String::as_str),
+                    p.metadata
+                        .annotations
+                        .get(ENABLE_LOGGING_ANNOTATION)
+                        .map(String::as_str),
                 ),
                 affects_ingress,
                 affects_egress,
@@ -512,11 +551,17 @@ impl Engine {
         self.pod_index
             .get(&(namespace.to_owned(), name.to_owned()))
             .copied()
-            .ok_or_else(|| Error::UnknownPod { namespace: namespace.to_owned(), name: name.to_owned() })
+            .ok_or_else(|| Error::UnknownPod {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+            })
     }
 
     pub fn find_node(&self, name: &str) -> Result<NodeId> {
-        self.node_index.get(name).copied().ok_or_else(|| Error::UnknownNode(name.to_owned()))
+        self.node_index
+            .get(name)
+            .copied()
+            .ok_or_else(|| Error::UnknownNode(name.to_owned()))
     }
 
     /// What an IP is: a (non-host-network) pod, a node, or something outside the cluster.
@@ -596,7 +641,13 @@ impl Engine {
             .is_some_and(|n| self.nodes[n as usize].ips.contains(&ip))
     }
 
-    fn allowing_policies(&self, flow: &Flow, direction: Direction, pod: PodId, peer: ResolvedEndpoint) -> Vec<PolicyId> {
+    fn allowing_policies(
+        &self,
+        flow: &Flow,
+        direction: Direction,
+        pod: PodId,
+        peer: ResolvedEndpoint,
+    ) -> Vec<PolicyId> {
         self.isolating(pod, direction)
             .iter()
             .copied()
@@ -627,7 +678,11 @@ impl Engine {
         match (peer, endpoint.kind) {
             (CompiledPeer::Pods(set), EndpointKind::Pod(id)) => set.contains(id),
             (CompiledPeer::Pods(_), _) => false,
-            (CompiledPeer::IpBlock(_), EndpointKind::Pod(_)) if self.mode == IpBlockMode::DataplaneV2 => false,
+            (CompiledPeer::IpBlock(_), EndpointKind::Pod(_))
+                if self.mode == IpBlockMode::DataplaneV2 =>
+            {
+                false
+            }
             (CompiledPeer::IpBlock(b), _) => b.contains(&endpoint.ip),
         }
     }
@@ -643,7 +698,9 @@ impl Engine {
                 self.pods[d as usize]
                     .named_ports
                     .iter()
-                    .any(|(n, proto, num)| n == name && *proto == port.protocol && *num == flow.dest_port)
+                    .any(|(n, proto, num)| {
+                        n == name && *proto == port.protocol && *num == flow.dest_port
+                    })
             }),
         }
     }
@@ -683,8 +740,15 @@ fn compile_peer(
         }
     };
     for ns in ns_ids {
-        for &pod in pods_in_ns.get(ns as usize).map(Vec::as_slice).unwrap_or_default() {
-            if pod_sel.as_ref().is_none_or(|s| s.matches(&pods[pod as usize].labels)) {
+        for &pod in pods_in_ns
+            .get(ns as usize)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+        {
+            if pod_sel
+                .as_ref()
+                .is_none_or(|s| s.matches(&pods[pod as usize].labels))
+            {
                 set.insert(pod);
             }
         }

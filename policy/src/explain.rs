@@ -10,13 +10,20 @@ use std::fmt::Write as _;
 
 use verdict_schema::Direction;
 
-use crate::engine::{Engine, EndpointKind, Flow, IpBlockMode, PodId, Reason, ResolvedEndpoint, SideVerdict};
+use crate::engine::{
+    EndpointKind, Engine, Flow, IpBlockMode, PodId, Reason, ResolvedEndpoint, RuleSource,
+    SideVerdict,
+};
 use crate::labels::{CompiledRequirement, LabelSelector, Labels};
 use crate::logging::LogDecision;
-use crate::model::{Peer, PortSpec, NAMESPACE_NAME_LABEL};
+use crate::model::{NAMESPACE_NAME_LABEL, Peer, PortSpec};
 
 /// Labels Kubernetes controllers add that make poor selectors.
-const GENERATED_LABELS: [&str; 3] = ["pod-template-hash", "controller-revision-hash", "statefulset.kubernetes.io/pod-name"];
+const GENERATED_LABELS: [&str; 3] = [
+    "pod-template-hash",
+    "controller-revision-hash",
+    "statefulset.kubernetes.io/pod-name",
+];
 
 /// Candidate fixes, cheapest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,7 +36,10 @@ struct Suggestion {
 pub fn explain(engine: &Engine, flow: &Flow) -> String {
     let verdict = engine.evaluate(flow);
     let mut out = String::new();
-    let proto = flow.protocol.kubernetes_name().unwrap_or(flow.protocol.as_str());
+    let proto = flow
+        .protocol
+        .kubernetes_name()
+        .unwrap_or(flow.protocol.as_str());
     let _ = writeln!(
         out,
         "Connection: {} -> {} {proto}/{}",
@@ -41,16 +51,25 @@ pub fn explain(engine: &Engine, flow: &Flow) -> String {
         (true, true) => "ALLOWED".to_owned(),
         (false, true) => "DENIED by the source's egress policies".to_owned(),
         (true, false) => "DENIED by the destination's ingress policies".to_owned(),
-        (false, false) => "DENIED by both the source's egress and the destination's ingress policies".to_owned(),
+        (false, false) => {
+            "DENIED by both the source's egress and the destination's ingress policies".to_owned()
+        }
     };
-    let _ = writeln!(out, "Verdict: {headline} (ipBlock mode: {})\n", engine.mode().as_str());
+    let _ = writeln!(
+        out,
+        "Verdict: {headline} (ipBlock mode: {})\n",
+        engine.mode().as_str()
+    );
     for side in [&verdict.egress, &verdict.ingress] {
         explain_side(engine, flow, side, &mut out);
         out.push('\n');
     }
     if !verdict.allowed() {
         let _ = writeln!(out, "Smallest change that would allow it:");
-        for side in [&verdict.egress, &verdict.ingress].into_iter().filter(|s| !s.allowed) {
+        for side in [&verdict.egress, &verdict.ingress]
+            .into_iter()
+            .filter(|s| !s.allowed)
+        {
             let mut suggestions = suggest(engine, flow, side);
             suggestions.sort_by_key(|s| s.cost);
             suggestions.dedup();
@@ -110,13 +129,20 @@ fn explain_side(engine: &Engine, flow: &Flow, side: &SideVerdict, out: &mut Stri
             );
         }
         Reason::SamePod => {
-            let _ = writeln!(out, "{what} {name}: ALLOWED — a pod can always reach itself (never logged).");
+            let _ = writeln!(
+                out,
+                "{what} {name}: ALLOWED — a pod can always reach itself (never logged)."
+            );
         }
         Reason::NodeLocal => {
             let _ = writeln!(
                 out,
                 "{what} {name}: ALLOWED — traffic from the pod's own node (kubelet probes) is always allowed{}.",
-                if side.isolated { "; as the pod is isolated it is logged with policies [{\"name\": \"\"}] unless allow.delegate is set" } else { "" }
+                if side.isolated {
+                    "; as the pod is isolated it is logged with policies [{\"name\": \"\"}] unless allow.delegate is set"
+                } else {
+                    ""
+                }
             );
         }
         Reason::AllowedByPolicy | Reason::NoRuleMatched => {
@@ -135,12 +161,20 @@ fn explain_side(engine: &Engine, flow: &Flow, side: &SideVerdict, out: &mut Stri
                 for (i, rule) in rules_of(p, d).iter().enumerate() {
                     let label = format!("{}[{i}]", d.as_str());
                     let (port_ok, port_text) = ports_account(engine, flow, rule.1);
-                    let peer_accounts: Vec<(bool, String)> = match rule.0.filter(|v| !v.is_empty()) {
+                    let peer_accounts: Vec<(bool, String)> = match rule.0.filter(|v| !v.is_empty())
+                    {
                         None => vec![(true, format!("{} anywhere", peer_word(d)))],
-                        Some(peers) => peers.iter().map(|peer_spec| peer_account(engine, p, peer_spec, peer, d)).collect(),
+                        Some(peers) => peers
+                            .iter()
+                            .map(|peer_spec| peer_account(engine, p, peer_spec, peer, d))
+                            .collect(),
                     };
                     let peer_ok = peer_accounts.iter().any(|(ok, _)| *ok);
-                    let mark = if port_ok && peer_ok { "matches" } else { "does not match" };
+                    let mark = if port_ok && peer_ok {
+                        "matches"
+                    } else {
+                        "does not match"
+                    };
                     let _ = writeln!(out, "      rule {label} {mark}:");
                     let _ = writeln!(out, "        ports: {port_text}");
                     for (ok, text) in peer_accounts {
@@ -148,7 +182,11 @@ fn explain_side(engine: &Engine, flow: &Flow, side: &SideVerdict, out: &mut Stri
                     }
                 }
                 if rules_of(p, d).is_empty() {
-                    let _ = writeln!(out, "      no {} rules: this policy allows nothing in this direction", d.as_str());
+                    let _ = writeln!(
+                        out,
+                        "      no {} rules: this policy allows nothing in this direction",
+                        d.as_str()
+                    );
                 }
             }
         }
@@ -163,16 +201,32 @@ fn peer_word(d: Direction) -> &'static str {
     }
 }
 
-type RuleRef<'a> = (Option<&'a Vec<Peer>>, Option<&'a Vec<crate::model::NetworkPolicyPort>>);
-
-fn rules_of(p: &crate::engine::CompiledPolicy, d: Direction) -> Vec<RuleRef<'_>> {
+fn rules_of(p: &crate::engine::CompiledPolicy, d: Direction) -> Vec<RuleSource<'_>> {
     match d {
-        Direction::Ingress => p.source.spec.ingress.iter().flatten().map(|r| (r.from.as_ref(), r.ports.as_ref())).collect(),
-        Direction::Egress => p.source.spec.egress.iter().flatten().map(|r| (r.to.as_ref(), r.ports.as_ref())).collect(),
+        Direction::Ingress => p
+            .source
+            .spec
+            .ingress
+            .iter()
+            .flatten()
+            .map(|r| (r.from.as_ref(), r.ports.as_ref()))
+            .collect(),
+        Direction::Egress => p
+            .source
+            .spec
+            .egress
+            .iter()
+            .flatten()
+            .map(|r| (r.to.as_ref(), r.ports.as_ref()))
+            .collect(),
     }
 }
 
-fn ports_account(engine: &Engine, flow: &Flow, ports: Option<&Vec<crate::model::NetworkPolicyPort>>) -> (bool, String) {
+fn ports_account(
+    engine: &Engine,
+    flow: &Flow,
+    ports: Option<&Vec<crate::model::NetworkPolicyPort>>,
+) -> (bool, String) {
     let Some(ports) = ports.filter(|v| !v.is_empty()) else {
         return (true, "any port and protocol".into());
     };
@@ -196,7 +250,12 @@ fn ports_account(engine: &Engine, flow: &Flow, ports: Option<&Vec<crate::model::
         let mut text = p.describe();
         if let Some(PortSpec::Name(name)) = &p.port {
             let resolved = flow.dest.pod().and_then(|d| {
-                engine.pod(d).named_ports.iter().find(|(n, pr, _)| n == name && *pr == p.protocol_or_default()).map(|x| x.2)
+                engine
+                    .pod(d)
+                    .named_ports
+                    .iter()
+                    .find(|(n, pr, _)| n == name && *pr == p.protocol_or_default())
+                    .map(|x| x.2)
             });
             text.push_str(&match resolved {
                 Some(num) => format!(" (= {num} on the destination pod)"),
@@ -206,35 +265,72 @@ fn ports_account(engine: &Engine, flow: &Flow, ports: Option<&Vec<crate::model::
         parts.push(text);
     }
     let verdict = if ok { "include" } else { "do not include" };
-    (ok, format!("{} {verdict} {}/{}", parts.join(", "), proto.unwrap_or("?"), flow.dest_port))
+    (
+        ok,
+        format!(
+            "{} {verdict} {}/{}",
+            parts.join(", "),
+            proto.unwrap_or("?"),
+            flow.dest_port
+        ),
+    )
 }
 
 fn unmet_text(reqs: &[&CompiledRequirement]) -> String {
-    reqs.iter().map(|r| r.describe()).collect::<Vec<_>>().join(", ")
+    reqs.iter()
+        .map(|r| r.describe())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn labels_text(l: &Labels) -> String {
     if l.is_empty() {
         return "no labels".into();
     }
-    l.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+    l.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
-fn peer_account(engine: &Engine, policy: &crate::engine::CompiledPolicy, spec: &Peer, peer: ResolvedEndpoint, d: Direction) -> (bool, String) {
+fn peer_account(
+    engine: &Engine,
+    policy: &crate::engine::CompiledPolicy,
+    spec: &Peer,
+    peer: ResolvedEndpoint,
+    d: Direction,
+) -> (bool, String) {
     let w = peer_word(d);
     if let Some(b) = &spec.ip_block {
         let desc = if b.except.is_empty() {
             format!("ipBlock {}", b.cidr)
         } else {
-            format!("ipBlock {} except {}", b.cidr, b.except.iter().map(ToString::to_string).collect::<Vec<_>>().join(","))
+            format!(
+                "ipBlock {} except {}",
+                b.cidr,
+                b.except
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )
         };
         if peer.pod().is_some() && engine.mode() == IpBlockMode::DataplaneV2 {
-            return (false, format!("{w} {desc}: never matches pod IPs in dataplane-v2 mode ({} is a pod)", peer.ip));
+            return (
+                false,
+                format!(
+                    "{w} {desc}: never matches pod IPs in dataplane-v2 mode ({} is a pod)",
+                    peer.ip
+                ),
+            );
         }
         return if b.contains(&peer.ip) {
             (true, format!("{w} {desc}: contains {}", peer.ip))
         } else if b.cidr.contains(&peer.ip) {
-            (false, format!("{w} {desc}: {} is in an except range", peer.ip))
+            (
+                false,
+                format!("{w} {desc}: {} is in an except range", peer.ip),
+            )
         } else {
             (false, format!("{w} {desc}: does not contain {}", peer.ip))
         };
@@ -243,22 +339,35 @@ fn peer_account(engine: &Engine, policy: &crate::engine::CompiledPolicy, spec: &
         None => format!("namespace {}", policy.namespace),
         Some(s) => format!("namespaces {}", s.describe()),
     };
-    let pod_desc = spec.pod_selector.as_ref().map_or("all pods".to_owned(), |s| format!("pods {}", s.describe()));
+    let pod_desc = spec
+        .pod_selector
+        .as_ref()
+        .map_or("all pods".to_owned(), |s| format!("pods {}", s.describe()));
     let desc = format!("{w} {pod_desc} in {ns_desc}");
     let EndpointKind::Pod(p) = peer.kind else {
-        return (false, format!("{desc}: {} is not a pod (use an ipBlock for it)", peer.ip));
+        return (
+            false,
+            format!("{desc}: {} is not a pod (use an ipBlock for it)", peer.ip),
+        );
     };
     let pod = engine.pod(p);
     let ns = engine.namespace(pod.namespace);
     let mut why = Vec::new();
     match &spec.namespace_selector {
-        None if ns.name != policy.namespace => why.push(format!("{} is in namespace {}", pod.name, ns.name)),
+        None if ns.name != policy.namespace => {
+            why.push(format!("{} is in namespace {}", pod.name, ns.name))
+        }
         None => {}
         Some(s) => {
             let c = s.compile();
             let unmet = c.unmet(&ns.labels);
             if !unmet.is_empty() {
-                why.push(format!("namespace {} ({}) lacks {}", ns.name, labels_text(&ns.labels), unmet_text(&unmet)));
+                why.push(format!(
+                    "namespace {} ({}) lacks {}",
+                    ns.name,
+                    labels_text(&ns.labels),
+                    unmet_text(&unmet)
+                ));
             }
         }
     }
@@ -266,7 +375,12 @@ fn peer_account(engine: &Engine, policy: &crate::engine::CompiledPolicy, spec: &
         let c = s.compile();
         let unmet = c.unmet(&pod.labels);
         if !unmet.is_empty() {
-            why.push(format!("pod {} ({}) lacks {}", pod.name, labels_text(&pod.labels), unmet_text(&unmet)));
+            why.push(format!(
+                "pod {} ({}) lacks {}",
+                pod.name,
+                labels_text(&pod.labels),
+                unmet_text(&unmet)
+            ));
         }
     }
     if why.is_empty() {
@@ -279,12 +393,17 @@ fn peer_account(engine: &Engine, policy: &crate::engine::CompiledPolicy, spec: &
 fn logging_account(engine: &Engine, side: &SideVerdict) -> String {
     let l = engine.logging();
     match engine.log_decision(side) {
-        LogDecision::Logged { policies: Some(p), .. } => format!(
+        LogDecision::Logged {
+            policies: Some(p), ..
+        } => format!(
             "logged as allow with policies [{}]",
-            p.iter().map(|p| match &p.namespace {
-                Some(ns) => format!("{ns}/{}", p.name),
-                None => format!("{:?}", p.name),
-            }).collect::<Vec<_>>().join(", ")
+            p.iter()
+                .map(|p| match &p.namespace {
+                    Some(ns) => format!("{ns}/{}", p.name),
+                    None => format!("{:?}", p.name),
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
         LogDecision::Logged { policies: None, .. } => "logged as deny".into(),
         LogDecision::NotLogged => {
@@ -309,11 +428,17 @@ fn logging_account(engine: &Engine, side: &SideVerdict) -> String {
 /// A label change that would satisfy a requirement; None if labels can't do it.
 fn label_fix(r: &CompiledRequirement) -> Option<String> {
     match r {
-        CompiledRequirement::Equals(k, _) | CompiledRequirement::In(k, _) if k == NAMESPACE_NAME_LABEL => None,
+        CompiledRequirement::Equals(k, _) | CompiledRequirement::In(k, _)
+            if k == NAMESPACE_NAME_LABEL =>
+        {
+            None
+        }
         CompiledRequirement::Equals(k, v) => Some(format!("{k}={v}")),
         CompiledRequirement::In(k, vs) => Some(format!("{k}={}", vs[0])),
         CompiledRequirement::Exists(k) => Some(format!("{k}=true")),
-        CompiledRequirement::NotIn(k, _) | CompiledRequirement::DoesNotExist(k) => Some(format!("{k}-")),
+        CompiledRequirement::NotIn(k, _) | CompiledRequirement::DoesNotExist(k) => {
+            Some(format!("{k}-"))
+        }
     }
 }
 
@@ -330,9 +455,14 @@ fn suggest(engine: &Engine, flow: &Flow, side: &SideVerdict) -> Vec<Suggestion> 
             let (port_ok, _) = ports_account(engine, flow, ports);
             let peer_fixes: Vec<Vec<String>> = match peers.filter(|v| !v.is_empty()) {
                 None => vec![Vec::new()],
-                Some(list) => list.iter().filter_map(|p| peer_label_fixes(engine, policy, p, peer)).collect(),
+                Some(list) => list
+                    .iter()
+                    .filter_map(|p| peer_label_fixes(engine, policy, p, peer))
+                    .collect(),
             };
-            let Some(best) = peer_fixes.into_iter().min_by_key(Vec::len) else { continue };
+            let Some(best) = peer_fixes.into_iter().min_by_key(Vec::len) else {
+                continue;
+            };
             if !port_ok {
                 if best.is_empty() {
                     out.push(Suggestion {
@@ -366,16 +496,26 @@ fn suggest(engine: &Engine, flow: &Flow, side: &SideVerdict) -> Vec<Suggestion> 
             });
         }
     }
-    out.push(Suggestion { cost: 3, text: new_policy(engine, flow, side) });
+    out.push(Suggestion {
+        cost: 3,
+        text: new_policy(engine, flow, side),
+    });
     out
 }
 
 /// The kubectl label commands that make `spec` match `peer`, or None if labels cannot.
-fn peer_label_fixes(engine: &Engine, policy: &crate::engine::CompiledPolicy, spec: &Peer, peer: ResolvedEndpoint) -> Option<Vec<String>> {
+fn peer_label_fixes(
+    engine: &Engine,
+    policy: &crate::engine::CompiledPolicy,
+    spec: &Peer,
+    peer: ResolvedEndpoint,
+) -> Option<Vec<String>> {
     if spec.ip_block.is_some() {
         return None;
     }
-    let EndpointKind::Pod(p) = peer.kind else { return None };
+    let EndpointKind::Pod(p) = peer.kind else {
+        return None;
+    };
     let pod = engine.pod(p);
     let ns = engine.namespace(pod.namespace);
     let mut cmds = Vec::new();
@@ -384,10 +524,15 @@ fn peer_label_fixes(engine: &Engine, policy: &crate::engine::CompiledPolicy, spe
         None => {}
         Some(s) => {
             let c = s.compile();
-            let fixes: Option<Vec<String>> = c.unmet(&ns.labels).into_iter().map(label_fix).collect();
+            let fixes: Option<Vec<String>> =
+                c.unmet(&ns.labels).into_iter().map(label_fix).collect();
             let fixes = fixes?;
             if !fixes.is_empty() {
-                cmds.push(format!("kubectl label namespace {} {} --overwrite", ns.name, fixes.join(" ")));
+                cmds.push(format!(
+                    "kubectl label namespace {} {} --overwrite",
+                    ns.name,
+                    fixes.join(" ")
+                ));
             }
         }
     }
@@ -396,7 +541,12 @@ fn peer_label_fixes(engine: &Engine, policy: &crate::engine::CompiledPolicy, spe
         let fixes: Option<Vec<String>> = c.unmet(&pod.labels).into_iter().map(label_fix).collect();
         let fixes = fixes?;
         if !fixes.is_empty() {
-            cmds.push(format!("kubectl label pod -n {} {} {} --overwrite", ns.name, pod.name, fixes.join(" ")));
+            cmds.push(format!(
+                "kubectl label pod -n {} {} {} --overwrite",
+                ns.name,
+                pod.name,
+                fixes.join(" ")
+            ));
         }
     }
     Some(cmds)
@@ -407,11 +557,21 @@ fn peer_label_fixes(engine: &Engine, policy: &crate::engine::CompiledPolicy, spe
 fn selector_for(labels: &Labels) -> LabelSelector {
     for key in ["app.kubernetes.io/name", "app", "k8s-app", "name"] {
         if let Some(v) = labels.get(key) {
-            return LabelSelector { match_labels: Some(Labels::from([(key.to_owned(), v.clone())])), match_expressions: None };
+            return LabelSelector {
+                match_labels: Some(Labels::from([(key.to_owned(), v.clone())])),
+                match_expressions: None,
+            };
         }
     }
-    let l: Labels = labels.iter().filter(|(k, _)| !GENERATED_LABELS.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
-    LabelSelector { match_labels: (!l.is_empty()).then_some(l), match_expressions: None }
+    let l: Labels = labels
+        .iter()
+        .filter(|(k, _)| !GENERATED_LABELS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    LabelSelector {
+        match_labels: (!l.is_empty()).then_some(l),
+        match_expressions: None,
+    }
 }
 
 fn yaml_selector(s: &LabelSelector, indent: &str) -> String {
@@ -430,7 +590,9 @@ fn yaml_selector(s: &LabelSelector, indent: &str) -> String {
 /// A NetworkPolicy that allows exactly this connection on the denied side.
 fn new_policy(engine: &Engine, flow: &Flow, side: &SideVerdict) -> String {
     let d = side.direction;
-    let Some(enforced) = side.enforced_pod else { return String::new() };
+    let Some(enforced) = side.enforced_pod else {
+        return String::new();
+    };
     let pod = engine.pod(enforced);
     let ns = &engine.namespace(pod.namespace).name;
     let proto = flow.protocol.kubernetes_name().unwrap_or("TCP");
@@ -438,14 +600,18 @@ fn new_policy(engine: &Engine, flow: &Flow, side: &SideVerdict) -> String {
         Direction::Egress => flow.dest,
         Direction::Ingress => flow.src,
     };
-    let dns = d == Direction::Egress && flow.dest_port == 53 && matches!(flow.protocol.kubernetes_name(), Some("UDP" | "TCP"));
+    let dns = d == Direction::Egress
+        && flow.dest_port == 53
+        && matches!(flow.protocol.kubernetes_name(), Some("UDP" | "TCP"));
     let (name, pod_selector, peer_yaml, ports_yaml) = if dns {
         let target_ns = match peer.kind {
             EndpointKind::Pod(p) => engine.namespace(engine.pod(p).namespace).name.clone(),
             _ => "kube-system".to_owned(),
         };
         let to = match peer.kind {
-            EndpointKind::Pod(_) => format!("    - namespaceSelector:\n        matchLabels:\n          {NAMESPACE_NAME_LABEL}: {target_ns}\n"),
+            EndpointKind::Pod(_) => format!(
+                "    - namespaceSelector:\n        matchLabels:\n          {NAMESPACE_NAME_LABEL}: {target_ns}\n"
+            ),
             _ => format!("    - ipBlock:\n        cidr: {}\n", host_cidr(peer.ip)),
         };
         ("allow-dns-egress".to_owned(), " {}".to_owned(), to, "    ports:\n    - protocol: UDP\n      port: 53\n    - protocol: TCP\n      port: 53\n".to_owned())
@@ -456,9 +622,17 @@ fn new_policy(engine: &Engine, flow: &Flow, side: &SideVerdict) -> String {
                 let pns = &engine.namespace(pp.namespace).name;
                 let mut y = String::new();
                 if pns != ns {
-                    let _ = write!(y, "    - namespaceSelector:\n        matchLabels:\n          {NAMESPACE_NAME_LABEL}: {pns}\n      podSelector:{}\n", yaml_selector(&selector_for(&pp.labels), "      "));
+                    let _ = write!(
+                        y,
+                        "    - namespaceSelector:\n        matchLabels:\n          {NAMESPACE_NAME_LABEL}: {pns}\n      podSelector:{}\n",
+                        yaml_selector(&selector_for(&pp.labels), "      ")
+                    );
                 } else {
-                    let _ = write!(y, "    - podSelector:{}\n", yaml_selector(&selector_for(&pp.labels), "      "));
+                    let _ = writeln!(
+                        y,
+                        "    - podSelector:{}",
+                        yaml_selector(&selector_for(&pp.labels), "      ")
+                    );
                 }
                 y
             }
@@ -472,7 +646,15 @@ fn new_policy(engine: &Engine, flow: &Flow, side: &SideVerdict) -> String {
             Direction::Ingress => format!("allow-{}-from-{}", short(&pod.name), short(&other)),
             Direction::Egress => format!("allow-{}-to-{}", short(&pod.name), short(&other)),
         };
-        (name, yaml_selector(&selector_for(&pod.labels), "  "), peer_yaml, format!("    ports:\n    - protocol: {proto}\n      port: {}\n", flow.dest_port))
+        (
+            name,
+            yaml_selector(&selector_for(&pod.labels), "  "),
+            peer_yaml,
+            format!(
+                "    ports:\n    - protocol: {proto}\n      port: {}\n",
+                flow.dest_port
+            ),
+        )
     };
     let (types, rules_key, peer_key) = match d {
         Direction::Ingress => ("Ingress", "ingress", "from"),
@@ -480,12 +662,20 @@ fn new_policy(engine: &Engine, flow: &Flow, side: &SideVerdict) -> String {
     };
     format!(
         "apply a NetworkPolicy that allows it{}:\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  podSelector:{pod_selector}\n  policyTypes:\n  - {types}\n  {rules_key}:\n  - {peer_key}:\n{peer_yaml}{ports_yaml}",
-        if dns { " (DNS for every pod of the namespace, as is usual)" } else { "" }
+        if dns {
+            " (DNS for every pod of the namespace, as is usual)"
+        } else {
+            ""
+        }
     )
 }
 
 fn host_cidr(ip: std::net::IpAddr) -> String {
-    if ip.is_ipv4() { format!("{ip}/32") } else { format!("{ip}/128") }
+    if ip.is_ipv4() {
+        format!("{ip}/32")
+    } else {
+        format!("{ip}/128")
+    }
 }
 
 /// Pod names with their generated suffixes trimmed, for policy names.
@@ -493,7 +683,11 @@ fn short(name: &str) -> String {
     let parts: Vec<&str> = name.split('-').collect();
     let keep = parts
         .iter()
-        .rposition(|p| !(p.len() >= 5 && p.chars().all(|c| c.is_ascii_alphanumeric()) && p.chars().any(|c| c.is_ascii_digit())))
+        .rposition(|p| {
+            !(p.len() >= 5
+                && p.chars().all(|c| c.is_ascii_alphanumeric())
+                && p.chars().any(|c| c.is_ascii_digit()))
+        })
         .map_or(parts.len(), |i| i + 1);
     parts[..keep.max(1)].join("-")
 }

@@ -60,7 +60,11 @@ impl TryFrom<RawRequirement> for Requirement {
                 "matchExpressions key {:?}: operator {:?} must not have values",
                 r.key, r.operator
             )),
-            _ => Ok(Requirement { key: r.key, operator: r.operator, values }),
+            _ => Ok(Requirement {
+                key: r.key,
+                operator: r.operator,
+                values,
+            }),
         }
     }
 }
@@ -78,7 +82,8 @@ pub fn validate_label_key(key: &str) -> Result<(), String> {
         }
         if !p.split('.').all(|l| {
             !l.is_empty()
-                && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && !l.starts_with('-')
                 && !l.ends_with('-')
         }) {
@@ -107,7 +112,11 @@ fn validate_label_name(name: &str) -> Result<(), String> {
 
 /// Checks a label value: empty, or a label name.
 pub fn validate_label_value(value: &str) -> Result<(), String> {
-    if value.is_empty() { Ok(()) } else { validate_label_name(value) }
+    if value.is_empty() {
+        Ok(())
+    } else {
+        validate_label_name(value)
+    }
 }
 
 impl LabelSelector {
@@ -152,8 +161,17 @@ impl LabelSelector {
 
     /// `kubectl describe` style: `app=web,tier in (a,b),!legacy`; `<all>` for `{}`.
     pub fn describe(&self) -> String {
-        let parts: Vec<String> = self.compile().reqs.iter().map(CompiledRequirement::describe).collect();
-        if parts.is_empty() { "<all>".into() } else { parts.join(",") }
+        let parts: Vec<String> = self
+            .compile()
+            .reqs
+            .iter()
+            .map(CompiledRequirement::describe)
+            .collect();
+        if parts.is_empty() {
+            "<all>".into()
+        } else {
+            parts.join(",")
+        }
     }
 }
 
@@ -215,11 +233,16 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> Labels {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn sel(yaml: &str) -> CompiledSelector {
-        serde_yaml::from_str::<LabelSelector>(yaml).unwrap().compile()
+        serde_yaml::from_str::<LabelSelector>(yaml)
+            .unwrap()
+            .compile()
     }
 
     #[test]
@@ -258,7 +281,9 @@ mod tests {
 
     #[test]
     fn match_labels_and_expressions_combine() {
-        let s = sel("{matchLabels: {app: db}, matchExpressions: [{key: env, operator: In, values: [prod]}]}");
+        let s = sel(
+            "{matchLabels: {app: db}, matchExpressions: [{key: env, operator: In, values: [prod]}]}",
+        );
         assert!(s.matches(&labels(&[("app", "db"), ("env", "prod")])));
         assert!(!s.matches(&labels(&[("app", "db"), ("env", "dev")])));
         assert!(!s.matches(&labels(&[("app", "web"), ("env", "prod")])));
@@ -267,13 +292,27 @@ mod tests {
     #[test]
     fn invalid_requirements_are_rejected() {
         for (y, why) in [
-            ("matchExpressions: [{key: a, operator: In}]", "requires at least one value"),
-            ("matchExpressions: [{key: a, operator: Exists, values: [x]}]", "must not have values"),
-            ("matchExpressions: [{key: a, operator: Equals, values: [x]}]", "unknown variant"),
-            ("matchExpressions: [{key: '-a', operator: Exists}]", "starting and ending alphanumeric"),
+            (
+                "matchExpressions: [{key: a, operator: In}]",
+                "requires at least one value",
+            ),
+            (
+                "matchExpressions: [{key: a, operator: Exists, values: [x]}]",
+                "must not have values",
+            ),
+            (
+                "matchExpressions: [{key: a, operator: Equals, values: [x]}]",
+                "unknown variant",
+            ),
+            (
+                "matchExpressions: [{key: '-a', operator: Exists}]",
+                "starting and ending alphanumeric",
+            ),
             ("matchLabel: {a: b}", "unknown field"),
         ] {
-            let e = serde_yaml::from_str::<LabelSelector>(y).unwrap_err().to_string();
+            let e = serde_yaml::from_str::<LabelSelector>(y)
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(why), "{y}: {e}");
         }
         let s: LabelSelector = serde_yaml::from_str("matchLabels: {'a/b/c': x}").unwrap();

@@ -10,18 +10,19 @@
 //!   `policy.network.gke.io/enable-deny-logging: "true"`. Deny records have no `policies`.
 //! - a pod talking to itself is never seen by the datapath and never logged.
 
-use verdict_schema::{
-    Connection, Disposition, Endpoint, PolicyActionRecord, PolicyRef, Timestamp,
-};
+use verdict_schema::{Connection, Disposition, Endpoint, PolicyActionRecord, PolicyRef, Timestamp};
 
-use crate::engine::{Engine, EndpointKind, Flow, Reason, ResolvedEndpoint, SideVerdict};
+use crate::engine::{EndpointKind, Engine, Flow, Reason, ResolvedEndpoint, SideVerdict};
 
 /// Whether a side is logged, and the `policies` its record carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LogDecision {
     NotLogged,
     /// Logged; `policies` is `Some` for allow records, `None` for deny records.
-    Logged { disposition: Disposition, policies: Option<Vec<PolicyRef>> },
+    Logged {
+        disposition: Disposition,
+        policies: Option<Vec<PolicyRef>>,
+    },
 }
 
 impl LogDecision {
@@ -41,7 +42,10 @@ impl Engine {
             let ns = self.namespace(self.pod(pod).namespace);
             let logged = logging.deny.log && (!logging.deny.delegate || ns.deny_logging);
             return if logged {
-                LogDecision::Logged { disposition: Disposition::Deny, policies: None }
+                LogDecision::Logged {
+                    disposition: Disposition::Deny,
+                    policies: None,
+                }
             } else {
                 LogDecision::NotLogged
             };
@@ -63,7 +67,10 @@ impl Engine {
         if policies.is_empty() {
             LogDecision::NotLogged
         } else {
-            LogDecision::Logged { disposition: Disposition::Allow, policies: Some(policies) }
+            LogDecision::Logged {
+                disposition: Disposition::Allow,
+                policies: Some(policies),
+            }
         }
     }
 
@@ -83,7 +90,11 @@ impl Engine {
         side: &SideVerdict,
         timestamp: Timestamp,
     ) -> Option<PolicyActionRecord> {
-        let LogDecision::Logged { disposition, policies } = self.log_decision(side) else {
+        let LogDecision::Logged {
+            disposition,
+            policies,
+        } = self.log_decision(side)
+        else {
             return None;
         };
         let pod = side.enforced_pod?;

@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use serde_yaml::Value;
 use verdict_schema::NetworkLogging;
 
-use crate::cluster::{object_key, ClusterState, Origin, BUILTIN_NAMESPACES};
+use crate::cluster::{BUILTIN_NAMESPACES, ClusterState, Origin, object_key};
 use crate::error::{Error, ManifestError, Result};
 use crate::model::{Namespace, NetworkPolicy, Node, Service};
 
@@ -50,7 +50,10 @@ pub struct Loaded {
 
 /// Loads every manifest file in `dir`.
 pub fn load_dir(dir: &Path) -> Result<Loaded> {
-    let io = |source| Error::Io { path: dir.to_owned(), source };
+    let io = |source| Error::Io {
+        path: dir.to_owned(),
+        source,
+    };
     let mut files: Vec<PathBuf> = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io)? {
         let entry = entry.map_err(io)?;
@@ -62,8 +65,10 @@ pub fn load_dir(dir: &Path) -> Result<Loaded> {
     files.sort();
     let mut loader = Loader::default();
     for file in &files {
-        let text = std::fs::read_to_string(file)
-            .map_err(|source| Error::Io { path: file.clone(), source })?;
+        let text = std::fs::read_to_string(file).map_err(|source| Error::Io {
+            path: file.clone(),
+            source,
+        })?;
         loader.add_text(&text, file)?;
     }
     loader.finish()
@@ -88,8 +93,8 @@ fn split_documents(text: &str) -> Vec<(usize, String)> {
     let mut current = String::new();
     let mut start = 1;
     for (i, line) in text.lines().enumerate() {
-        let is_separator = line.starts_with("---")
-            && line[3..].chars().next().is_none_or(char::is_whitespace);
+        let is_separator =
+            line.starts_with("---") && line[3..].chars().next().is_none_or(char::is_whitespace);
         if is_separator || line == "..." {
             docs.push((start, std::mem::take(&mut current)));
             start = i + 2;
@@ -109,7 +114,12 @@ fn split_documents(text: &str) -> Vec<(usize, String)> {
     docs
 }
 
-fn yaml_error(e: &serde_yaml::Error, file: &Path, first_line: usize, object: Option<String>) -> ManifestError {
+fn yaml_error(
+    e: &serde_yaml::Error,
+    file: &Path,
+    first_line: usize,
+    object: Option<String>,
+) -> ManifestError {
     let text = e.to_string();
     // serde_yaml appends " at line L column C" relative to the document; we report it relative
     // to the file instead.
@@ -121,7 +131,13 @@ fn yaml_error(e: &serde_yaml::Error, file: &Path, first_line: usize, object: Opt
         Some(l) => (Some(first_line + l.line() - 1), Some(l.column())),
         None => (Some(first_line), None),
     };
-    ManifestError { file: file.to_owned(), line, column, object, message }
+    ManifestError {
+        file: file.to_owned(),
+        line,
+        column,
+        object,
+        message,
+    }
 }
 
 fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
@@ -147,7 +163,13 @@ impl Loader {
         Ok(())
     }
 
-    fn add_document(&mut self, value: &Value, text: Option<&str>, file: &Path, line: usize) -> Result<()> {
+    fn add_document(
+        &mut self,
+        value: &Value,
+        text: Option<&str>,
+        file: &Path,
+        line: usize,
+    ) -> Result<()> {
         let err = |object: Option<String>, message: String| ManifestError {
             file: file.to_owned(),
             line: Some(line),
@@ -156,25 +178,42 @@ impl Loader {
             message,
         };
         if !value.is_mapping() {
-            return Err(err(None, "expected a Kubernetes object (a mapping with `kind`)".into()).into());
+            return Err(err(
+                None,
+                "expected a Kubernetes object (a mapping with `kind`)".into(),
+            )
+            .into());
         }
         let kind = str_at(value, &["kind"])
             .ok_or_else(|| err(None, "missing `kind`".into()))?
             .to_owned();
         let api_version = str_at(value, &["apiVersion"]).unwrap_or("").to_owned();
         if kind == "List" || kind.ends_with("List") && value.get("items").is_some() {
-            let items = value.get("items").and_then(Value::as_sequence).cloned().unwrap_or_default();
+            let items = value
+                .get("items")
+                .and_then(Value::as_sequence)
+                .cloned()
+                .unwrap_or_default();
             for item in &items {
                 self.add_document(item, None, file, line)?;
             }
             return Ok(());
         }
-        let name = str_at(value, &["metadata", "name"]).unwrap_or("").to_owned();
+        let name = str_at(value, &["metadata", "name"])
+            .unwrap_or("")
+            .to_owned();
         let namespaced = matches!(kind.as_str(), "Pod" | "NetworkPolicy" | "Service");
         let namespace = namespaced.then(|| {
-            str_at(value, &["metadata", "namespace"]).filter(|s| !s.is_empty()).unwrap_or("default").to_owned()
+            str_at(value, &["metadata", "namespace"])
+                .filter(|s| !s.is_empty())
+                .unwrap_or("default")
+                .to_owned()
         });
-        let object = object_key(&kind, namespace.as_deref(), if name.is_empty() { "<unnamed>" } else { &name });
+        let object = object_key(
+            &kind,
+            namespace.as_deref(),
+            if name.is_empty() { "<unnamed>" } else { &name },
+        );
         if name.is_empty() && kind != "NetworkLogging" {
             return Err(err(Some(object), "missing `metadata.name`".into()).into());
         }
@@ -200,21 +239,36 @@ impl Loader {
             )
             .into());
         }
-        let origin = Origin { file: file.to_owned(), line };
+        let origin = Origin {
+            file: file.to_owned(),
+            line,
+        };
         if self.loaded.state.origins.contains_key(&object) {
             let first = &self.loaded.state.origins[&object];
             return Err(err(
                 Some(object.clone()),
-                format!("defined twice (first at {}:{})", first.file.display(), first.line),
+                format!(
+                    "defined twice (first at {}:{})",
+                    first.file.display(),
+                    first.line
+                ),
             )
             .into());
         }
         let state = &mut self.loaded.state;
         match kind.as_str() {
-            "Pod" => state.pods.push(parse::<crate::model::Pod>(value, text, file, line, &object)?),
-            "Namespace" => state.namespaces.push(parse::<Namespace>(value, text, file, line, &object)?),
-            "Node" => state.nodes.push(parse::<Node>(value, text, file, line, &object)?),
-            "Service" => state.services.push(parse::<Service>(value, text, file, line, &object)?),
+            "Pod" => state.pods.push(parse::<crate::model::Pod>(
+                value, text, file, line, &object,
+            )?),
+            "Namespace" => state
+                .namespaces
+                .push(parse::<Namespace>(value, text, file, line, &object)?),
+            "Node" => state
+                .nodes
+                .push(parse::<Node>(value, text, file, line, &object)?),
+            "Service" => state
+                .services
+                .push(parse::<Service>(value, text, file, line, &object)?),
             "NetworkPolicy" => {
                 let mut p: NetworkPolicy = parse(value, text, file, line, &object)?;
                 p.metadata.namespace = namespace.clone();
@@ -233,7 +287,8 @@ impl Loader {
                     )
                     .into());
                 }
-                nl.validate().map_err(|e| err(Some(object.clone()), e.to_string()))?;
+                nl.validate()
+                    .map_err(|e| err(Some(object.clone()), e.to_string()))?;
                 self.network_logging_origin = Some(origin.clone());
                 state.network_logging = Some(nl);
             }
@@ -265,7 +320,13 @@ impl Loader {
 }
 
 /// Deserializes one object, from its text when we have it (for exact line numbers).
-fn parse<T: DeserializeOwned>(value: &Value, text: Option<&str>, file: &Path, line: usize, object: &str) -> Result<T> {
+fn parse<T: DeserializeOwned>(
+    value: &Value,
+    text: Option<&str>,
+    file: &Path,
+    line: usize,
+    object: &str,
+) -> Result<T> {
     let result = match text {
         Some(t) => serde_yaml::from_str::<T>(t),
         None => serde_yaml::from_value::<T>(value.clone()),
@@ -287,7 +348,9 @@ mod tests {
     #[test]
     fn errors_point_at_file_line_and_field() {
         let text = "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: p\nspec:\n  podSelector: {}\n  ingress:\n  - ports:\n    - port: 0\n";
-        let e = load_str(text, Path::new("dir/x.yaml")).unwrap_err().to_string();
+        let e = load_str(text, Path::new("dir/x.yaml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("dir/x.yaml:13:"), "{e}");
         assert!(e.contains("NetworkPolicy default/p"), "{e}");
         assert!(e.contains("spec.ingress[0].ports"), "{e}");
@@ -305,18 +368,38 @@ mod tests {
     #[test]
     fn duplicates_and_invalid_network_logging_are_errors() {
         let ns = "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n";
-        let e = load_str(&format!("{ns}---\n{ns}"), Path::new("d.yaml")).unwrap_err().to_string();
+        let e = load_str(&format!("{ns}---\n{ns}"), Path::new("d.yaml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("defined twice (first at d.yaml:1)"), "{e}");
         let nl = "apiVersion: networking.gke.io/v1alpha1\nkind: NetworkLogging\nmetadata: {name: default}\nspec:\n  cluster:\n    allow: {log: false, delegate: true}\n";
         let e = load_str(nl, Path::new("nl.yaml")).unwrap_err().to_string();
-        assert!(e.contains("cluster allow log action is invalid: delegate cannot be true when log is false"), "{e}");
+        assert!(
+            e.contains(
+                "cluster allow log action is invalid: delegate cannot be true when log is false"
+            ),
+            "{e}"
+        );
     }
 
     #[test]
     fn namespaces_get_the_automatic_name_label() {
-        let l = load_str("apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: shop}\n", Path::new("p.yaml")).unwrap();
-        let shop = l.state.namespaces.iter().find(|n| n.metadata.name == "shop").unwrap();
+        let l = load_str(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: shop}\n",
+            Path::new("p.yaml"),
+        )
+        .unwrap();
+        let shop = l
+            .state
+            .namespaces
+            .iter()
+            .find(|n| n.metadata.name == "shop")
+            .unwrap();
         assert_eq!(shop.metadata.labels["kubernetes.io/metadata.name"], "shop");
-        assert!(l.warnings.iter().any(|w| w.to_string().contains("Namespace shop")));
+        assert!(
+            l.warnings
+                .iter()
+                .any(|w| w.to_string().contains("Namespace shop"))
+        );
     }
 }

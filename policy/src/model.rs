@@ -30,13 +30,20 @@ pub struct ObjectMeta {
     pub labels: Labels,
     #[serde(default, deserialize_with = "null_as_default")]
     pub annotations: BTreeMap<String, String>,
-    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub owner_references: Vec<OwnerReference>,
 }
 
 impl ObjectMeta {
     pub fn namespace_or_default(&self) -> &str {
-        self.namespace.as_deref().filter(|n| !n.is_empty()).unwrap_or(DEFAULT_NAMESPACE)
+        self.namespace
+            .as_deref()
+            .filter(|n| !n.is_empty())
+            .unwrap_or(DEFAULT_NAMESPACE)
     }
 }
 
@@ -47,6 +54,12 @@ where
     T: Default + Deserialize<'de>,
 {
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+fn push_unique(ips: &mut Vec<IpAddr>, ip: IpAddr) {
+    if !ips.contains(&ip) {
+        ips.push(ip);
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,7 +96,11 @@ pub struct PodSpec {
     pub host_network: bool,
     #[serde(default, deserialize_with = "null_as_default")]
     pub containers: Vec<Container>,
-    #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub init_containers: Vec<Container>,
 }
 
@@ -127,9 +144,7 @@ impl Pod {
     pub fn ips(&self) -> Vec<IpAddr> {
         let mut ips: Vec<IpAddr> = self.status.pod_ip.into_iter().collect();
         for p in &self.status.pod_ips {
-            if !ips.contains(&p.ip) {
-                ips.push(p.ip);
-            }
+            push_unique(&mut ips, p.ip);
         }
         ips
     }
@@ -142,12 +157,18 @@ impl Pod {
     /// The pod's workload for records: the controller owner reference, else the first one.
     pub fn workload(&self) -> Option<&OwnerReference> {
         let refs = &self.metadata.owner_references;
-        refs.iter().find(|r| r.controller == Some(true)).or_else(|| refs.first())
+        refs.iter()
+            .find(|r| r.controller == Some(true))
+            .or_else(|| refs.first())
     }
 
     /// Every declared container port (init containers too, as kube-proxy and Cilium do).
     pub fn container_ports(&self) -> impl Iterator<Item = &ContainerPort> {
-        self.spec.containers.iter().chain(&self.spec.init_containers).flat_map(|c| &c.ports)
+        self.spec
+            .containers
+            .iter()
+            .chain(&self.spec.init_containers)
+            .flat_map(|c| &c.ports)
     }
 }
 
@@ -190,22 +211,18 @@ impl Node {
     pub fn ips(&self) -> Vec<IpAddr> {
         let mut ips = Vec::new();
         for kind in ["InternalIP", "ExternalIP"] {
-            for a in &self.status.addresses {
-                if a.address_type == kind {
-                    if let Ok(ip) = a.address.parse::<IpAddr>() {
-                        if !ips.contains(&ip) {
-                            ips.push(ip);
-                        }
-                    }
-                }
+            let addresses = self
+                .status
+                .addresses
+                .iter()
+                .filter(|a| a.address_type == kind);
+            for ip in addresses.filter_map(|a| a.address.parse::<IpAddr>().ok()) {
+                push_unique(&mut ips, ip);
             }
         }
         for cidr in self.spec.pod_cidr.iter().chain(&self.spec.pod_cidrs) {
             if let Ok(net) = cidr.parse::<IpNet>() {
-                let router = net.hosts().next().unwrap_or(net.network());
-                if !ips.contains(&router) {
-                    ips.push(router);
-                }
+                push_unique(&mut ips, net.hosts().next().unwrap_or(net.network()));
             }
         }
         ips
@@ -234,12 +251,9 @@ impl Service {
     /// ClusterIPs that are addresses (not `None` for headless services).
     pub fn ips(&self) -> Vec<IpAddr> {
         let mut ips = Vec::new();
-        for s in self.spec.cluster_ip.iter().chain(&self.spec.cluster_ips) {
-            if let Ok(ip) = s.parse::<IpAddr>() {
-                if !ips.contains(&ip) {
-                    ips.push(ip);
-                }
-            }
+        let all = self.spec.cluster_ip.iter().chain(&self.spec.cluster_ips);
+        for ip in all.filter_map(|s| s.parse::<IpAddr>().ok()) {
+            push_unique(&mut ips, ip);
         }
         ips
     }
@@ -256,10 +270,14 @@ impl NetworkPolicy {
     /// Ingress, plus Egress when the spec has at least one egress rule.
     pub fn effective_policy_types(&self) -> (bool, bool) {
         match &self.spec.policy_types {
-            Some(types) if !types.is_empty() => {
-                (types.contains(&PolicyType::Ingress), types.contains(&PolicyType::Egress))
-            }
-            _ => (true, self.spec.egress.as_ref().is_some_and(|e| !e.is_empty())),
+            Some(types) if !types.is_empty() => (
+                types.contains(&PolicyType::Ingress),
+                types.contains(&PolicyType::Egress),
+            ),
+            _ => (
+                true,
+                self.spec.egress.as_ref().is_some_and(|e| !e.is_empty()),
+            ),
         }
     }
 }
@@ -331,7 +349,9 @@ impl TryFrom<RawPeer> for Peer {
     fn try_from(r: RawPeer) -> Result<Self, String> {
         let selectors = r.pod_selector.is_some() || r.namespace_selector.is_some();
         if r.ip_block.is_some() && selectors {
-            return Err("a peer may not combine ipBlock with podSelector or namespaceSelector".into());
+            return Err(
+                "a peer may not combine ipBlock with podSelector or namespaceSelector".into(),
+            );
         }
         if r.ip_block.is_none() && !selectors {
             return Err("a peer must specify podSelector, namespaceSelector or ipBlock".into());
@@ -339,7 +359,11 @@ impl TryFrom<RawPeer> for Peer {
         for s in r.pod_selector.iter().chain(&r.namespace_selector) {
             s.validate()?;
         }
-        Ok(Peer { pod_selector: r.pod_selector, namespace_selector: r.namespace_selector, ip_block: r.ip_block })
+        Ok(Peer {
+            pod_selector: r.pod_selector,
+            namespace_selector: r.namespace_selector,
+            ip_block: r.ip_block,
+        })
     }
 }
 
@@ -480,7 +504,8 @@ pub fn validate_port_name(name: &str) -> Result<(), String> {
     let b = name.as_bytes();
     let ok = !name.is_empty()
         && name.len() <= 15
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b.iter().any(u8::is_ascii_lowercase)
         && !name.starts_with('-')
         && !name.ends_with('-')
@@ -534,7 +559,11 @@ impl TryFrom<RawPort> for NetworkPolicyPort {
             }
             (Some(_), None) => return Err("endPort requires port".into()),
         };
-        Ok(NetworkPolicyPort { protocol, port, end_port })
+        Ok(NetworkPolicyPort {
+            protocol,
+            port,
+            end_port,
+        })
     }
 }
 
@@ -570,17 +599,29 @@ mod tests {
         let p = policy("metadata: {name: a}\nspec: {podSelector: {}, egress: [{}]}").unwrap();
         assert_eq!(p.effective_policy_types(), (true, true));
         let p = policy("metadata: {name: a}\nspec: {podSelector: {}, egress: []}").unwrap();
-        assert_eq!(p.effective_policy_types(), (true, false), "an empty egress list adds no Egress");
-        let p = policy("metadata: {name: a}\nspec: {podSelector: {}, policyTypes: [Egress]}").unwrap();
+        assert_eq!(
+            p.effective_policy_types(),
+            (true, false),
+            "an empty egress list adds no Egress"
+        );
+        let p =
+            policy("metadata: {name: a}\nspec: {podSelector: {}, policyTypes: [Egress]}").unwrap();
         assert_eq!(p.effective_policy_types(), (false, true));
     }
 
     #[test]
     fn ports_validate() {
         let ok = |y: &str| serde_yaml::from_str::<NetworkPolicyPort>(y).unwrap();
-        let bad = |y: &str| serde_yaml::from_str::<NetworkPolicyPort>(y).unwrap_err().to_string();
+        let bad = |y: &str| {
+            serde_yaml::from_str::<NetworkPolicyPort>(y)
+                .unwrap_err()
+                .to_string()
+        };
         assert_eq!(ok("{port: 80}").port, Some(PortSpec::Number(80)));
-        assert_eq!(ok("{port: http, protocol: UDP}").port, Some(PortSpec::Name("http".into())));
+        assert_eq!(
+            ok("{port: http, protocol: UDP}").port,
+            Some(PortSpec::Name("http".into()))
+        );
         assert_eq!(ok("{port: 32000, endPort: 32768}").end_port, Some(32768));
         assert_eq!(ok("{protocol: SCTP}").protocol, Some(PolicyProtocol::Sctp));
         assert!(bad("{port: 0}").contains("between 1 and 65535"));
@@ -599,11 +640,19 @@ mod tests {
         let bad = |y: &str| serde_yaml::from_str::<Peer>(y).unwrap_err().to_string();
         assert!(bad("{}").contains("must specify"));
         assert!(bad("{ipBlock: {cidr: 10.0.0.0/8}, podSelector: {}}").contains("may not combine"));
-        assert!(bad("{ipBlock: {cidr: 10.0.0.0/8, except: [11.0.0.0/16]}}").contains("strict subset"));
-        assert!(bad("{ipBlock: {cidr: 10.0.0.0/8, except: [10.0.0.0/8]}}").contains("strict subset"));
+        assert!(
+            bad("{ipBlock: {cidr: 10.0.0.0/8, except: [11.0.0.0/16]}}").contains("strict subset")
+        );
+        assert!(
+            bad("{ipBlock: {cidr: 10.0.0.0/8, except: [10.0.0.0/8]}}").contains("strict subset")
+        );
         assert!(bad("{ipBlock: {cidr: 10.0.0.1}}").contains("not a CIDR"));
         let p: Peer = serde_yaml::from_str("{ipBlock: {cidr: 10.1.2.3/8}}").unwrap();
-        assert_eq!(p.ip_block.unwrap().cidr.to_string(), "10.0.0.0/8", "host bits masked");
+        assert_eq!(
+            p.ip_block.unwrap().cidr.to_string(),
+            "10.0.0.0/8",
+            "host bits masked"
+        );
     }
 
     #[test]
@@ -612,7 +661,8 @@ mod tests {
         assert!(b.contains(&"8.8.8.8".parse().unwrap()));
         assert!(!b.contains(&"10.1.1.1".parse().unwrap()));
         assert!(!b.contains(&"::1".parse().unwrap()), "families never mix");
-        let b6: IpBlock = serde_yaml::from_str("{cidr: 'fd00::/8', except: ['fd00:1::/32']}").unwrap();
+        let b6: IpBlock =
+            serde_yaml::from_str("{cidr: 'fd00::/8', except: ['fd00:1::/32']}").unwrap();
         assert!(b6.contains(&"fd00:2::1".parse().unwrap()));
         assert!(!b6.contains(&"fd00:1::5".parse().unwrap()));
     }

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use verdict_policy::engine::Flow;
 use verdict_policy::manifests::load_str;
-use verdict_policy::{Engine, EndpointSpec, IpBlockMode, LogDecision};
+use verdict_policy::{EndpointSpec, Engine, IpBlockMode, LogDecision};
 use verdict_schema::{Disposition, PolicyRef, Protocol};
 
 #[derive(Debug, Clone, Copy)]
@@ -17,7 +17,11 @@ struct Case {
 }
 
 fn annotations(on: bool, key: &str) -> String {
-    if on { format!("annotations: {{{key}: \"true\"}}") } else { "annotations: {}".into() }
+    if on {
+        format!("annotations: {{{key}: \"true\"}}")
+    } else {
+        "annotations: {}".into()
+    }
 }
 
 fn cluster(c: Case) -> String {
@@ -107,14 +111,27 @@ spec:
         c.allow.1,
         c.deny.0,
         c.deny.1,
-        ns_ann = annotations(c.namespace_annotated, "policy.network.gke.io/enable-deny-logging"),
+        ns_ann = annotations(
+            c.namespace_annotated,
+            "policy.network.gke.io/enable-deny-logging"
+        ),
         p_ann = annotations(c.policy_annotated, "policy.network.gke.io/enable-logging"),
     )
 }
 
 fn flow(e: &Engine, src: &str, dest: &str, port: u16) -> Flow {
-    let (s, d) = e.resolve_pair(&EndpointSpec::parse(src).unwrap(), &EndpointSpec::parse(dest).unwrap()).unwrap();
-    Flow { src: s, dest: d, protocol: Protocol::Tcp, dest_port: port }
+    let (s, d) = e
+        .resolve_pair(
+            &EndpointSpec::parse(src).unwrap(),
+            &EndpointSpec::parse(dest).unwrap(),
+        )
+        .unwrap();
+    Flow {
+        src: s,
+        dest: d,
+        protocol: Protocol::Tcp,
+        dest_port: port,
+    }
 }
 
 const VALID: [(bool, bool); 3] = [(false, false), (true, false), (true, true)];
@@ -133,7 +150,12 @@ fn every_combination() {
         for deny in VALID {
             for policy_annotated in [false, true] {
                 for namespace_annotated in [false, true] {
-                    let c = Case { allow, deny, policy_annotated, namespace_annotated };
+                    let c = Case {
+                        allow,
+                        deny,
+                        policy_annotated,
+                        namespace_annotated,
+                    };
                     let loaded = load_str(&cluster(c), Path::new("c.yaml")).unwrap();
                     let e = Engine::build(&loaded.state, IpBlockMode::DataplaneV2).unwrap();
 
@@ -143,10 +165,16 @@ fn every_combination() {
                     assert!(v.allowed());
                     let expected = match allow {
                         (false, _) => LogDecision::NotLogged,
-                        (true, false) => LogDecision::Logged { disposition: Disposition::Allow, policies: Some(both_policies()) },
+                        (true, false) => LogDecision::Logged {
+                            disposition: Disposition::Allow,
+                            policies: Some(both_policies()),
+                        },
                         (true, true) if policy_annotated => LogDecision::Logged {
                             disposition: Disposition::Allow,
-                            policies: Some(vec![PolicyRef::network_policy("app", "p1-annotated-or-not")]),
+                            policies: Some(vec![PolicyRef::network_policy(
+                                "app",
+                                "p1-annotated-or-not",
+                            )]),
                         },
                         (true, true) => LogDecision::NotLogged,
                     };
@@ -160,7 +188,10 @@ fn every_combination() {
                     assert!(!v.ingress.allowed);
                     let logged = deny.0 && (!deny.1 || namespace_annotated);
                     let expected = if logged {
-                        LogDecision::Logged { disposition: Disposition::Deny, policies: None }
+                        LogDecision::Logged {
+                            disposition: Disposition::Deny,
+                            policies: None,
+                        }
                     } else {
                         LogDecision::NotLogged
                     };
@@ -171,7 +202,10 @@ fn every_combination() {
                     let v = e.evaluate(&f);
                     assert!(v.allowed());
                     let expected = if allow == (true, false) {
-                        LogDecision::Logged { disposition: Disposition::Allow, policies: Some(vec![PolicyRef::node_local()]) }
+                        LogDecision::Logged {
+                            disposition: Disposition::Allow,
+                            policies: Some(vec![PolicyRef::node_local()]),
+                        }
                     } else {
                         LogDecision::NotLogged
                     };
@@ -193,23 +227,54 @@ fn every_combination() {
 #[test]
 fn deny_delegate_looks_at_the_enforced_pods_namespace() {
     // Egress deny from other/client: enforced in namespace `other`. Annotate only `other`.
-    let text = cluster(Case { allow: (true, false), deny: (true, true), policy_annotated: false, namespace_annotated: false })
-        .replacen("name: other\n  annotations: {}", "name: other\n  annotations: {policy.network.gke.io/enable-deny-logging: \"true\"}", 1);
-    let e = Engine::build(&load_str(&text, Path::new("c.yaml")).unwrap().state, IpBlockMode::DataplaneV2).unwrap();
+    let text = cluster(Case {
+        allow: (true, false),
+        deny: (true, true),
+        policy_annotated: false,
+        namespace_annotated: false,
+    })
+    .replacen(
+        "name: other\n  annotations: {}",
+        "name: other\n  annotations: {policy.network.gke.io/enable-deny-logging: \"true\"}",
+        1,
+    );
+    let e = Engine::build(
+        &load_str(&text, Path::new("c.yaml")).unwrap().state,
+        IpBlockMode::DataplaneV2,
+    )
+    .unwrap();
     let v = e.evaluate(&flow(&e, "other/client", "app/server", 80));
     assert!(!v.egress.allowed && !v.ingress.allowed);
-    assert!(e.log_decision(&v.egress).is_logged(), "egress deny: `other` is annotated");
-    assert!(!e.log_decision(&v.ingress).is_logged(), "ingress deny: `app` is not annotated");
+    assert!(
+        e.log_decision(&v.egress).is_logged(),
+        "egress deny: `other` is annotated"
+    );
+    assert!(
+        !e.log_decision(&v.ingress).is_logged(),
+        "ingress deny: `app` is not annotated"
+    );
 }
 
 #[test]
 fn invalid_network_logging_is_refused_with_gkes_text() {
     for which in ["allow", "deny"] {
-        let c = Case { allow: (true, false), deny: (true, false), policy_annotated: false, namespace_annotated: false };
-        let text = cluster(c).replace(&format!("{which}: {{log: true, delegate: false}}"), &format!("{which}: {{log: false, delegate: true}}"));
-        let e = load_str(&text, Path::new("c.yaml")).unwrap_err().to_string();
+        let c = Case {
+            allow: (true, false),
+            deny: (true, false),
+            policy_annotated: false,
+            namespace_annotated: false,
+        };
+        let text = cluster(c).replace(
+            &format!("{which}: {{log: true, delegate: false}}"),
+            &format!("{which}: {{log: false, delegate: true}}"),
+        );
+        let e = load_str(&text, Path::new("c.yaml"))
+            .unwrap_err()
+            .to_string();
         assert!(
-            e.contains(&format!("cluster {which} log action is invalid: delegate cannot be true when log is false")),
+            e.contains(&format!(
+                "cluster {which} log action is invalid: delegate cannot be true when log is false"
+            )),
             "{e}"
         );
     }
@@ -217,11 +282,27 @@ fn invalid_network_logging_is_refused_with_gkes_text() {
 
 #[test]
 fn no_network_logging_logs_nothing() {
-    let text = cluster(Case { allow: (true, false), deny: (true, false), policy_annotated: true, namespace_annotated: true });
+    let text = cluster(Case {
+        allow: (true, false),
+        deny: (true, false),
+        policy_annotated: true,
+        namespace_annotated: true,
+    });
     let text = &text[..text.find("---\napiVersion: networking.gke.io").unwrap()];
-    let e = Engine::build(&load_str(text, Path::new("c.yaml")).unwrap().state, IpBlockMode::DataplaneV2).unwrap();
-    for (s, d) in [("app/client", "app/server"), ("other/client", "app/server"), ("node:n1", "app/server")] {
+    let e = Engine::build(
+        &load_str(text, Path::new("c.yaml")).unwrap().state,
+        IpBlockMode::DataplaneV2,
+    )
+    .unwrap();
+    for (s, d) in [
+        ("app/client", "app/server"),
+        ("other/client", "app/server"),
+        ("node:n1", "app/server"),
+    ] {
         let v = e.evaluate(&flow(&e, s, d, 80));
-        assert!(!e.log_decision(&v.ingress).is_logged() && !e.log_decision(&v.egress).is_logged(), "{s} -> {d}");
+        assert!(
+            !e.log_decision(&v.ingress).is_logged() && !e.log_decision(&v.egress).is_logged(),
+            "{s} -> {d}"
+        );
     }
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use verdict_policy::engine::Flow;
 use verdict_policy::manifests::load_str;
-use verdict_policy::{Engine, EndpointSpec, IpBlockMode};
+use verdict_policy::{EndpointSpec, Engine, IpBlockMode};
 use verdict_schema::Protocol;
 
 const NAMESPACES: [&str; 3] = ["x", "y", "z"];
@@ -21,7 +21,9 @@ fn model_yaml() -> String {
         "apiVersion: v1\nkind: Node\nmetadata: {name: node-1}\nstatus: {addresses: [{type: InternalIP, address: 172.18.0.2}]}\n",
     );
     for (i, ns) in NAMESPACES.iter().enumerate() {
-        y.push_str(&format!("---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n"));
+        y.push_str(&format!(
+            "---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n"
+        ));
         for (j, pod) in PODS.iter().enumerate() {
             let mut ports = String::new();
             for port in [80, 81] {
@@ -48,7 +50,10 @@ fn engine(policies: &str, mode: IpBlockMode) -> Engine {
 }
 
 fn names() -> Vec<String> {
-    NAMESPACES.iter().flat_map(|ns| PODS.iter().map(move |p| format!("{ns}/{p}"))).collect()
+    NAMESPACES
+        .iter()
+        .flat_map(|ns| PODS.iter().map(move |p| format!("{ns}/{p}")))
+        .collect()
 }
 
 fn spec(name: &str, v6: bool) -> EndpointSpec {
@@ -70,7 +75,13 @@ fn observed(e: &Engine, protocol: Protocol, port: u16, v6: bool) -> Vec<Vec<bool
                 .iter()
                 .map(|to| {
                     let (src, dest) = e.resolve_pair(&spec(from, v6), &spec(to, v6)).unwrap();
-                    e.evaluate(&Flow { src, dest, protocol: protocol.clone(), dest_port: port }).allowed()
+                    e.evaluate(&Flow {
+                        src,
+                        dest,
+                        protocol: protocol.clone(),
+                        dest_port: port,
+                    })
+                    .allowed()
                 })
                 .collect()
         })
@@ -78,7 +89,11 @@ fn observed(e: &Engine, protocol: Protocol, port: u16, v6: bool) -> Vec<Vec<bool
 }
 
 fn parse_table(table: &str) -> Vec<Vec<bool>> {
-    let rows: Vec<&str> = table.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let rows: Vec<&str> = table
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
     let header: Vec<&str> = rows[0].split_whitespace().collect();
     assert_eq!(header, names(), "table header");
     rows[1..]
@@ -141,7 +156,9 @@ const ALL: &str = "
      z/c  .   .   .   .   .   .   .   .   .";
 
 fn policy(ns: &str, name: &str, spec: &str) -> String {
-    format!("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n{spec}\n")
+    format!(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n{spec}\n"
+    )
 }
 
 #[test]
@@ -154,8 +171,19 @@ fn no_policies_everything_connects() {
 
 #[test]
 fn default_deny_ingress_in_x() {
-    let e = engine(&policy("x", "deny-all", "  podSelector: {}\n  policyTypes: [Ingress]"), IpBlockMode::DataplaneV2);
-    assert_reachability(&e, Protocol::Tcp, 80, "
+    let e = engine(
+        &policy(
+            "x",
+            "deny-all",
+            "  podSelector: {}\n  policyTypes: [Ingress]",
+        ),
+        IpBlockMode::DataplaneV2,
+    );
+    assert_reachability(
+        &e,
+        Protocol::Tcp,
+        80,
+        "
          x/a x/b x/c y/a y/b y/c z/a z/b z/c
      x/a  .   X   X   .   .   .   .   .   .
      x/b  X   .   X   .   .   .   .   .   .
@@ -165,13 +193,17 @@ fn default_deny_ingress_in_x() {
      y/c  X   X   X   .   .   .   .   .   .
      z/a  X   X   X   .   .   .   .   .   .
      z/b  X   X   X   .   .   .   .   .   .
-     z/c  X   X   X   .   .   .   .   .   .");
+     z/c  X   X   X   .   .   .   .   .   .",
+    );
 }
 
 #[test]
 fn default_deny_ingress_without_policy_types() {
     // policyTypes defaults to [Ingress] when there are no egress rules.
-    let e = engine(&policy("x", "deny-all", "  podSelector: {}"), IpBlockMode::DataplaneV2);
+    let e = engine(
+        &policy("x", "deny-all", "  podSelector: {}"),
+        IpBlockMode::DataplaneV2,
+    );
     let table = "
          x/a x/b x/c y/a y/b y/c z/a z/b z/c
      x/a  .   X   X   .   .   .   .   .   .
@@ -189,14 +221,32 @@ fn default_deny_ingress_without_policy_types() {
 
 #[test]
 fn allow_all_ingress_in_x() {
-    let e = engine(&policy("x", "allow-all", "  podSelector: {}\n  ingress: [{}]\n  policyTypes: [Ingress]"), IpBlockMode::DataplaneV2);
+    let e = engine(
+        &policy(
+            "x",
+            "allow-all",
+            "  podSelector: {}\n  ingress: [{}]\n  policyTypes: [Ingress]",
+        ),
+        IpBlockMode::DataplaneV2,
+    );
     assert_reachability(&e, Protocol::Tcp, 80, ALL);
 }
 
 #[test]
 fn default_deny_egress_in_x() {
-    let e = engine(&policy("x", "deny-egress", "  podSelector: {}\n  policyTypes: [Egress]"), IpBlockMode::DataplaneV2);
-    assert_reachability(&e, Protocol::Tcp, 80, "
+    let e = engine(
+        &policy(
+            "x",
+            "deny-egress",
+            "  podSelector: {}\n  policyTypes: [Egress]",
+        ),
+        IpBlockMode::DataplaneV2,
+    );
+    assert_reachability(
+        &e,
+        Protocol::Tcp,
+        80,
+        "
          x/a x/b x/c y/a y/b y/c z/a z/b z/c
      x/a  .   X   X   X   X   X   X   X   X
      x/b  X   .   X   X   X   X   X   X   X
@@ -206,13 +256,25 @@ fn default_deny_egress_in_x() {
      y/c  .   .   .   .   .   .   .   .   .
      z/a  .   .   .   .   .   .   .   .   .
      z/b  .   .   .   .   .   .   .   .   .
-     z/c  .   .   .   .   .   .   .   .   .");
+     z/c  .   .   .   .   .   .   .   .   .",
+    );
 }
 
 #[test]
 fn default_deny_all_in_x() {
-    let e = engine(&policy("x", "deny-all", "  podSelector: {}\n  policyTypes: [Ingress, Egress]"), IpBlockMode::DataplaneV2);
-    assert_reachability(&e, Protocol::Tcp, 80, "
+    let e = engine(
+        &policy(
+            "x",
+            "deny-all",
+            "  podSelector: {}\n  policyTypes: [Ingress, Egress]",
+        ),
+        IpBlockMode::DataplaneV2,
+    );
+    assert_reachability(
+        &e,
+        Protocol::Tcp,
+        80,
+        "
          x/a x/b x/c y/a y/b y/c z/a z/b z/c
      x/a  .   X   X   X   X   X   X   X   X
      x/b  X   .   X   X   X   X   X   X   X
@@ -222,16 +284,25 @@ fn default_deny_all_in_x() {
      y/c  X   X   X   .   .   .   .   .   .
      z/a  X   X   X   .   .   .   .   .   .
      z/b  X   X   X   .   .   .   .   .   .
-     z/c  X   X   X   .   .   .   .   .   .");
+     z/c  X   X   X   .   .   .   .   .   .",
+    );
 }
 
 #[test]
 fn allow_ingress_to_x_a_from_same_namespace_pod_b() {
     let e = engine(
-        &policy("x", "allow-b", "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from:\n    - podSelector: {matchLabels: {pod: b}}"),
+        &policy(
+            "x",
+            "allow-b",
+            "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from:\n    - podSelector: {matchLabels: {pod: b}}",
+        ),
         IpBlockMode::DataplaneV2,
     );
-    assert_reachability(&e, Protocol::Tcp, 80, "
+    assert_reachability(
+        &e,
+        Protocol::Tcp,
+        80,
+        "
          x/a x/b x/c y/a y/b y/c z/a z/b z/c
      x/a  .   .   .   .   .   .   .   .   .
      x/b  .   .   .   .   .   .   .   .   .
@@ -241,16 +312,25 @@ fn allow_ingress_to_x_a_from_same_namespace_pod_b() {
      y/c  X   .   .   .   .   .   .   .   .
      z/a  X   .   .   .   .   .   .   .   .
      z/b  X   .   .   .   .   .   .   .   .
-     z/c  X   .   .   .   .   .   .   .   .");
+     z/c  X   .   .   .   .   .   .   .   .",
+    );
 }
 
 #[test]
 fn allow_ingress_from_namespace_y_by_label() {
     let e = engine(
-        &policy("x", "allow-y", "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from:\n    - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: y}}"),
+        &policy(
+            "x",
+            "allow-y",
+            "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from:\n    - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: y}}",
+        ),
         IpBlockMode::DataplaneV2,
     );
-    assert_reachability(&e, Protocol::Tcp, 80, "
+    assert_reachability(
+        &e,
+        Protocol::Tcp,
+        80,
+        "
          x/a x/b x/c y/a y/b y/c z/a z/b z/c
      x/a  .   .   .   .   .   .   .   .   .
      x/b  X   .   .   .   .   .   .   .   .
@@ -260,16 +340,25 @@ fn allow_ingress_from_namespace_y_by_label() {
      y/c  .   .   .   .   .   .   .   .   .
      z/a  X   .   .   .   .   .   .   .   .
      z/b  X   .   .   .   .   .   .   .   .
-     z/c  X   .   .   .   .   .   .   .   .");
+     z/c  X   .   .   .   .   .   .   .   .",
+    );
 }
 
 #[test]
 fn namespace_and_pod_selector_in_one_peer_is_an_and() {
     let e = engine(
-        &policy("x", "and", "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from:\n    - namespaceSelector: {matchExpressions: [{key: kubernetes.io/metadata.name, operator: In, values: [y, z]}]}\n      podSelector: {matchLabels: {pod: b}}"),
+        &policy(
+            "x",
+            "and",
+            "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from:\n    - namespaceSelector: {matchExpressions: [{key: kubernetes.io/metadata.name, operator: In, values: [y, z]}]}\n      podSelector: {matchLabels: {pod: b}}",
+        ),
         IpBlockMode::DataplaneV2,
     );
-    assert_reachability(&e, Protocol::Tcp, 80, "
+    assert_reachability(
+        &e,
+        Protocol::Tcp,
+        80,
+        "
          x/a x/b x/c y/a y/b y/c z/a z/b z/c
      x/a  .   .   .   .   .   .   .   .   .
      x/b  X   .   .   .   .   .   .   .   .
@@ -279,16 +368,25 @@ fn namespace_and_pod_selector_in_one_peer_is_an_and() {
      y/c  X   .   .   .   .   .   .   .   .
      z/a  X   .   .   .   .   .   .   .   .
      z/b  .   .   .   .   .   .   .   .   .
-     z/c  X   .   .   .   .   .   .   .   .");
+     z/c  X   .   .   .   .   .   .   .   .",
+    );
 }
 
 #[test]
 fn namespace_and_pod_selector_in_two_peers_is_an_or() {
     let e = engine(
-        &policy("x", "or", "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from:\n    - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: y}}\n    - podSelector: {matchLabels: {pod: c}}"),
+        &policy(
+            "x",
+            "or",
+            "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from:\n    - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: y}}\n    - podSelector: {matchLabels: {pod: c}}",
+        ),
         IpBlockMode::DataplaneV2,
     );
-    assert_reachability(&e, Protocol::Tcp, 80, "
+    assert_reachability(
+        &e,
+        Protocol::Tcp,
+        80,
+        "
          x/a x/b x/c y/a y/b y/c z/a z/b z/c
      x/a  .   .   .   .   .   .   .   .   .
      x/b  X   .   .   .   .   .   .   .   .
@@ -298,17 +396,26 @@ fn namespace_and_pod_selector_in_two_peers_is_an_or() {
      y/c  .   .   .   .   .   .   .   .   .
      z/a  X   .   .   .   .   .   .   .   .
      z/b  X   .   .   .   .   .   .   .   .
-     z/c  X   .   .   .   .   .   .   .   .");
+     z/c  X   .   .   .   .   .   .   .   .",
+    );
 }
 
 #[test]
 fn namespace_selector_not_in_and_empty_namespace_selector() {
     // NotIn y: from namespaces x and z. Second peer: pod=b in every namespace.
     let e = engine(
-        &policy("x", "notin", "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from:\n    - namespaceSelector: {matchExpressions: [{key: kubernetes.io/metadata.name, operator: NotIn, values: [y]}]}\n    - namespaceSelector: {}\n      podSelector: {matchLabels: {pod: b}}"),
+        &policy(
+            "x",
+            "notin",
+            "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from:\n    - namespaceSelector: {matchExpressions: [{key: kubernetes.io/metadata.name, operator: NotIn, values: [y]}]}\n    - namespaceSelector: {}\n      podSelector: {matchLabels: {pod: b}}",
+        ),
         IpBlockMode::DataplaneV2,
     );
-    assert_reachability(&e, Protocol::Tcp, 80, "
+    assert_reachability(
+        &e,
+        Protocol::Tcp,
+        80,
+        "
          x/a x/b x/c y/a y/b y/c z/a z/b z/c
      x/a  .   .   .   .   .   .   .   .   .
      x/b  .   .   .   .   .   .   .   .   .
@@ -318,7 +425,8 @@ fn namespace_selector_not_in_and_empty_namespace_selector() {
      y/c  X   .   .   .   .   .   .   .   .
      z/a  .   .   .   .   .   .   .   .   .
      z/b  .   .   .   .   .   .   .   .   .
-     z/c  .   .   .   .   .   .   .   .   .");
+     z/c  .   .   .   .   .   .   .   .   .",
+    );
 }
 
 const ONLY_X_A_BLOCKED: &str = "
@@ -336,7 +444,11 @@ const ONLY_X_A_BLOCKED: &str = "
 #[test]
 fn ingress_on_one_port_number() {
     let e = engine(
-        &policy("x", "port-81", "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - ports:\n    - port: 81\n      protocol: TCP"),
+        &policy(
+            "x",
+            "port-81",
+            "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - ports:\n    - port: 81\n      protocol: TCP",
+        ),
         IpBlockMode::DataplaneV2,
     );
     assert_reachability(&e, Protocol::Tcp, 81, ALL);
@@ -347,7 +459,11 @@ fn ingress_on_one_port_number() {
 #[test]
 fn ingress_on_a_named_port() {
     let e = engine(
-        &policy("x", "named", "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - ports:\n    - port: serve-81-udp\n      protocol: UDP"),
+        &policy(
+            "x",
+            "named",
+            "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - ports:\n    - port: serve-81-udp\n      protocol: UDP",
+        ),
         IpBlockMode::DataplaneV2,
     );
     assert_reachability(&e, Protocol::Udp, 81, ALL);
@@ -359,7 +475,11 @@ fn ingress_on_a_named_port() {
 fn named_port_with_the_wrong_protocol_never_matches() {
     // serve-80-tcp is a TCP port; the rule asks for it over UDP (protocol defaults matter).
     let e = engine(
-        &policy("x", "named", "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - ports:\n    - port: serve-80-tcp\n      protocol: UDP"),
+        &policy(
+            "x",
+            "named",
+            "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - ports:\n    - port: serve-80-tcp\n      protocol: UDP",
+        ),
         IpBlockMode::DataplaneV2,
     );
     assert_reachability(&e, Protocol::Udp, 80, ONLY_X_A_BLOCKED);
@@ -369,7 +489,11 @@ fn named_port_with_the_wrong_protocol_never_matches() {
 #[test]
 fn end_port_ranges() {
     let e = engine(
-        &policy("x", "range", "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - ports:\n    - port: 81\n      endPort: 90"),
+        &policy(
+            "x",
+            "range",
+            "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - ports:\n    - port: 81\n      endPort: 90",
+        ),
         IpBlockMode::DataplaneV2,
     );
     assert_reachability(&e, Protocol::Tcp, 81, ALL);
@@ -381,7 +505,11 @@ fn end_port_ranges() {
 #[test]
 fn sctp_only_rule() {
     let e = engine(
-        &policy("x", "sctp", "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - ports:\n    - port: 80\n      protocol: SCTP"),
+        &policy(
+            "x",
+            "sctp",
+            "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - ports:\n    - port: 80\n      protocol: SCTP",
+        ),
         IpBlockMode::DataplaneV2,
     );
     assert_reachability(&e, Protocol::Sctp, 80, ALL);
@@ -392,7 +520,11 @@ fn sctp_only_rule() {
 #[test]
 fn protocol_without_port_matches_every_port_of_that_protocol() {
     let e = engine(
-        &policy("x", "udp-any", "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - ports:\n    - protocol: UDP"),
+        &policy(
+            "x",
+            "udp-any",
+            "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - ports:\n    - protocol: UDP",
+        ),
         IpBlockMode::DataplaneV2,
     );
     assert_reachability(&e, Protocol::Udp, 80, ALL);
@@ -402,10 +534,22 @@ fn protocol_without_port_matches_every_port_of_that_protocol() {
 
 #[test]
 fn union_of_two_policies() {
-    let p1 = policy("x", "from-x-b", "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from:\n    - podSelector: {matchLabels: {pod: b}}");
-    let p2 = policy("x", "from-z", "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from:\n    - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: z}}\n      podSelector: {matchLabels: {pod: c}}");
+    let p1 = policy(
+        "x",
+        "from-x-b",
+        "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from:\n    - podSelector: {matchLabels: {pod: b}}",
+    );
+    let p2 = policy(
+        "x",
+        "from-z",
+        "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from:\n    - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: z}}\n      podSelector: {matchLabels: {pod: c}}",
+    );
     let e = engine(&format!("{p1}---\n{p2}"), IpBlockMode::DataplaneV2);
-    assert_reachability(&e, Protocol::Tcp, 80, "
+    assert_reachability(
+        &e,
+        Protocol::Tcp,
+        80,
+        "
          x/a x/b x/c y/a y/b y/c z/a z/b z/c
      x/a  .   .   .   .   .   .   .   .   .
      x/b  .   .   .   .   .   .   .   .   .
@@ -415,16 +559,29 @@ fn union_of_two_policies() {
      y/c  X   .   .   .   .   .   .   .   .
      z/a  X   .   .   .   .   .   .   .   .
      z/b  X   .   .   .   .   .   .   .   .
-     z/c  .   .   .   .   .   .   .   .   .");
+     z/c  .   .   .   .   .   .   .   .   .",
+    );
 }
 
 #[test]
 fn egress_to_one_namespace_and_ingress_must_both_allow() {
     // x/a may only send to namespace y; y/b accepts only from x/* pods with pod=a.
-    let p1 = policy("x", "egress-to-y", "  podSelector: {matchLabels: {pod: a}}\n  policyTypes: [Egress]\n  egress:\n  - to:\n    - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: y}}");
-    let p2 = policy("y", "b-from-x-a", "  podSelector: {matchLabels: {pod: b}}\n  ingress:\n  - from:\n    - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: x}}\n      podSelector: {matchLabels: {pod: a}}");
+    let p1 = policy(
+        "x",
+        "egress-to-y",
+        "  podSelector: {matchLabels: {pod: a}}\n  policyTypes: [Egress]\n  egress:\n  - to:\n    - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: y}}",
+    );
+    let p2 = policy(
+        "y",
+        "b-from-x-a",
+        "  podSelector: {matchLabels: {pod: b}}\n  ingress:\n  - from:\n    - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: x}}\n      podSelector: {matchLabels: {pod: a}}",
+    );
     let e = engine(&format!("{p1}---\n{p2}"), IpBlockMode::DataplaneV2);
-    assert_reachability(&e, Protocol::Tcp, 80, "
+    assert_reachability(
+        &e,
+        Protocol::Tcp,
+        80,
+        "
          x/a x/b x/c y/a y/b y/c z/a z/b z/c
      x/a  .   X   X   .   .   .   X   X   X
      x/b  .   .   .   .   X   .   .   .   .
@@ -434,17 +591,26 @@ fn egress_to_one_namespace_and_ingress_must_both_allow() {
      y/c  .   .   .   .   X   .   .   .   .
      z/a  .   .   .   .   X   .   .   .   .
      z/b  .   .   .   .   X   .   .   .   .
-     z/c  .   .   .   .   X   .   .   .   .");
+     z/c  .   .   .   .   X   .   .   .   .",
+    );
 }
 
 #[test]
 fn policy_types_egress_only_ignores_ingress_rules() {
     // The ingress section is ignored: policyTypes says Egress only, and egress allows nothing.
     let e = engine(
-        &policy("x", "egress-only", "  podSelector: {matchLabels: {pod: a}}\n  policyTypes: [Egress]\n  ingress:\n  - from:\n    - podSelector: {matchLabels: {pod: b}}"),
+        &policy(
+            "x",
+            "egress-only",
+            "  podSelector: {matchLabels: {pod: a}}\n  policyTypes: [Egress]\n  ingress:\n  - from:\n    - podSelector: {matchLabels: {pod: b}}",
+        ),
         IpBlockMode::DataplaneV2,
     );
-    assert_reachability(&e, Protocol::Tcp, 80, "
+    assert_reachability(
+        &e,
+        Protocol::Tcp,
+        80,
+        "
          x/a x/b x/c y/a y/b y/c z/a z/b z/c
      x/a  .   X   X   X   X   X   X   X   X
      x/b  .   .   .   .   .   .   .   .   .
@@ -454,17 +620,26 @@ fn policy_types_egress_only_ignores_ingress_rules() {
      y/c  .   .   .   .   .   .   .   .   .
      z/a  .   .   .   .   .   .   .   .   .
      z/b  .   .   .   .   .   .   .   .   .
-     z/c  .   .   .   .   .   .   .   .   .");
+     z/c  .   .   .   .   .   .   .   .   .",
+    );
 }
 
 #[test]
 fn egress_rules_imply_egress_policy_type() {
     // No policyTypes and an egress section: both Ingress (no rules: deny) and Egress apply.
     let e = engine(
-        &policy("x", "implied", "  podSelector: {matchLabels: {pod: a}}\n  egress:\n  - to:\n    - podSelector: {matchLabels: {pod: c}}"),
+        &policy(
+            "x",
+            "implied",
+            "  podSelector: {matchLabels: {pod: a}}\n  egress:\n  - to:\n    - podSelector: {matchLabels: {pod: c}}",
+        ),
         IpBlockMode::DataplaneV2,
     );
-    assert_reachability(&e, Protocol::Tcp, 80, "
+    assert_reachability(
+        &e,
+        Protocol::Tcp,
+        80,
+        "
          x/a x/b x/c y/a y/b y/c z/a z/b z/c
      x/a  .   X   .   X   X   X   X   X   X
      x/b  X   .   .   .   .   .   .   .   .
@@ -474,17 +649,26 @@ fn egress_rules_imply_egress_policy_type() {
      y/c  X   .   .   .   .   .   .   .   .
      z/a  X   .   .   .   .   .   .   .   .
      z/b  X   .   .   .   .   .   .   .   .
-     z/c  X   .   .   .   .   .   .   .   .");
+     z/c  X   .   .   .   .   .   .   .   .",
+    );
 }
 
 #[test]
 fn ip_block_never_matches_pods_in_dataplane_v2_but_does_in_calico() {
     // 10.0.2.0/24 holds y's pods (fd00::2:0/112 in IPv6 — written as two peers).
-    let p = policy("x", "from-cidr", "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from:\n    - ipBlock: {cidr: 10.0.2.0/24, except: [10.0.2.2/32]}\n    - ipBlock: {cidr: 'fd00::2:0/112', except: ['fd00::2:2/128']}");
+    let p = policy(
+        "x",
+        "from-cidr",
+        "  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - from:\n    - ipBlock: {cidr: 10.0.2.0/24, except: [10.0.2.2/32]}\n    - ipBlock: {cidr: 'fd00::2:0/112', except: ['fd00::2:2/128']}",
+    );
     let dpv2 = engine(&p, IpBlockMode::DataplaneV2);
     assert_reachability(&dpv2, Protocol::Tcp, 80, ONLY_X_A_BLOCKED);
     let calico = engine(&p, IpBlockMode::Calico);
-    assert_reachability(&calico, Protocol::Tcp, 80, "
+    assert_reachability(
+        &calico,
+        Protocol::Tcp,
+        80,
+        "
          x/a x/b x/c y/a y/b y/c z/a z/b z/c
      x/a  .   .   .   .   .   .   .   .   .
      x/b  X   .   .   .   .   .   .   .   .
@@ -494,15 +678,24 @@ fn ip_block_never_matches_pods_in_dataplane_v2_but_does_in_calico() {
      y/c  .   .   .   .   .   .   .   .   .
      z/a  X   .   .   .   .   .   .   .   .
      z/b  X   .   .   .   .   .   .   .   .
-     z/c  X   .   .   .   .   .   .   .   .");
+     z/c  X   .   .   .   .   .   .   .   .",
+    );
 }
 
 #[test]
 fn egress_ip_block_with_except_in_calico_mode() {
     // From x/b: everything in 10.0.0.0/16 except namespace z's /24 (and the same in IPv6).
-    let p = policy("x", "egress-cidr", "  podSelector: {matchLabels: {pod: b}}\n  policyTypes: [Egress]\n  egress:\n  - to:\n    - ipBlock: {cidr: 10.0.0.0/16, except: [10.0.3.0/24]}\n    - ipBlock: {cidr: 'fd00::/64', except: ['fd00::3:0/112']}");
+    let p = policy(
+        "x",
+        "egress-cidr",
+        "  podSelector: {matchLabels: {pod: b}}\n  policyTypes: [Egress]\n  egress:\n  - to:\n    - ipBlock: {cidr: 10.0.0.0/16, except: [10.0.3.0/24]}\n    - ipBlock: {cidr: 'fd00::/64', except: ['fd00::3:0/112']}",
+    );
     let calico = engine(&p, IpBlockMode::Calico);
-    assert_reachability(&calico, Protocol::Tcp, 80, "
+    assert_reachability(
+        &calico,
+        Protocol::Tcp,
+        80,
+        "
          x/a x/b x/c y/a y/b y/c z/a z/b z/c
      x/a  .   .   .   .   .   .   .   .   .
      x/b  .   .   .   .   .   .   X   X   X
@@ -512,9 +705,14 @@ fn egress_ip_block_with_except_in_calico_mode() {
      y/c  .   .   .   .   .   .   .   .   .
      z/a  .   .   .   .   .   .   .   .   .
      z/b  .   .   .   .   .   .   .   .   .
-     z/c  .   .   .   .   .   .   .   .   .");
+     z/c  .   .   .   .   .   .   .   .   .",
+    );
     let dpv2 = engine(&p, IpBlockMode::DataplaneV2);
-    assert_reachability(&dpv2, Protocol::Tcp, 80, "
+    assert_reachability(
+        &dpv2,
+        Protocol::Tcp,
+        80,
+        "
          x/a x/b x/c y/a y/b y/c z/a z/b z/c
      x/a  .   .   .   .   .   .   .   .   .
      x/b  X   .   X   X   X   X   X   X   X
@@ -524,17 +722,26 @@ fn egress_ip_block_with_except_in_calico_mode() {
      y/c  .   .   .   .   .   .   .   .   .
      z/a  .   .   .   .   .   .   .   .   .
      z/b  .   .   .   .   .   .   .   .   .
-     z/c  .   .   .   .   .   .   .   .   .");
+     z/c  .   .   .   .   .   .   .   .   .",
+    );
 }
 
 #[test]
 fn match_expressions_exists_and_does_not_exist_on_pods() {
     // x/a from pods without label `pod`? none; from pods with `pod` in (a, c) but not in z.
     let e = engine(
-        &policy("x", "expr", "  podSelector: {matchExpressions: [{key: pod, operator: Exists}]}\n  ingress:\n  - from:\n    - podSelector: {matchExpressions: [{key: pod, operator: In, values: [a, c]}]}\n      namespaceSelector: {matchExpressions: [{key: kubernetes.io/metadata.name, operator: NotIn, values: [z]}]}\n    - podSelector: {matchExpressions: [{key: pod, operator: DoesNotExist}]}"),
+        &policy(
+            "x",
+            "expr",
+            "  podSelector: {matchExpressions: [{key: pod, operator: Exists}]}\n  ingress:\n  - from:\n    - podSelector: {matchExpressions: [{key: pod, operator: In, values: [a, c]}]}\n      namespaceSelector: {matchExpressions: [{key: kubernetes.io/metadata.name, operator: NotIn, values: [z]}]}\n    - podSelector: {matchExpressions: [{key: pod, operator: DoesNotExist}]}",
+        ),
         IpBlockMode::DataplaneV2,
     );
-    assert_reachability(&e, Protocol::Tcp, 80, "
+    assert_reachability(
+        &e,
+        Protocol::Tcp,
+        80,
+        "
          x/a x/b x/c y/a y/b y/c z/a z/b z/c
      x/a  .   .   .   .   .   .   .   .   .
      x/b  X   .   X   .   .   .   .   .   .
@@ -544,16 +751,25 @@ fn match_expressions_exists_and_does_not_exist_on_pods() {
      y/c  .   .   .   .   .   .   .   .   .
      z/a  X   X   X   .   .   .   .   .   .
      z/b  X   X   X   .   .   .   .   .   .
-     z/c  X   X   X   .   .   .   .   .   .");
+     z/c  X   X   X   .   .   .   .   .   .",
+    );
 }
 
 #[test]
 fn empty_ingress_list_with_allow_all_egress() {
     let e = engine(
-        &policy("y", "isolate", "  podSelector: {}\n  policyTypes: [Ingress, Egress]\n  ingress: []\n  egress: [{}]"),
+        &policy(
+            "y",
+            "isolate",
+            "  podSelector: {}\n  policyTypes: [Ingress, Egress]\n  ingress: []\n  egress: [{}]",
+        ),
         IpBlockMode::DataplaneV2,
     );
-    assert_reachability(&e, Protocol::Tcp, 80, "
+    assert_reachability(
+        &e,
+        Protocol::Tcp,
+        80,
+        "
          x/a x/b x/c y/a y/b y/c z/a z/b z/c
      x/a  .   .   .   X   X   X   .   .   .
      x/b  .   .   .   X   X   X   .   .   .
@@ -563,14 +779,26 @@ fn empty_ingress_list_with_allow_all_egress() {
      y/c  .   .   .   X   X   .   .   .   .
      z/a  .   .   .   X   X   X   .   .   .
      z/b  .   .   .   X   X   X   .   .   .
-     z/c  .   .   .   X   X   X   .   .   .");
+     z/c  .   .   .   X   X   X   .   .   .",
+    );
 }
 
 #[test]
 fn policies_in_other_namespaces_do_not_select_pods() {
     // A policy in z with podSelector pod=a selects z/a only, never x/a.
-    let e = engine(&policy("z", "deny-a", "  podSelector: {matchLabels: {pod: a}}\n  policyTypes: [Ingress]"), IpBlockMode::DataplaneV2);
-    assert_reachability(&e, Protocol::Tcp, 80, "
+    let e = engine(
+        &policy(
+            "z",
+            "deny-a",
+            "  podSelector: {matchLabels: {pod: a}}\n  policyTypes: [Ingress]",
+        ),
+        IpBlockMode::DataplaneV2,
+    );
+    assert_reachability(
+        &e,
+        Protocol::Tcp,
+        80,
+        "
          x/a x/b x/c y/a y/b y/c z/a z/b z/c
      x/a  .   .   .   .   .   .   X   .   .
      x/b  .   .   .   .   .   .   X   .   .
@@ -580,5 +808,6 @@ fn policies_in_other_namespaces_do_not_select_pods() {
      y/c  .   .   .   .   .   .   X   .   .
      z/a  .   .   .   .   .   .   .   .   .
      z/b  .   .   .   .   .   .   X   .   .
-     z/c  .   .   .   .   .   .   X   .   .");
+     z/c  .   .   .   .   .   .   X   .   .",
+    );
 }

@@ -9,8 +9,8 @@ use std::net::IpAddr;
 use std::sync::{Arc, LazyLock};
 
 use arrow_array::builder::{
-    Int32Builder, Int64Builder, ListBuilder, StringBuilder, StringDictionaryBuilder,
-    StructBuilder, TimestampNanosecondBuilder,
+    Int32Builder, Int64Builder, ListBuilder, StringBuilder, StringDictionaryBuilder, StructBuilder,
+    TimestampNanosecondBuilder,
 };
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int32Type, Int64Type, TimestampNanosecondType};
@@ -80,7 +80,10 @@ pub const COLUMN_PATHS: &[(&str, &str)] = &[
     (col::PROTOCOL, "jsonPayload.connection.protocol"),
     (col::DIRECTION, "jsonPayload.connection.direction"),
     (col::DISPOSITION, "jsonPayload.disposition"),
-    (col::POLICIES, "jsonPayload.policies (list of {name, namespace, kind})"),
+    (
+        col::POLICIES,
+        "jsonPayload.policies (list of {name, namespace, kind})",
+    ),
     (col::SRC_POD_NAME, "jsonPayload.src.pod_name"),
     (col::SRC_POD_NAMESPACE, "jsonPayload.src.pod_namespace"),
     (col::SRC_NAMESPACE, "jsonPayload.src.namespace"),
@@ -116,7 +119,11 @@ pub fn policy_fields() -> Fields {
 }
 
 fn policies_type() -> DataType {
-    DataType::List(Arc::new(Field::new("item", DataType::Struct(policy_fields()), true)))
+    DataType::List(Arc::new(Field::new(
+        "item",
+        DataType::Struct(policy_fields()),
+        true,
+    )))
 }
 
 static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
@@ -259,7 +266,9 @@ pub fn log_entries_to_batch(entries: &[LogEntry]) -> Result<RecordBatch, ArrowEr
             Some(list) => {
                 let s = policies.values();
                 for p in list {
-                    s.field_builder::<StringBuilder>(0).expect("name").append_value(&p.name);
+                    s.field_builder::<StringBuilder>(0)
+                        .expect("name")
+                        .append_value(&p.name);
                     s.field_builder::<StringBuilder>(1)
                         .expect("namespace")
                         .append_option(p.namespace.as_deref());
@@ -320,9 +329,13 @@ impl<'a> StrCol<'a> {
             DataType::Utf8 => Ok(StrCol::Plain(a.as_string::<i32>())),
             DataType::Dictionary(k, v) if **k == DataType::Int32 && **v == DataType::Utf8 => {
                 let d = a.as_dictionary::<Int32Type>();
-                Ok(StrCol::Dict(d.downcast_dict::<StringArray>().ok_or_else(|| {
-                    ArrowError::SchemaError(format!("column {name}: dictionary values are not Utf8"))
-                })?))
+                Ok(StrCol::Dict(d.downcast_dict::<StringArray>().ok_or_else(
+                    || {
+                        ArrowError::SchemaError(format!(
+                            "column {name}: dictionary values are not Utf8"
+                        ))
+                    },
+                )?))
             }
             other => Err(ArrowError::SchemaError(format!(
                 "column {name}: expected Utf8 or Dictionary(Int32, Utf8), found {other}"
@@ -350,7 +363,8 @@ fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef, ArrowE
 }
 
 fn parse_ip(s: &str, row: usize, name: &str) -> Result<IpAddr, ArrowError> {
-    s.parse().map_err(|e| ArrowError::InvalidArgumentError(format!("row {row}: {name}: {e}: {s:?}")))
+    s.parse()
+        .map_err(|e| ArrowError::InvalidArgumentError(format!("row {row}: {name}: {e}: {s:?}")))
 }
 
 struct EndpointCols<'a> {
@@ -378,7 +392,9 @@ impl<'a> EndpointCols<'a> {
 
     fn get(&self, i: usize) -> Result<Endpoint, ArrowError> {
         if let Some(ip) = self.instance.get(i) {
-            return Ok(Endpoint::Instance { instance: parse_ip(ip, i, "instance")? });
+            return Ok(Endpoint::Instance {
+                instance: parse_ip(ip, i, "instance")?,
+            });
         }
         let pod_name = self.pod_name.get(i).ok_or_else(|| {
             ArrowError::InvalidArgumentError(format!(
@@ -405,7 +421,9 @@ pub fn batch_to_log_entries(batch: &RecordBatch) -> Result<Vec<LogEntry>, ArrowE
         .ok_or_else(|| ArrowError::SchemaError("timestamp: expected Timestamp(ns)".into()))?;
     let receive = column(batch, RECEIVE_TIMESTAMP)?
         .as_primitive_opt::<TimestampNanosecondType>()
-        .ok_or_else(|| ArrowError::SchemaError("receive_timestamp: expected Timestamp(ns)".into()))?;
+        .ok_or_else(|| {
+            ArrowError::SchemaError("receive_timestamp: expected Timestamp(ns)".into())
+        })?;
     let insert_id = StrCol::of(batch, INSERT_ID)?;
     let log_name = StrCol::of(batch, LOG_NAME)?;
     let severity = StrCol::of(batch, SEVERITY)?;
@@ -466,7 +484,10 @@ pub fn batch_to_log_entries(batch: &RecordBatch) -> Result<Vec<LogEntry>, ArrowE
                 dest_ip: parse_ip(dest_ip.req(i, DEST_IP)?, i, DEST_IP)?,
                 src_port: port(src_port.value(i), i, SRC_PORT)?,
                 dest_port: port(dest_port.value(i), i, DEST_PORT)?,
-                protocol: protocol.req(i, PROTOCOL)?.parse::<Protocol>().unwrap_or_else(|n| match n {}),
+                protocol: protocol
+                    .req(i, PROTOCOL)?
+                    .parse::<Protocol>()
+                    .unwrap_or_else(|n| match n {}),
                 direction: match direction.req(i, DIRECTION)? {
                     "ingress" => Direction::Ingress,
                     "egress" => Direction::Egress,

@@ -103,7 +103,9 @@ impl Severity {
 
     /// Case-insensitive name.
     pub fn from_name(s: &str) -> Option<Severity> {
-        Severity::ALL.into_iter().find(|v| v.as_str().eq_ignore_ascii_case(s))
+        Severity::ALL
+            .into_iter()
+            .find(|v| v.as_str().eq_ignore_ascii_case(s))
     }
 }
 
@@ -124,7 +126,9 @@ pub fn log_name(project_id: &str, log_id: &str) -> String {
 /// The log id at the end of a logName (`policy-action` of `projects/p/logs/policy-action`),
 /// percent-decoded as Cloud Logging stores `/` in ids as `%2F`.
 pub fn log_id_of(log_name: &str) -> &str {
-    log_name.rsplit_once("/logs/").map_or(log_name, |(_, id)| id)
+    log_name
+        .rsplit_once("/logs/")
+        .map_or(log_name, |(_, id)| id)
 }
 
 /// Stable insertId for the record at `sequence` of `source` on `node`: 32 lowercase hex digits,
@@ -190,7 +194,10 @@ mod tests {
     fn severity_order_and_names() {
         assert!(Severity::Warning > Severity::Info);
         assert_eq!(Severity::from_name("warning"), Some(Severity::Warning));
-        assert_eq!(serde_json::to_string(&Severity::Default).unwrap(), "\"DEFAULT\"");
+        assert_eq!(
+            serde_json::to_string(&Severity::Default).unwrap(),
+            "\"DEFAULT\""
+        );
     }
 
     #[test]

@@ -71,7 +71,9 @@ impl NetworkLogging {
         NetworkLogging {
             api_version: API_VERSION.to_owned(),
             kind: KIND.to_owned(),
-            metadata: NetworkLoggingMetadata { name: NAME.to_owned() },
+            metadata: NetworkLoggingMetadata {
+                name: NAME.to_owned(),
+            },
             spec: NetworkLoggingSpec { cluster },
         }
     }
@@ -92,14 +94,21 @@ impl NetworkLogging {
                 self.metadata.name
             ));
         }
-        for (which, action) in [("allow", self.spec.cluster.allow), ("deny", self.spec.cluster.deny)] {
+        for (which, action) in [
+            ("allow", self.spec.cluster.allow),
+            ("deny", self.spec.cluster.deny),
+        ] {
             if action.delegate && !action.log {
                 problems.push(format!(
                     "cluster {which} log action is invalid: delegate cannot be true when log is false"
                 ));
             }
         }
-        if problems.is_empty() { Ok(()) } else { Err(NetworkLoggingError { problems }) }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(NetworkLoggingError { problems })
+        }
     }
 }
 
@@ -119,12 +128,24 @@ mod tests {
 
     #[test]
     fn gke_error_text_for_delegate_without_log() {
-        let nl = with(LogAction { log: false, delegate: true }, LogAction::default());
+        let nl = with(
+            LogAction {
+                log: false,
+                delegate: true,
+            },
+            LogAction::default(),
+        );
         assert_eq!(
             nl.validate().unwrap_err().to_string(),
             "cluster allow log action is invalid: delegate cannot be true when log is false"
         );
-        let nl = with(LogAction::default(), LogAction { log: false, delegate: true });
+        let nl = with(
+            LogAction::default(),
+            LogAction {
+                log: false,
+                delegate: true,
+            },
+        );
         assert_eq!(
             nl.validate().unwrap_err().to_string(),
             "cluster deny log action is invalid: delegate cannot be true when log is false"
@@ -148,7 +169,12 @@ mod tests {
     fn name_must_be_default() {
         let mut nl = NetworkLogging::new(ClusterLogging::default());
         nl.metadata.name = "other".into();
-        assert!(nl.validate().unwrap_err().to_string().contains("must be named \"default\""));
+        assert!(
+            nl.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("must be named \"default\"")
+        );
     }
 
     #[test]

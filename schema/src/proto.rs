@@ -2,7 +2,12 @@
 //! (`proto/verdict/ingest/v1/ingest.proto`, DESIGN.md Contract 3), plus conversions between the
 //! protobuf `FlowRecord` and [`PolicyActionRecord`].
 
-#[allow(missing_docs, missing_debug_implementations, clippy::all, clippy::pedantic)]
+#[allow(
+    missing_docs,
+    missing_debug_implementations,
+    clippy::all,
+    clippy::pedantic
+)]
 pub mod v1 {
     tonic::include_proto!("verdict.ingest.v1");
 }
@@ -55,7 +60,10 @@ impl From<&PolicyActionRecord> for v1::FlowRecord {
             count: r.count,
             node_name: r.node_name.clone(),
             timestamp_unix_nanos: r.timestamp.unix_nanos(),
-            enforcement: r.enforcement.map(|e| e.as_str().to_owned()).unwrap_or_default(),
+            enforcement: r
+                .enforcement
+                .map(|e| e.as_str().to_owned())
+                .unwrap_or_default(),
         }
     }
 }
@@ -70,7 +78,9 @@ fn endpoint_to_proto(e: &Endpoint) -> v1::Endpoint {
                 workload_name: p.workload_name.clone(),
                 workload_kind: p.workload_kind.clone(),
             }),
-            Endpoint::Instance { instance } => v1::endpoint::Endpoint::Instance(instance.to_string()),
+            Endpoint::Instance { instance } => {
+                v1::endpoint::Endpoint::Instance(instance.to_string())
+            }
         }),
     }
 }
@@ -85,9 +95,9 @@ fn endpoint_from_proto(e: Option<&v1::Endpoint>, side: &str) -> Result<Endpoint,
             workload_kind: p.workload_kind.clone(),
         })),
         Some(v1::endpoint::Endpoint::Instance(ip)) => Ok(Endpoint::Instance {
-            instance: ip
-                .parse()
-                .map_err(|_| FlowRecordError(format!("{side}.instance {ip:?} is not an IP address")))?,
+            instance: ip.parse().map_err(|_| {
+                FlowRecordError(format!("{side}.instance {ip:?} is not an IP address"))
+            })?,
         }),
         None => Err(FlowRecordError(format!("{side} is missing"))),
     }
@@ -97,10 +107,14 @@ impl TryFrom<&v1::FlowRecord> for PolicyActionRecord {
     type Error = FlowRecordError;
 
     fn try_from(r: &v1::FlowRecord) -> Result<Self, Self::Error> {
-        let c = r.connection.as_ref().ok_or_else(|| FlowRecordError("connection is missing".into()))?;
+        let c = r
+            .connection
+            .as_ref()
+            .ok_or_else(|| FlowRecordError("connection is missing".into()))?;
         let ip = |s: &str, name: &str| {
-            s.parse()
-                .map_err(|_| FlowRecordError(format!("connection.{name} {s:?} is not an IP address")))
+            s.parse().map_err(|_| {
+                FlowRecordError(format!("connection.{name} {s:?} is not an IP address"))
+            })
         };
         let port = |p: u32, name: &str| {
             u16::try_from(p).map_err(|_| FlowRecordError(format!("connection.{name} {p} > 65535")))
@@ -111,17 +125,30 @@ impl TryFrom<&v1::FlowRecord> for PolicyActionRecord {
                 dest_ip: ip(&c.dest_ip, "dest_ip")?,
                 src_port: port(c.src_port, "src_port")?,
                 dest_port: port(c.dest_port, "dest_port")?,
-                protocol: c.protocol.parse::<Protocol>().unwrap_or_else(|n| match n {}),
+                protocol: c
+                    .protocol
+                    .parse::<Protocol>()
+                    .unwrap_or_else(|n| match n {}),
                 direction: match v1::Direction::try_from(c.direction) {
                     Ok(v1::Direction::Ingress) => Direction::Ingress,
                     Ok(v1::Direction::Egress) => Direction::Egress,
-                    _ => return Err(FlowRecordError(format!("unknown direction {}", c.direction))),
+                    _ => {
+                        return Err(FlowRecordError(format!(
+                            "unknown direction {}",
+                            c.direction
+                        )));
+                    }
                 },
             },
             disposition: match v1::Disposition::try_from(r.disposition) {
                 Ok(v1::Disposition::Allow) => Disposition::Allow,
                 Ok(v1::Disposition::Deny) => Disposition::Deny,
-                _ => return Err(FlowRecordError(format!("unknown disposition {}", r.disposition))),
+                _ => {
+                    return Err(FlowRecordError(format!(
+                        "unknown disposition {}",
+                        r.disposition
+                    )));
+                }
             },
             policies: r.has_policies.then(|| {
                 r.policies

@@ -199,12 +199,20 @@ pub struct PolicyRef {
 impl PolicyRef {
     /// A namespaced NetworkPolicy, as GKE writes it (`{name, namespace}`).
     pub fn network_policy(namespace: &str, name: &str) -> Self {
-        PolicyRef { name: name.to_owned(), namespace: Some(namespace.to_owned()), kind: None }
+        PolicyRef {
+            name: name.to_owned(),
+            namespace: Some(namespace.to_owned()),
+            kind: None,
+        }
     }
 
     /// The nameless entry GKE writes for kubelet probe traffic (`{"name": ""}`).
     pub fn node_local() -> Self {
-        PolicyRef { name: String::new(), namespace: None, kind: None }
+        PolicyRef {
+            name: String::new(),
+            namespace: None,
+            kind: None,
+        }
     }
 }
 
@@ -301,7 +309,10 @@ mod tests {
     #[test]
     fn endpoint_errors_are_clear() {
         let e = serde_json::from_str::<Endpoint>(r#"{"namespace":"x"}"#).unwrap_err();
-        assert!(e.to_string().contains("neither `pod_name` nor `instance`"), "{e}");
+        assert!(
+            e.to_string().contains("neither `pod_name` nor `instance`"),
+            "{e}"
+        );
         let e = serde_json::from_str::<Endpoint>(r#"{"pod_name":"p"}"#).unwrap_err();
         assert!(e.to_string().contains("pod_namespace"), "{e}");
         let e = serde_json::from_str::<Endpoint>(r#"{"instance":"nope"}"#).unwrap_err();

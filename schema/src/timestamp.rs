@@ -47,7 +47,10 @@ impl Timestamp {
     /// Parses RFC 3339 (`2020-06-16T03:10:37.993712906Z`, `...+02:00`, `t`/`z` in lower case,
     /// any number of fractional digits).
     pub fn parse(input: &str) -> Result<Self, TimestampParseError> {
-        let err = |reason| TimestampParseError { input: input.to_owned(), reason };
+        let err = |reason| TimestampParseError {
+            input: input.to_owned(),
+            reason,
+        };
         let b = input.as_bytes();
         if b.len() < 20 {
             return Err(err("too short; expected YYYY-MM-DDTHH:MM:SS and an offset"));
@@ -118,7 +121,10 @@ impl Timestamp {
 
     /// Whole seconds since the epoch and the nanosecond remainder (always non-negative).
     pub fn split(self) -> (i64, u32) {
-        (self.0.div_euclid(NANOS_PER_SEC), self.0.rem_euclid(NANOS_PER_SEC) as u32)
+        (
+            self.0.div_euclid(NANOS_PER_SEC),
+            self.0.rem_euclid(NANOS_PER_SEC) as u32,
+        )
     }
 }
 
@@ -134,7 +140,7 @@ fn digits(b: &[u8]) -> Option<u32> {
 }
 
 fn is_leap(year: u32) -> bool {
-    (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
+    (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400)
 }
 
 fn days_in_month(year: u32, month: u32) -> u32 {
@@ -167,7 +173,15 @@ pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let mp = (5 * doy + 2) / 153;
     let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { yoe + era * 400 + 1 } else { yoe + era * 400 }, m, d)
+    (
+        if m <= 2 {
+            yoe + era * 400 + 1
+        } else {
+            yoe + era * 400
+        },
+        m,
+        d,
+    )
 }
 
 impl fmt::Display for Timestamp {

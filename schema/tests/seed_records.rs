@@ -3,14 +3,23 @@
 
 use serde_json::Value;
 use verdict_schema::flat_schema::{batch_to_log_entries, log_entries_to_batch, log_entry_schema};
-use verdict_schema::log_entry::{insert_id, LogEntry, NodeIdentity};
+use verdict_schema::log_entry::{LogEntry, NodeIdentity, insert_id};
 use verdict_schema::proto::v1;
 use verdict_schema::{Disposition, Endpoint, PolicyActionRecord, PolicyRef, Timestamp};
 
 const SEEDS: [(&str, &str); 3] = [
-    ("allow client-green", include_str!("fixtures/seed000_allow_client_green.json")),
-    ("deny client-red", include_str!("fixtures/seed000_deny_client_red.json")),
-    ("kubelet probe", include_str!("fixtures/seed000_kubelet_probe.json")),
+    (
+        "allow client-green",
+        include_str!("fixtures/seed000_allow_client_green.json"),
+    ),
+    (
+        "deny client-red",
+        include_str!("fixtures/seed000_deny_client_red.json"),
+    ),
+    (
+        "kubelet probe",
+        include_str!("fixtures/seed000_kubelet_probe.json"),
+    ),
 ];
 
 /// Replaces `timestamp` by its nanosecond value so JSON equality compares instants.
@@ -40,7 +49,10 @@ fn seed_records_round_trip_to_equal_json() {
 fn seed_records_have_the_documented_shapes() {
     let allow = parse(SEEDS[0].1);
     assert_eq!(allow.disposition, Disposition::Allow);
-    assert_eq!(allow.policies, Some(vec![PolicyRef::network_policy("default", "allow-green")]));
+    assert_eq!(
+        allow.policies,
+        Some(vec![PolicyRef::network_policy("default", "allow-green")])
+    );
     assert_eq!(allow.count, 1);
 
     let deny = parse(SEEDS[1].1);
@@ -51,15 +63,29 @@ fn seed_records_have_the_documented_shapes() {
 
     let probe = parse(SEEDS[2].1);
     assert_eq!(probe.policies, Some(vec![PolicyRef::node_local()]));
-    assert!(matches!(probe.src, Endpoint::Instance { instance } if instance.to_string() == "10.88.1.1"));
+    assert!(
+        matches!(probe.src, Endpoint::Instance { instance } if instance.to_string() == "10.88.1.1")
+    );
     // Ten fractional digits: nanoseconds kept, the tenth digit dropped.
-    assert_eq!(probe.timestamp.to_string(), "2021-04-01T12:42:32.189872094Z");
+    assert_eq!(
+        probe.timestamp.to_string(),
+        "2021-04-01T12:42:32.189872094Z"
+    );
 }
 
 #[test]
 fn output_field_order_is_gkes() {
     let s = serde_json::to_string(&parse(SEEDS[0].1)).unwrap();
-    let order = ["\"connection\"", "\"disposition\"", "\"policies\"", "\"src\"", "\"dest\"", "\"count\"", "\"node_name\"", "\"timestamp\""];
+    let order = [
+        "\"connection\"",
+        "\"disposition\"",
+        "\"policies\"",
+        "\"src\"",
+        "\"dest\"",
+        "\"count\"",
+        "\"node_name\"",
+        "\"timestamp\"",
+    ];
     let positions: Vec<usize> = order.iter().map(|k| s.find(k).unwrap()).collect();
     assert!(positions.windows(2).all(|w| w[0] < w[1]), "{s}");
 }
@@ -110,8 +136,15 @@ fn arrow_reader_accepts_plain_strings_for_dictionary_columns() {
     let mut columns = Vec::new();
     for (f, c) in batch.schema().fields().iter().zip(batch.columns()) {
         if let DataType::Dictionary(_, _) = f.data_type() {
-            let dict = c.as_any().downcast_ref::<arrow_array::DictionaryArray<arrow_array::types::Int32Type>>().unwrap();
-            let values = dict.values().as_any().downcast_ref::<arrow_array::StringArray>().unwrap();
+            let dict = c
+                .as_any()
+                .downcast_ref::<arrow_array::DictionaryArray<arrow_array::types::Int32Type>>()
+                .unwrap();
+            let values = dict
+                .values()
+                .as_any()
+                .downcast_ref::<arrow_array::StringArray>()
+                .unwrap();
             let plain: arrow_array::StringArray = dict
                 .keys()
                 .iter()
@@ -136,7 +169,11 @@ fn records_round_trip_through_protobuf() {
         let proto = v1::FlowRecord::from(&record);
         let bytes = proto.encode_to_vec();
         let decoded = v1::FlowRecord::decode(bytes.as_slice()).unwrap();
-        assert_eq!(PolicyActionRecord::try_from(&decoded).unwrap(), record, "{name}");
+        assert_eq!(
+            PolicyActionRecord::try_from(&decoded).unwrap(),
+            record,
+            "{name}"
+        );
     }
 }
 
@@ -144,10 +181,17 @@ fn records_round_trip_through_protobuf() {
 fn invalid_protobuf_records_say_what_is_wrong() {
     let mut proto = v1::FlowRecord::from(&parse(SEEDS[0].1));
     proto.connection.as_mut().unwrap().dest_port = 70000;
-    let e = PolicyActionRecord::try_from(&proto).unwrap_err().to_string();
+    let e = PolicyActionRecord::try_from(&proto)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("dest_port 70000"), "{e}");
     proto.connection = None;
-    assert!(PolicyActionRecord::try_from(&proto).unwrap_err().to_string().contains("connection is missing"));
+    assert!(
+        PolicyActionRecord::try_from(&proto)
+            .unwrap_err()
+            .to_string()
+            .contains("connection is missing")
+    );
 }
 
 #[test]

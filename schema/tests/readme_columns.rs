@@ -1,0 +1,18 @@
+//! schema/README.md's column table lists every column of the flat schema with its JSON path.
+
+use verdict_schema::flat_schema::{COLUMN_PATHS, log_entry_schema};
+
+#[test]
+fn readme_table_matches_the_schema() {
+    let readme = include_str!("../README.md");
+    let schema = log_entry_schema();
+    assert_eq!(schema.fields().len(), COLUMN_PATHS.len());
+    for (field, (name, _)) in schema.fields().iter().zip(COLUMN_PATHS) {
+        assert_eq!(field.name(), name, "COLUMN_PATHS follows schema order");
+        let row = format!("| `{name}` |");
+        assert!(
+            readme.contains(&row),
+            "README lacks a row for column {name}"
+        );
+    }
+}
