@@ -87,12 +87,36 @@ impl PodSet {
     }
 }
 
+/// Namespace annotation that sets the enforcement mode of its pods (`audit` or `enforce`),
+/// overriding the node agent's global mode.
+pub const ENFORCEMENT_ANNOTATION: &str = "verdict.dev/enforcement";
+
+/// Whether denied traffic is dropped (`enforce`) or only logged (`audit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EnforcementMode {
+    #[default]
+    Enforce,
+    Audit,
+}
+
+impl EnforcementMode {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "enforce" => Some(EnforcementMode::Enforce),
+            "audit" => Some(EnforcementMode::Audit),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct NamespaceInfo {
     pub name: String,
     pub labels: Labels,
     /// `policy.network.gke.io/enable-deny-logging: "true"`.
     pub deny_logging: bool,
+    /// `verdict.dev/enforcement` if set to a valid mode.
+    pub enforcement: Option<EnforcementMode>,
     pub annotations: std::collections::BTreeMap<String, String>,
 }
 
@@ -298,6 +322,11 @@ impl Engine {
                         .get(ENABLE_DENY_LOGGING_ANNOTATION)
                         .map(String::as_str),
                 ),
+                enforcement: ns
+                    .metadata
+                    .annotations
+                    .get(ENFORCEMENT_ANNOTATION)
+                    .and_then(|v| EnforcementMode::parse(v)),
                 annotations: ns.metadata.annotations.clone(),
             });
         }
@@ -314,6 +343,7 @@ impl Engine {
                 name: name.to_owned(),
                 labels,
                 deny_logging: false,
+                enforcement: None,
                 annotations: Default::default(),
             });
             namespace_index.insert(name.to_owned(), id);
@@ -632,6 +662,11 @@ impl Engine {
             verdict.reason = Reason::AllowedByPolicy;
         }
         verdict
+    }
+
+    /// The enforcement mode of a pod: its namespace's annotation, else `default`.
+    pub fn enforcement_mode(&self, pod: PodId, default: EnforcementMode) -> EnforcementMode {
+        self.namespace(self.pod(pod).namespace).enforcement.unwrap_or(default)
     }
 
     /// Whether `ip` is an address of the node the pod runs on.

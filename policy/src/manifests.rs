@@ -46,10 +46,33 @@ impl std::fmt::Display for Warning {
 pub struct Loaded {
     pub state: ClusterState,
     pub warnings: Vec<Warning>,
+    /// An invalid NetworkLogging, not applied (`state.network_logging` is then None), with GKE's
+    /// error text. Only the lenient loaders return one; the strict ones fail instead.
+    pub rejected_network_logging: Option<ManifestError>,
 }
 
-/// Loads every manifest file in `dir`.
+/// Loads every manifest file in `dir`; an invalid NetworkLogging is an error.
 pub fn load_dir(dir: &Path) -> Result<Loaded> {
+    strict(load_dir_lenient(dir)?)
+}
+
+/// Loads manifests from one string, reported as coming from `file`; an invalid NetworkLogging is
+/// an error.
+pub fn load_str(text: &str, file: &Path) -> Result<Loaded> {
+    strict(load_str_lenient(text, file)?)
+}
+
+fn strict(loaded: Loaded) -> Result<Loaded> {
+    match loaded.rejected_network_logging {
+        Some(e) => Err(e.into()),
+        None => Ok(loaded),
+    }
+}
+
+/// Like [`load_dir`], but an invalid NetworkLogging is reported in
+/// [`Loaded::rejected_network_logging`] instead of failing the load: the node agent keeps the
+/// previous valid configuration in force, as GKE does.
+pub fn load_dir_lenient(dir: &Path) -> Result<Loaded> {
     let io = |source| Error::Io {
         path: dir.to_owned(),
         source,
@@ -74,8 +97,8 @@ pub fn load_dir(dir: &Path) -> Result<Loaded> {
     loader.finish()
 }
 
-/// Loads manifests from one string, reported as coming from `file`.
-pub fn load_str(text: &str, file: &Path) -> Result<Loaded> {
+/// Like [`load_str`], but an invalid NetworkLogging is reported, not an error.
+pub fn load_str_lenient(text: &str, file: &Path) -> Result<Loaded> {
     let mut loader = Loader::default();
     loader.add_text(text, file)?;
     loader.finish()
@@ -287,10 +310,14 @@ impl Loader {
                     )
                     .into());
                 }
-                nl.validate()
-                    .map_err(|e| err(Some(object.clone()), e.to_string()))?;
                 self.network_logging_origin = Some(origin.clone());
-                state.network_logging = Some(nl);
+                match nl.validate() {
+                    Ok(()) => state.network_logging = Some(nl),
+                    Err(e) => {
+                        self.loaded.rejected_network_logging =
+                            Some(err(Some(object.clone()), e.to_string()))
+                    }
+                }
             }
             _ => unreachable!("kinds filtered above"),
         }
@@ -302,6 +329,22 @@ impl Loader {
     }
 
     fn finish(mut self) -> Result<Loaded> {
+        for ns in &self.loaded.state.namespaces {
+            let value = ns.metadata.annotations.get(crate::engine::ENFORCEMENT_ANNOTATION);
+            if let Some(v) = value.filter(|v| crate::engine::EnforcementMode::parse(v).is_none()) {
+                let key = object_key("Namespace", None, &ns.metadata.name);
+                let origin = self.loaded.state.origins.get(&key);
+                self.loaded.warnings.push(Warning {
+                    file: origin.map(|o| o.file.clone()),
+                    line: origin.map(|o| o.line),
+                    object: Some(key),
+                    message: format!(
+                        "annotation {}: {v:?} is neither \"audit\" nor \"enforce\"; ignored",
+                        crate::engine::ENFORCEMENT_ANNOTATION
+                    ),
+                });
+            }
+        }
         let added = self.loaded.state.add_implicit_namespaces();
         for ns in added {
             if !BUILTIN_NAMESPACES.contains(&ns.as_str()) {
