@@ -666,7 +666,9 @@ impl Engine {
 
     /// The enforcement mode of a pod: its namespace's annotation, else `default`.
     pub fn enforcement_mode(&self, pod: PodId, default: EnforcementMode) -> EnforcementMode {
-        self.namespace(self.pod(pod).namespace).enforcement.unwrap_or(default)
+        self.namespace(self.pod(pod).namespace)
+            .enforcement
+            .unwrap_or(default)
     }
 
     /// Whether `ip` is an address of the node the pod runs on.

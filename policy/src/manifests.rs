@@ -330,7 +330,10 @@ impl Loader {
 
     fn finish(mut self) -> Result<Loaded> {
         for ns in &self.loaded.state.namespaces {
-            let value = ns.metadata.annotations.get(crate::engine::ENFORCEMENT_ANNOTATION);
+            let value = ns
+                .metadata
+                .annotations
+                .get(crate::engine::ENFORCEMENT_ANNOTATION);
             if let Some(v) = value.filter(|v| crate::engine::EnforcementMode::parse(v).is_none()) {
                 let key = object_key("Namespace", None, &ns.metadata.name);
                 let origin = self.loaded.state.origins.get(&key);

@@ -1,0 +1,28 @@
+//! `verdict-probe`, the node agent: datapaths decide connections and emit verdict events; the
+//! logging pipeline turns them into exactly what GKE Dataplane V2 writes to
+//! `/var/log/network/policy_action.log`.
+//!
+//! - [`event`]: the verdict event every datapath produces.
+//! - [`datapath`]: the [`datapath::Datapath`] trait and the userspace datapath.
+//! - [`snapshot`]: numbered policy generations (compiled engines).
+//! - [`cluster_source`]: cluster state behind one trait (a watched manifest folder today).
+//! - [`pipeline`]: logging decision, enrichment, deny aggregation, rate limit, loss markers.
+//! - [`aggregation`], [`rate_limit`]: the two bounded stages of the pipeline.
+//! - [`log_writer`]: the writer thread and GKE's rotation (10 MB, 5 kept).
+//! - [`metrics`]: `policy_logging_*` counters on `:9990/metrics`.
+//! - [`agent`]: everything wired together, with clean shutdown.
+//! - [`clock`]: wall time that follows tokio's (pausable) clock.
+//! - [`synthetic`]: a synthetic cluster and traffic mix for benchmarks.
+
+pub mod agent;
+pub mod aggregation;
+pub mod clock;
+pub mod cluster_source;
+pub mod datapath;
+pub mod event;
+pub mod log_writer;
+pub mod metrics;
+pub mod pipeline;
+pub mod rate_limit;
+pub mod snapshot;
+pub mod synthetic;

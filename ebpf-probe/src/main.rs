@@ -1,0 +1,195 @@
+//! `verdict-probe`: the node agent.
+//!
+//! Today it runs the userspace datapath: connection attempts (JSON lines, from `--attempts FILE`
+//! or `-` for stdin) are judged against the manifests in `--manifests DIR` and logged to
+//! `policy_action.log` exactly as GKE Dataplane V2 does. Metrics on `--metrics-addr`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use tokio::io::AsyncBufReadExt;
+use verdict_policy::IpBlockMode;
+use verdict_policy::engine::EnforcementMode;
+use verdict_probe::agent::{Agent, AgentConfig, DEFAULT_EVENT_QUEUE, DEFAULT_LOG_PATH};
+use verdict_probe::clock::Clock;
+use verdict_probe::cluster_source::ManifestDirSource;
+use verdict_probe::datapath::{Attempt, Datapath, UserspaceDatapath};
+use verdict_probe::log_writer::{DEFAULT_KEEP, DEFAULT_MAX_BYTES};
+use verdict_probe::pipeline::{
+    DEFAULT_MAX_AGGREGATION_ENTRIES, DEFAULT_RATE_LIMIT, PipelineConfig,
+};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "verdict-probe",
+    version,
+    about = "Verdict node agent: NetworkPolicy verdicts logged in GKE's policy-action format"
+)]
+struct Args {
+    /// Folder of manifests (Namespaces, Pods, Nodes, NetworkPolicies, NetworkLogging), re-read when it changes.
+    #[arg(long, value_name = "DIR")]
+    manifests: PathBuf,
+    /// This node's name: only its pods produce records. Default: $NODE_NAME, else every pod.
+    #[arg(long, env = "NODE_NAME")]
+    node_name: Option<String>,
+    /// Where records go; policy_action_loss.log is written beside it.
+    #[arg(long, default_value = DEFAULT_LOG_PATH)]
+    log_path: PathBuf,
+    /// Rotate the log when it would pass this many bytes.
+    #[arg(long, default_value_t = DEFAULT_MAX_BYTES)]
+    max_log_bytes: u64,
+    /// Rotated files kept (policy_action.log.1 ... .N).
+    #[arg(long, default_value_t = DEFAULT_KEEP)]
+    keep_log_files: usize,
+    /// Log records per second per node (no burst); 0 disables the limit.
+    #[arg(long, default_value_t = DEFAULT_RATE_LIMIT)]
+    rate_limit: u32,
+    /// Deny aggregation window.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    deny_aggregation_window: Duration,
+    /// Open deny windows at most; past it denies are dropped and counted.
+    #[arg(long, default_value_t = DEFAULT_MAX_AGGREGATION_ENTRIES)]
+    max_deny_aggregation_entries: usize,
+    /// Idle time after which a UDP/ICMP 5-tuple is a new connection.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    udp_idle_window: Duration,
+    /// How long a superseded policy state is kept to judge late events.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
+    attribution_grace: Duration,
+    /// How often the manifest folder is checked for changes.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+    reload_interval: Duration,
+    /// enforce: drop what policy denies; audit: log it, drop nothing. Namespaces override with
+    /// the annotation verdict.dev/enforcement.
+    #[arg(long, value_enum, default_value_t = Mode::Enforce)]
+    mode: Mode,
+    #[arg(long, value_enum, default_value_t = IpBlockArg::DataplaneV2)]
+    ipblock_mode: IpBlockArg,
+    /// Prometheus metrics address.
+    #[arg(long, default_value = "0.0.0.0:9990")]
+    metrics_addr: String,
+    /// Connection attempts for the userspace datapath, JSON lines ({"src_ip","dest_ip","src_port",
+    /// "dest_port","protocol","timestamp"?}); `-` for stdin. The probe stops when they end.
+    #[arg(long, value_name = "FILE")]
+    attempts: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Mode {
+    Enforce,
+    Audit,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum IpBlockArg {
+    DataplaneV2,
+    Calico,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let config = AgentConfig {
+        log_path: args.log_path.clone(),
+        max_log_bytes: args.max_log_bytes,
+        keep_log_files: args.keep_log_files,
+        pipeline: PipelineConfig {
+            node_name: args.node_name.clone().unwrap_or_default(),
+            rate_limit: args.rate_limit,
+            aggregation_window: args.deny_aggregation_window,
+            max_aggregation_entries: args.max_deny_aggregation_entries,
+            ..PipelineConfig::default()
+        }
+        .with_generation_grace(args.attribution_grace),
+        ipblock_mode: match args.ipblock_mode {
+            IpBlockArg::DataplaneV2 => IpBlockMode::DataplaneV2,
+            IpBlockArg::Calico => IpBlockMode::Calico,
+        },
+        event_queue: DEFAULT_EVENT_QUEUE,
+    };
+    let source = ManifestDirSource::new(args.manifests.clone(), args.reload_interval);
+    let agent = Agent::start(config, source, Clock::new())
+        .await
+        .context("starting the agent")?;
+
+    let listener = tokio::net::TcpListener::bind(&args.metrics_addr)
+        .await
+        .with_context(|| format!("binding metrics address {}", args.metrics_addr))?;
+    tracing::info!(addr = %listener.local_addr()?, log = %args.log_path.display(), "verdict-probe running (userspace datapath)");
+    let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    let metrics_task = tokio::spawn(verdict_probe::metrics::serve(
+        listener,
+        agent.metrics.clone(),
+        async move {
+            let _ = metrics_stopped.await;
+        },
+    ));
+
+    let mode = match args.mode {
+        Mode::Enforce => EnforcementMode::Enforce,
+        Mode::Audit => EnforcementMode::Audit,
+    };
+    let mut datapath = UserspaceDatapath::new(
+        agent.snapshots.borrow().clone(),
+        args.node_name.clone(),
+        mode,
+        args.udp_idle_window,
+    );
+    let input: Option<Box<dyn tokio::io::AsyncBufRead + Unpin + Send>> = match &args.attempts {
+        None => None,
+        Some(p) if p.as_os_str() == "-" => {
+            Some(Box::new(tokio::io::BufReader::new(tokio::io::stdin())))
+        }
+        Some(p) => Some(Box::new(tokio::io::BufReader::new(
+            tokio::fs::File::open(p)
+                .await
+                .with_context(|| format!("opening {}", p.display()))?,
+        ))),
+    };
+    let mut snapshots = agent.snapshots.clone();
+    match input {
+        Some(input) => {
+            let mut lines = input.lines();
+            let mut events = Vec::new();
+            let mut line_no = 0usize;
+            let mut snapshots_open = true;
+            loop {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => break,
+                    changed = snapshots.changed(), if snapshots_open => match changed {
+                        Ok(()) => datapath.install(snapshots.borrow_and_update().clone()),
+                        Err(_) => snapshots_open = false,
+                    },
+                    line = lines.next_line() => {
+                        let Some(line) = line? else { break };
+                        line_no += 1;
+                        if line.trim().is_empty() {
+                            continue;
+                        }
+                        let attempt: Attempt = serde_json::from_str(&line).with_context(|| format!("attempts line {line_no}"))?;
+                        datapath.process(&attempt, agent.clock.now(), &mut events);
+                        for ev in events.drain(..) {
+                            agent.events.send(ev).await?;
+                        }
+                    }
+                }
+            }
+        }
+        None => {
+            tracing::info!("no --attempts given and no kernel datapath yet: waiting for Ctrl-C");
+            tokio::signal::ctrl_c().await?;
+        }
+    }
+    agent.shutdown().await;
+    let _ = metrics_stop.send(());
+    let _ = metrics_task.await;
+    Ok(())
+}
