@@ -12,7 +12,8 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 need() { command -v "$1" >/dev/null 2>&1; }
 
 # System packages the build and tests use. Installed only when missing.
-apt_packages=(pkg-config)
+# clang + libbpf-dev: the eBPF programs; iproute2/iptables/python3: the network-namespace tests.
+apt_packages=(pkg-config clang llvm libbpf-dev iproute2 iptables python3 tzdata)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -31,6 +32,11 @@ for tool in cargo rustfmt cargo-clippy; do
 done
 
 step() { printf '\n==> %s\n' "$*"; }
+
+# eBPF tests pin maps under /sys/fs/bpf.
+if [ "$(id -u)" -eq 0 ] && ! mountpoint -q /sys/fs/bpf; then
+  mount -t bpf bpf /sys/fs/bpf || echo "warning: could not mount bpffs at /sys/fs/bpf" >&2
+fi
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -20,6 +20,7 @@ pub mod clock;
 pub mod cluster_source;
 pub mod datapath;
 pub mod event;
+pub mod kernel;
 pub mod log_writer;
 pub mod metrics;
 pub mod pipeline;

@@ -1,8 +1,9 @@
 //! `verdict-probe`: the node agent.
 //!
-//! Today it runs the userspace datapath: connection attempts (JSON lines, from `--attempts FILE`
-//! or `-` for stdin) are judged against the manifests in `--manifests DIR` and logged to
-//! `policy_action.log` exactly as GKE Dataplane V2 does. Metrics on `--metrics-addr`.
+//! Datapaths: `ebpf` (TC programs on every local pod's veth: the kernel enforces, events come
+//! through a ring buffer) or `userspace` (connection attempts as JSON lines from `--attempts`,
+//! judged by the engine). `auto` (the default) uses eBPF when it loads and says why not otherwise.
+//! Either way records go to `policy_action.log` exactly as GKE Dataplane V2 writes them.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -16,6 +17,8 @@ use verdict_probe::agent::{Agent, AgentConfig, DEFAULT_EVENT_QUEUE, DEFAULT_LOG_
 use verdict_probe::clock::Clock;
 use verdict_probe::cluster_source::ManifestDirSource;
 use verdict_probe::datapath::{Attempt, Datapath, UserspaceDatapath};
+use verdict_probe::kernel::compile::NodeContext;
+use verdict_probe::kernel::datapath::{EbpfDatapath, report_lost};
 use verdict_probe::log_writer::{DEFAULT_KEEP, DEFAULT_MAX_BYTES};
 use verdict_probe::pipeline::{
     DEFAULT_MAX_AGGREGATION_ENTRIES, DEFAULT_RATE_LIMIT, PipelineConfig,
@@ -29,8 +32,17 @@ use verdict_probe::pipeline::{
 )]
 struct Args {
     /// Folder of manifests (Namespaces, Pods, Nodes, NetworkPolicies, NetworkLogging), re-read when it changes.
-    #[arg(long, value_name = "DIR")]
-    manifests: PathBuf,
+    #[arg(long, value_name = "DIR", required_unless_present = "uninstall")]
+    manifests: Option<PathBuf>,
+    /// Which datapath enforces and reports connections.
+    #[arg(long, value_enum, default_value_t = DatapathArg::Auto)]
+    datapath: DatapathArg,
+    /// Where the eBPF maps are pinned (kept across restarts: enforcement and conntrack survive).
+    #[arg(long, default_value = "/sys/fs/bpf/verdict")]
+    bpf_pin_dir: PathBuf,
+    /// Remove Verdict's TC programs from every interface and its pinned maps, then exit.
+    #[arg(long)]
+    uninstall: bool,
     /// This node's name: only its pods produce records. Default: $NODE_NAME, else every pod.
     #[arg(long, env = "NODE_NAME")]
     node_name: Option<String>,
@@ -76,6 +88,14 @@ struct Args {
     attempts: Option<PathBuf>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum DatapathArg {
+    /// eBPF if it loads (and no --attempts are given), else userspace.
+    Auto,
+    Ebpf,
+    Userspace,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Mode {
     Enforce,
@@ -97,6 +117,15 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    if args.uninstall {
+        verdict_probe::kernel::datapath::uninstall_everywhere(&args.bpf_pin_dir)?;
+        eprintln!(
+            "removed Verdict's TC programs and {}",
+            args.bpf_pin_dir.display()
+        );
+        return Ok(());
+    }
+    let manifests = args.manifests.clone().expect("required unless --uninstall");
     let config = AgentConfig {
         log_path: args.log_path.clone(),
         max_log_bytes: args.max_log_bytes,
@@ -115,7 +144,11 @@ async fn main() -> anyhow::Result<()> {
         },
         event_queue: DEFAULT_EVENT_QUEUE,
     };
-    let source = ManifestDirSource::new(args.manifests.clone(), args.reload_interval);
+    let mode = match args.mode {
+        Mode::Enforce => EnforcementMode::Enforce,
+        Mode::Audit => EnforcementMode::Audit,
+    };
+    let source = ManifestDirSource::new(manifests, args.reload_interval);
     let agent = Agent::start(config, source, Clock::new())
         .await
         .context("starting the agent")?;
@@ -123,7 +156,7 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&args.metrics_addr)
         .await
         .with_context(|| format!("binding metrics address {}", args.metrics_addr))?;
-    tracing::info!(addr = %listener.local_addr()?, log = %args.log_path.display(), "verdict-probe running (userspace datapath)");
+    tracing::info!(addr = %listener.local_addr()?, log = %args.log_path.display(), "verdict-probe running");
     let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
     let metrics_task = tokio::spawn(verdict_probe::metrics::serve(
         listener,
@@ -133,10 +166,47 @@ async fn main() -> anyhow::Result<()> {
         },
     ));
 
-    let mode = match args.mode {
-        Mode::Enforce => EnforcementMode::Enforce,
-        Mode::Audit => EnforcementMode::Audit,
+    let want_ebpf = match args.datapath {
+        DatapathArg::Ebpf => true,
+        DatapathArg::Userspace => false,
+        DatapathArg::Auto => args.attempts.is_none(),
     };
+    if want_ebpf {
+        let node = NodeContext {
+            node_name: args.node_name.clone().unwrap_or_default(),
+            default_mode: mode,
+            idle_ns: u64::try_from(args.udp_idle_window.as_nanos()).unwrap_or(u64::MAX),
+        };
+        let loaded = if node.node_name.is_empty() {
+            Err(anyhow::anyhow!(
+                "the eBPF datapath needs --node-name (or $NODE_NAME) to know which pods are local"
+            ))
+        } else {
+            EbpfDatapath::load(&args.bpf_pin_dir, node, agent.snapshots.borrow().clone())
+                .map_err(anyhow::Error::from)
+        };
+        match loaded {
+            Ok(ebpf) => {
+                tracing::info!(
+                    interfaces = ebpf.attached_interfaces().len(),
+                    "datapath: ebpf"
+                );
+                run_ebpf(ebpf, &agent).await?;
+                agent.shutdown().await;
+                let _ = metrics_stop.send(());
+                let _ = metrics_task.await;
+                return Ok(());
+            }
+            Err(e) if args.datapath == DatapathArg::Ebpf => {
+                return Err(e.context("starting the eBPF datapath"));
+            }
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "eBPF datapath unavailable; datapath: userspace")
+            }
+        }
+    } else {
+        tracing::info!("datapath: userspace");
+    }
     let mut datapath = UserspaceDatapath::new(
         agent.snapshots.borrow().clone(),
         args.node_name.clone(),
@@ -191,5 +261,31 @@ async fn main() -> anyhow::Result<()> {
     agent.shutdown().await;
     let _ = metrics_stop.send(());
     let _ = metrics_task.await;
+    Ok(())
+}
+
+/// Runs the eBPF datapath until Ctrl-C: policy updates, attachments to new pods, lost events.
+/// Programs stay attached when this returns: enforcement outlives the agent (use --uninstall).
+async fn run_ebpf(mut ebpf: EbpfDatapath, agent: &Agent) -> anyhow::Result<()> {
+    let reader = ebpf.spawn_event_reader(agent.events.clone())?;
+    let lost = agent.lost_events_counter();
+    let mut snapshots = agent.snapshots.clone();
+    let mut snapshots_open = true;
+    let mut every_second = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            changed = snapshots.changed(), if snapshots_open => match changed {
+                Ok(()) => ebpf.install(snapshots.borrow_and_update().clone()),
+                Err(_) => snapshots_open = false,
+            },
+            _ = every_second.tick() => {
+                ebpf.reconcile_attachments();
+                report_lost(&mut ebpf, &lost);
+            }
+        }
+    }
+    report_lost(&mut ebpf, &lost);
+    reader.abort();
     Ok(())
 }

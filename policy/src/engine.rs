@@ -71,7 +71,7 @@ pub type RuleSource<'a> = (
 
 /// A fixed-size set of pod ids.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct PodSet(Vec<u64>);
+pub struct PodSet(Vec<u64>);
 
 impl PodSet {
     fn new(n: usize) -> Self {
@@ -80,7 +80,7 @@ impl PodSet {
     fn insert(&mut self, id: PodId) {
         self.0[id as usize / 64] |= 1 << (id % 64);
     }
-    fn contains(&self, id: PodId) -> bool {
+    pub fn contains(&self, id: PodId) -> bool {
         self.0
             .get(id as usize / 64)
             .is_some_and(|w| w & (1 << (id % 64)) != 0)
@@ -141,31 +141,37 @@ pub struct NodeInfo {
     pub ips: Vec<IpAddr>,
 }
 
+/// The ports a compiled rule port admits.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum PortMatch {
+pub enum PortMatch {
+    /// Every port of the protocol.
     Any,
+    /// An inclusive range (a single port is `Range(p, p)`).
     Range(u16, u16),
+    /// A named container port of the destination pod.
     Named(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct CompiledPort {
-    protocol: PolicyProtocol,
-    port: PortMatch,
+pub struct CompiledPort {
+    pub protocol: PolicyProtocol,
+    pub port: PortMatch,
 }
 
+/// A rule peer, compiled: the pods it admits, or an ipBlock.
 #[derive(Debug, Clone)]
-enum CompiledPeer {
+pub enum CompiledPeer {
     Pods(PodSet),
     IpBlock(IpBlock),
 }
 
+/// One ingress or egress rule, compiled (the datapath compiler reads these).
 #[derive(Debug, Clone)]
-struct CompiledRule {
+pub struct CompiledRule {
     /// None: every peer.
-    peers: Option<Vec<CompiledPeer>>,
+    pub peers: Option<Vec<CompiledPeer>>,
     /// None: every port and protocol.
-    ports: Option<Vec<CompiledPort>>,
+    pub ports: Option<Vec<CompiledPort>>,
 }
 
 /// A policy as compiled, with its source kept for explanations.
@@ -184,6 +190,14 @@ pub struct CompiledPolicy {
 }
 
 impl CompiledPolicy {
+    /// The policy's rules for a direction (empty if it does not affect that direction).
+    pub fn rules(&self, d: Direction) -> &[CompiledRule] {
+        match d {
+            Direction::Ingress => &self.ingress,
+            Direction::Egress => &self.egress,
+        }
+    }
+
     pub fn policy_ref(&self) -> PolicyRef {
         PolicyRef::network_policy(&self.namespace, &self.name)
     }
@@ -291,6 +305,7 @@ pub struct Engine {
     policies: Vec<CompiledPolicy>,
     ingress_of: Vec<Vec<PolicyId>>,
     egress_of: Vec<Vec<PolicyId>>,
+    service_ips: Vec<IpAddr>,
 }
 
 impl Engine {
@@ -522,7 +537,13 @@ impl Engine {
             policies,
             ingress_of,
             egress_of,
+            service_ips: state.services.iter().flat_map(|s| s.ips()).collect(),
         })
+    }
+
+    /// Every Service ClusterIP (connections to them are judged after DNAT, by backend).
+    pub fn service_ips(&self) -> &[IpAddr] {
+        &self.service_ips
     }
 
     pub fn mode(&self) -> IpBlockMode {
@@ -585,6 +606,19 @@ impl Engine {
                 namespace: namespace.to_owned(),
                 name: name.to_owned(),
             })
+    }
+
+    /// The id of a policy by namespace and name.
+    pub fn find_policy(&self, namespace: &str, name: &str) -> Option<PolicyId> {
+        self.policies
+            .iter()
+            .position(|p| p.namespace == namespace && p.name == name)
+            .map(|i| i as PolicyId)
+    }
+
+    /// Every address of a node.
+    pub fn node_ips(&self, id: NodeId) -> &[IpAddr] {
+        &self.nodes[id as usize].ips
     }
 
     pub fn find_node(&self, name: &str) -> Result<NodeId> {

@@ -1,0 +1,103 @@
+//! Attaching the programs to pod veths, and finding them.
+//!
+//! A pod's host-side interface is the one its host route points at (`/proc/net/route`,
+//! `/proc/net/ipv6_route`): CNIs like ptp, Calico and Cilium route each pod IP to its veth.
+//! Programs are attached as classic TC (netlink) filters at a fixed priority and handle, so they
+//! stay attached — and keep enforcing — when the agent exits, and a restarted agent replaces them
+//! in place (no moment without enforcement). `uninstall` removes them.
+
+use std::net::IpAddr;
+
+use aya::programs::links::Link;
+use aya::programs::tc::{NlOptions, SchedClassifierLink, TcAttachOptions, TcHandle};
+use aya::programs::{SchedClassifier, TcAttachType, tc};
+
+use super::maps::{KernelError, KernelMaps};
+
+/// TC filter priority and handle of Verdict's programs.
+pub const PRIORITY: u16 = 0x5644; // "VD"
+pub const HANDLE: TcHandle = TcHandle::new(0, 1);
+
+const HOOKS: [(&str, TcAttachType); 2] = [
+    ("verdict_from_pod", TcAttachType::Ingress),
+    ("verdict_to_pod", TcAttachType::Egress),
+];
+
+/// The interface the host routes `ip` to with a host route, if any.
+pub fn host_interface_for(ip: IpAddr) -> Option<String> {
+    match ip {
+        IpAddr::V4(v4) => {
+            let text = std::fs::read_to_string("/proc/net/route").ok()?;
+            let want = u32::from_le_bytes(v4.octets());
+            text.lines().skip(1).find_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                let dest = u32::from_str_radix(f.get(1)?, 16).ok()?;
+                let mask = u32::from_str_radix(f.get(7)?, 16).ok()?;
+                (dest == want && mask == u32::MAX).then(|| f[0].to_owned())
+            })
+        }
+        IpAddr::V6(v6) => {
+            let text = std::fs::read_to_string("/proc/net/ipv6_route").ok()?;
+            let want: String = v6.octets().iter().map(|b| format!("{b:02x}")).collect();
+            text.lines().find_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.first() == Some(&want.as_str()) && f.get(1) == Some(&"80"))
+                    .then(|| f.get(9).map(|s| s.to_string()))
+                    .flatten()
+            })
+        }
+    }
+}
+
+/// Attaches both programs to `interface`, replacing ours if already there.
+pub fn attach(maps: &mut KernelMaps, interface: &str) -> Result<(), KernelError> {
+    let err = |message: String| KernelError::Attach {
+        interface: interface.to_owned(),
+        message,
+    };
+    match tc::qdisc_add_clsact(interface) {
+        Ok(()) => {}
+        Err(e) if e.to_string().contains("exists") || e.to_string().contains("File exists") => {}
+        Err(e) => return Err(err(format!("adding the clsact qdisc: {e}"))),
+    }
+    for (name, attach_type) in HOOKS {
+        let prog: &mut SchedClassifier = maps
+            .ebpf
+            .program_mut(name)
+            .ok_or_else(|| err(format!("program {name} missing")))?
+            .try_into()
+            .map_err(|e| err(format!("{name}: {e}")))?;
+        let id =
+            match SchedClassifierLink::attached(interface, attach_type, PRIORITY, HANDLE, None) {
+                Ok(existing) => prog.attach_to_link(existing).or_else(|_| {
+                    prog.attach_with_options(
+                        interface,
+                        attach_type,
+                        TcAttachOptions::Netlink(NlOptions {
+                            priority: PRIORITY,
+                            handle: HANDLE,
+                            classid: None,
+                        }),
+                    )
+                }),
+                Err(e) => return Err(err(e.to_string())),
+            }
+            .map_err(|e| err(format!("{name}: {e:#}")))?;
+        // Keep the filter when this process exits: enforcement must outlive the agent.
+        let link = prog.take_link(id).map_err(|e| err(e.to_string()))?;
+        std::mem::forget(link);
+    }
+    Ok(())
+}
+
+/// Removes both programs from `interface` (an interface that is gone took them along).
+pub fn detach(interface: &str) -> Result<(), KernelError> {
+    for (_, attach_type) in HOOKS {
+        if let Ok(link) =
+            SchedClassifierLink::attached(interface, attach_type, PRIORITY, HANDLE, None)
+        {
+            let _ = link.detach();
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,333 @@
+//! The eBPF datapath: compiles each policy generation into the maps, keeps the programs attached
+//! to every local pod's veth, and turns ring-buffer events into [`VerdictEvent`]s for the logging
+//! pipeline (the same pipeline the userspace datapath feeds).
+
+use std::collections::{BTreeSet, VecDeque};
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::io::unix::AsyncFd;
+use tokio::sync::mpsc;
+use verdict_policy::engine::{EnforcementMode, Reason};
+use verdict_schema::{Direction, Protocol, Timestamp};
+
+use super::abi::{
+    DIR_EGRESS, PROTO_ICMP, PROTO_ICMPV6, PROTO_SCTP, PROTO_TCP, PROTO_UDP, PodDirKey,
+    REASON_ALLOWED_BY_POLICY, REASON_NODE_LOCAL, VerdictEventRaw, key_ip, read_event,
+};
+use super::attach;
+use super::compile::{CompileError, NodeContext, Numbering, Tables, compile};
+use super::maps::{ApplyStats, KernelError, KernelMaps};
+use crate::datapath::Datapath;
+use crate::event::VerdictEvent;
+use crate::snapshot::PolicySnapshot;
+
+/// Generations kept to translate late events.
+const HISTORY: usize = 32;
+
+#[derive(Debug, Default)]
+struct History {
+    entries: VecDeque<(Arc<PolicySnapshot>, Arc<Tables>)>,
+}
+
+#[derive(Debug)]
+pub struct EbpfDatapath {
+    maps: KernelMaps,
+    node: NodeContext,
+    numbering: Numbering,
+    history: Arc<Mutex<History>>,
+    attached: BTreeSet<String>,
+    lost_seen: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    #[error(transparent)]
+    Compile(#[from] CompileError),
+}
+
+impl EbpfDatapath {
+    /// Loads the programs (maps pinned under `pin_dir`) and enforces `snapshot`.
+    pub fn load(
+        pin_dir: &Path,
+        node: NodeContext,
+        snapshot: Arc<PolicySnapshot>,
+    ) -> Result<Self, DatapathError> {
+        let maps = KernelMaps::load(pin_dir)?;
+        let mut d = EbpfDatapath {
+            maps,
+            node,
+            numbering: Numbering::default(),
+            history: Arc::default(),
+            attached: BTreeSet::new(),
+            lost_seen: 0,
+        };
+        d.lost_seen = d.maps.lost_events();
+        d.apply(snapshot)?;
+        Ok(d)
+    }
+
+    /// Compiles and writes a generation, then attaches to any new local pod.
+    pub fn apply(&mut self, snapshot: Arc<PolicySnapshot>) -> Result<ApplyStats, DatapathError> {
+        let previous = self
+            .history
+            .lock()
+            .expect("history lock")
+            .entries
+            .back()
+            .map(|(_, t)| t.clone());
+        let tables = Arc::new(compile(
+            &snapshot.engine,
+            &self.node,
+            &mut self.numbering,
+            previous.as_deref(),
+            snapshot.generation,
+        )?);
+        let stats = self.maps.apply(&tables)?;
+        {
+            let mut h = self.history.lock().expect("history lock");
+            h.entries.push_back((snapshot, tables));
+            while h.entries.len() > HISTORY {
+                h.entries.pop_front();
+            }
+        }
+        self.reconcile_attachments();
+        Ok(stats)
+    }
+
+    /// Attaches to the veth of every local pod that has one, detaches from pods that are gone.
+    /// Called on every apply and periodically (a pod's veth may appear after the pod).
+    pub fn reconcile_attachments(&mut self) -> Vec<KernelError> {
+        let mut want: BTreeSet<String> = BTreeSet::new();
+        for pod in self.maps.applied().local_pods.values() {
+            for ip in &pod.ips {
+                if let Some(iface) = attach::host_interface_for(*ip) {
+                    want.insert(iface);
+                }
+            }
+        }
+        let mut errors = Vec::new();
+        for iface in want.difference(&self.attached.clone()) {
+            match attach::attach(&mut self.maps, iface) {
+                Ok(()) => {
+                    tracing::info!(interface = %iface, "attached");
+                    self.attached.insert(iface.clone());
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "attach failed");
+                    errors.push(e);
+                }
+            }
+        }
+        for iface in self.attached.difference(&want).cloned().collect::<Vec<_>>() {
+            let _ = attach::detach(&iface);
+            self.attached.remove(&iface);
+        }
+        errors
+    }
+
+    pub fn attached_interfaces(&self) -> &BTreeSet<String> {
+        &self.attached
+    }
+
+    /// Events the kernel lost since the last call (ring buffer full).
+    pub fn take_lost_events(&mut self) -> u64 {
+        let now = self.maps.lost_events();
+        let delta = now.saturating_sub(self.lost_seen);
+        self.lost_seen = now;
+        delta
+    }
+
+    /// Reads the ring buffer on a task, sending events to the pipeline (waiting when it is full:
+    /// the kernel then counts what it cannot queue).
+    pub fn spawn_event_reader(
+        &mut self,
+        events: mpsc::Sender<VerdictEvent>,
+    ) -> Result<tokio::task::JoinHandle<()>, DatapathError> {
+        let ring = self.maps.take_events()?;
+        let mut fd = register_ring(ring)?;
+        let history = self.history.clone();
+        Ok(tokio::spawn(async move {
+            let mut batch = Vec::new();
+            loop {
+                let Ok(mut guard) = fd.readable_mut().await else {
+                    return;
+                };
+                let offset = monotonic_to_wall_offset();
+                {
+                    let ring = guard.get_inner_mut();
+                    let h = history.lock().expect("history lock");
+                    while let Some(item) = ring.next() {
+                        if let Some(raw) = read_event(&item)
+                            && let Some(ev) = convert(&raw, &h, offset)
+                        {
+                            batch.push(ev);
+                        }
+                    }
+                }
+                guard.clear_ready();
+                for ev in batch.drain(..) {
+                    if events.send(ev).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }))
+    }
+
+    /// Detaches from every interface we attached to and removes the pinned maps.
+    pub fn uninstall(self) -> Result<(), KernelError> {
+        for iface in &self.attached {
+            attach::detach(iface)?;
+        }
+        let pin_dir = self.maps.pin_dir.clone();
+        drop(self.maps);
+        remove_pins(&pin_dir)
+    }
+}
+
+impl Datapath for EbpfDatapath {
+    fn name(&self) -> &'static str {
+        "ebpf"
+    }
+
+    fn install(&mut self, snapshot: Arc<PolicySnapshot>) {
+        match self.apply(snapshot) {
+            Ok(s) => tracing::info!(
+                writes = s.writes,
+                pods_changed = s.pod_dirs_changed,
+                "policy maps updated"
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "policy maps not updated; the previous policy stays in force")
+            }
+        }
+    }
+}
+
+/// Removes Verdict's filters from every interface and its pinned maps (`verdict-probe --uninstall`).
+pub fn uninstall_everywhere(pin_dir: &Path) -> Result<(), KernelError> {
+    for entry in std::fs::read_dir("/sys/class/net")? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        attach::detach(&name)?;
+    }
+    remove_pins(pin_dir)
+}
+
+fn remove_pins(pin_dir: &Path) -> Result<(), KernelError> {
+    if pin_dir.exists() {
+        for entry in std::fs::read_dir(pin_dir)? {
+            std::fs::remove_file(entry?.path())?;
+        }
+        std::fs::remove_dir(pin_dir)?;
+    }
+    Ok(())
+}
+
+/// Registers the ring buffer with the reactor.
+#[allow(unsafe_code)]
+fn register_ring(
+    ring: aya::maps::RingBuf<aya::maps::MapData>,
+) -> Result<AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>, KernelError> {
+    // SAFETY: the RingBuf owns its map fd for its whole life and always returns that same fd from
+    // as_raw_fd; the AsyncFd takes ownership of the RingBuf, so the fd outlives the registration.
+    unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+        .map_err(|e| KernelError::Io(e.into()))
+}
+
+/// Wall time minus CLOCK_MONOTONIC (what bpf_ktime_get_ns reads), in nanoseconds.
+#[allow(unsafe_code)]
+fn monotonic_to_wall_offset() -> i64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into the valid, exclusively borrowed `ts`.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    let mono = ts.tv_sec * 1_000_000_000 + ts.tv_nsec;
+    Timestamp::now().unix_nanos() - mono
+}
+
+fn protocol(n: u8) -> Protocol {
+    match n {
+        PROTO_TCP => Protocol::Tcp,
+        PROTO_UDP => Protocol::Udp,
+        PROTO_SCTP => Protocol::Sctp,
+        PROTO_ICMP => Protocol::Icmp,
+        PROTO_ICMPV6 => Protocol::Icmpv6,
+        other => Protocol::Other(other.to_string()),
+    }
+}
+
+/// A kernel event as the pipeline's [`VerdictEvent`]: policies by name from the tables of the
+/// event's table version, ids from the engine of its generation.
+fn convert(raw: &VerdictEventRaw, history: &History, offset: i64) -> Option<VerdictEvent> {
+    let snapshot = history
+        .entries
+        .iter()
+        .rev()
+        .map(|(s, _)| s)
+        .find(|s| s.generation == raw.generation)
+        .or_else(|| history.entries.back().map(|(s, _)| s))?;
+    let key = PodDirKey {
+        local_id: raw.local_id,
+        dir: u32::from(raw.dir),
+    };
+    let policies = history
+        .entries
+        .iter()
+        .rev()
+        .filter_map(|(_, t)| t.pod_dirs.get(&key))
+        .find(|t| t.version == raw.table_version)
+        .map(|t| t.policies.clone())
+        .unwrap_or_default();
+    let allowing = (0..64)
+        .filter(|b| raw.policy_mask & (1u64 << b) != 0)
+        .filter_map(|b| policies.get(b))
+        .filter_map(|(ns, name)| snapshot.engine.find_policy(ns, name))
+        .collect();
+    let src: IpAddr = key_ip(raw.src);
+    let dst: IpAddr = key_ip(raw.dst);
+    Some(VerdictEvent {
+        timestamp: Timestamp::from_unix_nanos(raw.ts_ns as i64 + offset),
+        generation: snapshot.generation,
+        src_ip: src,
+        dest_ip: dst,
+        src_port: raw.sport,
+        dest_port: raw.dport,
+        protocol: protocol(raw.proto),
+        direction: if u32::from(raw.dir) == DIR_EGRESS {
+            Direction::Egress
+        } else {
+            Direction::Ingress
+        },
+        allowed: raw.allowed != 0,
+        reason: match raw.reason {
+            REASON_ALLOWED_BY_POLICY => Reason::AllowedByPolicy,
+            REASON_NODE_LOCAL => Reason::NodeLocal,
+            _ => Reason::NoRuleMatched,
+        },
+        isolated: true,
+        allowing,
+        enforcement: if raw.audit != 0 {
+            EnforcementMode::Audit
+        } else {
+            EnforcementMode::Enforce
+        },
+    })
+}
+
+/// Lost-event accounting shared with the agent.
+pub fn report_lost(datapath: &mut EbpfDatapath, counter: &AtomicU64) {
+    let n = datapath.take_lost_events();
+    if n > 0 {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
