@@ -117,6 +117,8 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    // Installed before anything else so a stop request that comes early is never fatal.
+    let mut stop = Stop::install()?;
     if args.uninstall {
         verdict_probe::kernel::datapath::uninstall_everywhere(&args.bpf_pin_dir)?;
         eprintln!(
@@ -187,11 +189,7 @@ async fn main() -> anyhow::Result<()> {
         };
         match loaded {
             Ok(ebpf) => {
-                tracing::info!(
-                    interfaces = ebpf.attached_interfaces().len(),
-                    "datapath: ebpf"
-                );
-                run_ebpf(ebpf, &agent).await?;
+                run_ebpf(ebpf, &agent, &mut stop).await?;
                 agent.shutdown().await;
                 let _ = metrics_stop.send(());
                 let _ = metrics_task.await;
@@ -205,7 +203,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     } else {
-        tracing::info!("datapath: userspace");
+        tracing::info!("datapath: userspace, ready");
     }
     let mut datapath = UserspaceDatapath::new(
         agent.snapshots.borrow().clone(),
@@ -233,7 +231,7 @@ async fn main() -> anyhow::Result<()> {
             let mut snapshots_open = true;
             loop {
                 tokio::select! {
-                    _ = tokio::signal::ctrl_c() => break,
+                    _ = stop.requested() => break,
                     changed = snapshots.changed(), if snapshots_open => match changed {
                         Ok(()) => datapath.install(snapshots.borrow_and_update().clone()),
                         Err(_) => snapshots_open = false,
@@ -254,8 +252,10 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         None => {
-            tracing::info!("no --attempts given and no kernel datapath yet: waiting for Ctrl-C");
-            tokio::signal::ctrl_c().await?;
+            tracing::info!(
+                "userspace datapath without --attempts: nothing to judge; waiting for a stop signal"
+            );
+            stop.requested().await;
         }
     }
     agent.shutdown().await;
@@ -266,15 +266,20 @@ async fn main() -> anyhow::Result<()> {
 
 /// Runs the eBPF datapath until Ctrl-C: policy updates, attachments to new pods, lost events.
 /// Programs stay attached when this returns: enforcement outlives the agent (use --uninstall).
-async fn run_ebpf(mut ebpf: EbpfDatapath, agent: &Agent) -> anyhow::Result<()> {
-    let reader = ebpf.spawn_event_reader(agent.events.clone())?;
+async fn run_ebpf(mut ebpf: EbpfDatapath, agent: &Agent, stop: &mut Stop) -> anyhow::Result<()> {
+    let (stop_reader, reader_stopped) = tokio::sync::oneshot::channel();
+    let reader = ebpf.spawn_event_reader(agent.events.clone(), reader_stopped)?;
+    tracing::info!(
+        interfaces = ebpf.attached_interfaces().len(),
+        "datapath: ebpf, ready"
+    );
     let lost = agent.lost_events_counter();
     let mut snapshots = agent.snapshots.clone();
     let mut snapshots_open = true;
     let mut every_second = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
+            _ = stop.requested() => break,
             changed = snapshots.changed(), if snapshots_open => match changed {
                 Ok(()) => ebpf.install(snapshots.borrow_and_update().clone()),
                 Err(_) => snapshots_open = false,
@@ -286,6 +291,31 @@ async fn run_ebpf(mut ebpf: EbpfDatapath, agent: &Agent) -> anyhow::Result<()> {
         }
     }
     report_lost(&mut ebpf, &lost);
-    reader.abort();
+    // Read what the ring buffer still holds into the pipeline before it stops.
+    let _ = stop_reader.send(());
+    let _ = reader.await;
     Ok(())
+}
+
+/// SIGINT (Ctrl-C) and SIGTERM (how Kubernetes stops a pod).
+struct Stop {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Stop {
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Stop {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    async fn requested(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
 }

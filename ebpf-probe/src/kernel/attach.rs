@@ -55,10 +55,10 @@ pub fn attach(maps: &mut KernelMaps, interface: &str) -> Result<(), KernelError>
         interface: interface.to_owned(),
         message,
     };
-    match tc::qdisc_add_clsact(interface) {
-        Ok(()) => {}
-        Err(e) if e.to_string().contains("exists") || e.to_string().contains("File exists") => {}
-        Err(e) => return Err(err(format!("adding the clsact qdisc: {e}"))),
+    // Fails when the interface already has a clsact qdisc (ours from a previous run, or another
+    // tool's, which we share): the filter attach below is what decides.
+    if let Err(e) = tc::qdisc_add_clsact(interface) {
+        tracing::debug!(interface, error = %e, "clsact qdisc not added (probably present)");
     }
     for (name, attach_type) in HOOKS {
         let prog: &mut SchedClassifier = maps

@@ -143,10 +143,12 @@ impl EbpfDatapath {
     }
 
     /// Reads the ring buffer on a task, sending events to the pipeline (waiting when it is full:
-    /// the kernel then counts what it cannot queue).
+    /// the kernel then counts what it cannot queue). When `stop` fires, whatever the ring buffer
+    /// holds is read and sent before the task ends.
     pub fn spawn_event_reader(
         &mut self,
         events: mpsc::Sender<VerdictEvent>,
+        mut stop: tokio::sync::oneshot::Receiver<()>,
     ) -> Result<tokio::task::JoinHandle<()>, DatapathError> {
         let ring = self.maps.take_events()?;
         let mut fd = register_ring(ring)?;
@@ -154,26 +156,27 @@ impl EbpfDatapath {
         Ok(tokio::spawn(async move {
             let mut batch = Vec::new();
             loop {
-                let Ok(mut guard) = fd.readable_mut().await else {
-                    return;
-                };
-                let offset = monotonic_to_wall_offset();
-                {
-                    let ring = guard.get_inner_mut();
-                    let h = history.lock().expect("history lock");
-                    while let Some(item) = ring.next() {
-                        if let Some(raw) = read_event(&item)
-                            && let Some(ev) = convert(&raw, &h, offset)
-                        {
-                            batch.push(ev);
+                let stopping = tokio::select! {
+                    _ = &mut stop => true,
+                    ready = fd.readable_mut() => match ready {
+                        Ok(mut guard) => {
+                            drain(guard.get_inner_mut(), &history, &mut batch);
+                            guard.clear_ready();
+                            false
                         }
-                    }
+                        Err(_) => true,
+                    },
+                };
+                if stopping {
+                    drain(fd.get_mut(), &history, &mut batch);
                 }
-                guard.clear_ready();
                 for ev in batch.drain(..) {
                     if events.send(ev).await.is_err() {
                         return;
                     }
+                }
+                if stopping {
+                    return;
                 }
             }
         }))
@@ -226,6 +229,23 @@ fn remove_pins(pin_dir: &Path) -> Result<(), KernelError> {
         std::fs::remove_dir(pin_dir)?;
     }
     Ok(())
+}
+
+/// Reads every event the ring buffer holds.
+fn drain(
+    ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
+    history: &Mutex<History>,
+    out: &mut Vec<VerdictEvent>,
+) {
+    let offset = monotonic_to_wall_offset();
+    let h = history.lock().expect("history lock");
+    while let Some(item) = ring.next() {
+        if let Some(raw) = read_event(&item)
+            && let Some(ev) = convert(&raw, &h, offset)
+        {
+            out.push(ev);
+        }
+    }
 }
 
 /// Registers the ring buffer with the reactor.

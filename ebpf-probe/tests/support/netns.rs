@@ -309,8 +309,8 @@ impl Topology {
             "-qw",
             &format!("net.ipv4.conf.{veth}.proxy_arp=1"),
         ]);
-        // A /31-style route, not a host route: the probe must not treat it as a pod veth.
-        self.node(&["ip", "route", "add", &format!("{ipv4}/31"), "dev", &veth]);
+        // A host route like a pod's: the probe attaches only to veths of pods it knows.
+        self.node(&["ip", "route", "add", &format!("{ipv4}/32"), "dev", &veth]);
         self.extra_netns.push(ns.clone());
         ns
     }
@@ -465,10 +465,56 @@ impl Topology {
         .arg("--bpf-pin-dir")
         .arg(&self.pin_dir)
         .args(extra_args)
-        .env("RUST_LOG", "warn");
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap();
+        // Ready when it says so (its event reader runs from then on). Its log is echoed, and kept
+        // in the test folder for failures.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let log_copy = self.dir.path().join("probe.stderr");
+        std::thread::spawn(move || {
+            use std::io::{BufRead, Write};
+            let mut copy = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log_copy)
+                .ok();
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                eprintln!("[probe] {line}");
+                if let Some(f) = copy.as_mut() {
+                    let _ = writeln!(f, "{line}");
+                }
+                if line.contains("datapath: ebpf, ready") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while rx.recv_timeout(Duration::from_millis(50)).is_err() {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!(
+                    "verdict-probe exited before it was ready: {status}\n{}",
+                    self.probe_log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "verdict-probe not ready\n{}",
+                self.probe_log()
+            );
+        }
         self.wait_attached(&mut child);
         Probe(Some(child))
+    }
+
+    /// What the probe logged.
+    pub fn probe_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("probe.stderr")).unwrap_or_default()
     }
 
     pub fn wait_attached(&self, probe: &mut Child) {
