@@ -654,3 +654,57 @@ fn kernel_matrix_equals_the_engine() {
     }
     drop(t.stop_probe(probe));
 }
+
+/// This kernel has no SCTP stack, so SCTP is exercised with crafted raw packets (IP protocol 132,
+/// an SCTP common header and an INIT chunk): the datapath judges and logs them like any
+/// connection-oriented protocol; nothing answers them.
+#[test]
+fn sctp_is_judged_and_logged_from_crafted_packets() {
+    if !can_run() {
+        return;
+    }
+    let t = Topology::new(vec![
+        pod("default", "test-service", "{app: test-service}", 10, ""),
+        pod("default", "client-green", "{app: client-green}", 11, ""),
+        pod("default", "client-red", "{app: client-red}", 12, ""),
+    ]);
+    t.write_manifests(&format!(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: sctp-green, namespace: default}}\nspec:\n  podSelector: {{matchLabels: {{app: test-service}}}}\n  ingress: [{{from: [{{podSelector: {{matchLabels: {{app: client-green}}}}}}], ports: [{{port: 9999, protocol: SCTP}}]}}]\n---\n{LOG_ALL}"
+    ));
+    let mut t = t;
+    let probe = t.start_probe(&["--deny-aggregation-window", "1s"]);
+    const SEND: &str = "import socket,struct,sys\ns=socket.socket(socket.AF_INET, socket.SOCK_RAW, 132)\nsport=int(sys.argv[2])\nhdr=struct.pack('!HHII', sport, 9999, 0, 0)\ninit=struct.pack('!BBHIIHHI', 1, 0, 20, 0x1234, 65535, 1, 1, 42)\ns.sendto(hdr+init, (sys.argv[1], 0))\n";
+    for (ns, port) in [
+        ("default/client-green", "45000"),
+        ("default/client-red", "45001"),
+    ] {
+        let ns = t.pod(ns).1.clone();
+        t.pod_cmd(&ns, &["python3", "-c", SEND, "10.244.1.10", port]);
+    }
+    t.eventually("both SCTP decisions logged", || {
+        std::fs::read_to_string(t.log_path())
+            .map(|s| s.lines().count() >= 1)
+            .unwrap_or(false)
+    });
+    let records = t.stop_probe(probe);
+    assert_eq!(records.len(), 2, "{records:#?}");
+    for r in &records {
+        assert_eq!(r.connection.protocol, Protocol::Sctp);
+        assert_eq!(r.connection.dest_port, 9999);
+    }
+    let allow = records_where(&records, |r| r.disposition == Disposition::Allow);
+    assert_eq!(allow.len(), 1);
+    assert_eq!(
+        (allow[0].connection.src_port, allow[0].policies.clone()),
+        (
+            45000,
+            Some(vec![PolicyRef::network_policy("default", "sctp-green")])
+        )
+    );
+    assert_eq!(
+        records_where(&records, |r| r.disposition == Disposition::Deny)[0]
+            .connection
+            .src_port,
+        45001
+    );
+}
