@@ -11,6 +11,7 @@
 //! - [`endpoint_spec`]: `NS/POD`, `ip:ADDR`, `node:NODE` and their resolution to addresses.
 //! - [`dataplane_v2`]: warnings about forms GKE Dataplane V2 rejects.
 //! - [`explain`]: readable explanations and the smallest change that allows a connection.
+//! - [`synthetic`]: generated clusters for benchmarks.
 
 pub mod cluster;
 pub mod dataplane_v2;
@@ -22,6 +23,7 @@ pub mod labels;
 pub mod logging;
 pub mod manifests;
 pub mod model;
+pub mod synthetic;
 
 pub use cluster::ClusterState;
 pub use endpoint_spec::EndpointSpec;
