@@ -10,7 +10,9 @@
  *
  * Services: at verdict_from_pod a packet to a Service address has not been DNATed yet (kube-proxy
  * runs in netfilter after tc ingress). Its egress decision is deferred by a mark bit and taken in
- * verdict_to_pod, after DNAT, against the backend pod the connection actually reaches.
+ * verdict_to_pod, after DNAT, against the backend pod the connection actually reaches: on the
+ * backend's veth when it is local, on the node's uplink (verdict_to_pod attached there at tc
+ * egress) when it is on another node.
  *
  * Policy lookup (compiled by src/kernel/compile.rs from the policy engine): every rule of every
  * policy isolating (pod, direction) has a bit; the peer selects a mask of rules (any-peer rules,
@@ -470,6 +472,14 @@ int verdict_to_pod(struct __sk_buff *skb)
 
 	if (!cfg || parse(skb, &f) < 0)
 		return TC_ACT_OK;
+	if (!(skb->mark & MARK_DEFER_EGRESS)) {
+		/* On a node uplink only deferred Service traffic is ours to judge. */
+		struct ep_key dk;
+		__builtin_memcpy(dk.ip, f.key.dst, 16);
+		struct ep_val *dst = bpf_map_lookup_elem(&endpoints, &dk);
+		if (!dst || !dst->local_id)
+			return TC_ACT_OK;
+	}
 	struct ct_val *ct = track(&f, cfg, now, &reply);
 	if (!ct || reply)
 		return TC_ACT_OK;

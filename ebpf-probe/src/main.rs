@@ -40,6 +40,10 @@ struct Args {
     /// Where the eBPF maps are pinned (kept across restarts: enforcement and conntrack survive).
     #[arg(long, default_value = "/sys/fs/bpf/verdict")]
     bpf_pin_dir: PathBuf,
+    /// The node's interfaces towards other nodes (repeatable): Service traffic from local pods to
+    /// backends on other nodes gets its egress decision there, after kube-proxy's DNAT.
+    #[arg(long, value_name = "IFACE")]
+    uplink: Vec<String>,
     /// Remove Verdict's TC programs from every interface and its pinned maps, then exit.
     #[arg(long)]
     uninstall: bool,
@@ -184,8 +188,13 @@ async fn main() -> anyhow::Result<()> {
                 "the eBPF datapath needs --node-name (or $NODE_NAME) to know which pods are local"
             ))
         } else {
-            EbpfDatapath::load(&args.bpf_pin_dir, node, agent.snapshots.borrow().clone())
-                .map_err(anyhow::Error::from)
+            EbpfDatapath::load(
+                &args.bpf_pin_dir,
+                node,
+                args.uplink.clone(),
+                agent.snapshots.borrow().clone(),
+            )
+            .map_err(anyhow::Error::from)
         };
         match loaded {
             Ok(ebpf) => {

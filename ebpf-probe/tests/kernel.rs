@@ -708,3 +708,83 @@ fn sctp_is_judged_and_logged_from_crafted_packets() {
         45001
     );
 }
+
+/// A Service whose backend runs on another node: the client's egress policy is judged on this
+/// node's uplink (`--uplink`), after kube-proxy's DNAT, against the remote backend pod.
+#[test]
+fn service_traffic_to_a_backend_on_another_node_is_judged_at_the_uplink() {
+    if !can_run() {
+        return;
+    }
+    let mut t = Topology::new(vec![
+        pod("default", "client-green", "{app: client-green}", 11, ""),
+        pod("default", "client-red", "{app: client-red}", 12, ""),
+    ]);
+    let uplink = t.add_remote_node(vec![PodSpec {
+        namespace: "default",
+        name: "backend",
+        labels: "{app: backend}",
+        ipv4: "10.244.2.10".into(),
+        ipv6: "fd00:244:2::10".into(),
+        ports: "{name: http, containerPort: 8080}",
+    }]);
+    t.write_manifests(&format!(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: green-out, namespace: default}}\nspec:\n  podSelector: {{matchLabels: {{app: client-green}}}}\n  policyTypes: [Egress]\n  egress: [{{to: [{{podSelector: {{matchLabels: {{app: backend}}}}}}]}}]\n---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: red-out, namespace: default}}\nspec:\n  podSelector: {{matchLabels: {{app: client-red}}}}\n  policyTypes: [Egress]\n  egress: [{{to: [{{podSelector: {{matchLabels: {{app: somebody-else}}}}}}]}}]\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: backend, namespace: default}}\nspec: {{clusterIP: 10.96.0.20}}\n---\n{LOG_ALL}"
+    ));
+    let backend = t.remote_pods[0].1.clone();
+    t.serve(&backend, &["tcp:8080"]);
+    t.node(&[
+        "iptables",
+        "-t",
+        "nat",
+        "-A",
+        "PREROUTING",
+        "-d",
+        "10.96.0.20/32",
+        "-p",
+        "tcp",
+        "--dport",
+        "80",
+        "-j",
+        "DNAT",
+        "--to-destination",
+        "10.244.2.10:8080",
+    ]);
+    let green = t.pod("default/client-green").1.clone();
+    let red = t.pod("default/client-red").1.clone();
+    let probe = t.start_probe(&["--uplink", &uplink, "--deny-aggregation-window", "1s"]);
+    assert!(
+        t.node(&["tc", "filter", "show", "dev", &uplink, "egress"])
+            .contains("verdict_to_pod")
+    );
+    assert!(
+        t.connect(&green, "tcp", "10.96.0.20", 80, 46000),
+        "green may reach the backend"
+    );
+    assert!(
+        !t.connect(&red, "tcp", "10.96.0.20", 80, 46001),
+        "red's egress policy forbids the backend"
+    );
+    let records = t.stop_probe(probe);
+    assert_eq!(records.len(), 2, "{records:#?}");
+    for r in &records {
+        assert_eq!(r.connection.direction, verdict_schema::Direction::Egress);
+        assert_eq!(
+            (r.connection.dest_ip.to_string(), r.connection.dest_port),
+            ("10.244.2.10".to_owned(), 8080)
+        );
+        assert!(matches!(&r.dest, Endpoint::Pod(p) if p.pod_name == "backend"));
+        assert_eq!(r.node_name, "node-1");
+    }
+    let allow = records_where(&records, |r| r.disposition == Disposition::Allow);
+    assert_eq!(
+        allow[0].policies,
+        Some(vec![PolicyRef::network_policy("default", "green-out")])
+    );
+    assert_eq!(
+        records_where(&records, |r| r.disposition == Disposition::Deny)[0]
+            .connection
+            .src_port,
+        46001
+    );
+}

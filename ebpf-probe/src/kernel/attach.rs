@@ -90,6 +90,43 @@ pub fn attach(maps: &mut KernelMaps, interface: &str) -> Result<(), KernelError>
     Ok(())
 }
 
+/// Attaches the post-DNAT hook to a node uplink (tc egress): Service traffic from local pods to
+/// backends on other nodes gets its egress decision there.
+pub fn attach_uplink(maps: &mut KernelMaps, interface: &str) -> Result<(), KernelError> {
+    let err = |message: String| KernelError::Attach {
+        interface: interface.to_owned(),
+        message,
+    };
+    if let Err(e) = tc::qdisc_add_clsact(interface) {
+        tracing::debug!(interface, error = %e, "clsact qdisc not added (probably present)");
+    }
+    let (name, attach_type) = HOOKS[1];
+    let prog: &mut SchedClassifier = maps
+        .ebpf
+        .program_mut(name)
+        .ok_or_else(|| err(format!("program {name} missing")))?
+        .try_into()
+        .map_err(|e| err(format!("{name}: {e}")))?;
+    let id = match SchedClassifierLink::attached(interface, attach_type, PRIORITY, HANDLE, None) {
+        Ok(existing) => prog.attach_to_link(existing).or_else(|_| {
+            prog.attach_with_options(
+                interface,
+                attach_type,
+                TcAttachOptions::Netlink(NlOptions {
+                    priority: PRIORITY,
+                    handle: HANDLE,
+                    classid: None,
+                }),
+            )
+        }),
+        Err(e) => return Err(err(e.to_string())),
+    }
+    .map_err(|e| err(format!("{name}: {e:#}")))?;
+    let link = prog.take_link(id).map_err(|e| err(e.to_string()))?;
+    std::mem::forget(link);
+    Ok(())
+}
+
 /// Removes both programs from `interface` (an interface that is gone took them along).
 pub fn detach(interface: &str) -> Result<(), KernelError> {
     for (_, attach_type) in HOOKS {

@@ -39,6 +39,8 @@ pub struct EbpfDatapath {
     numbering: Numbering,
     history: Arc<Mutex<History>>,
     attached: BTreeSet<String>,
+    uplinks: Vec<String>,
+    uplinks_attached: BTreeSet<String>,
     lost_seen: u64,
 }
 
@@ -51,10 +53,13 @@ pub enum DatapathError {
 }
 
 impl EbpfDatapath {
-    /// Loads the programs (maps pinned under `pin_dir`) and enforces `snapshot`.
+    /// Loads the programs (maps pinned under `pin_dir`) and enforces `snapshot`. `uplinks`: the
+    /// node's interfaces towards other nodes, for Service traffic to remote backends (see
+    /// `bpf/verdict.bpf.c`).
     pub fn load(
         pin_dir: &Path,
         node: NodeContext,
+        uplinks: Vec<String>,
         snapshot: Arc<PolicySnapshot>,
     ) -> Result<Self, DatapathError> {
         let maps = KernelMaps::load(pin_dir)?;
@@ -64,6 +69,8 @@ impl EbpfDatapath {
             numbering: Numbering::default(),
             history: Arc::default(),
             attached: BTreeSet::new(),
+            uplinks,
+            uplinks_attached: BTreeSet::new(),
             lost_seen: 0,
         };
         d.lost_seen = d.maps.lost_events();
@@ -111,6 +118,20 @@ impl EbpfDatapath {
             }
         }
         let mut errors = Vec::new();
+        for uplink in self.uplinks.clone() {
+            if !self.uplinks_attached.contains(&uplink) {
+                match attach::attach_uplink(&mut self.maps, &uplink) {
+                    Ok(()) => {
+                        tracing::info!(interface = %uplink, "attached to uplink");
+                        self.uplinks_attached.insert(uplink);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "uplink attach failed");
+                        errors.push(e);
+                    }
+                }
+            }
+        }
         for iface in want.difference(&self.attached.clone()) {
             match attach::attach(&mut self.maps, iface) {
                 Ok(()) => {
@@ -184,7 +205,7 @@ impl EbpfDatapath {
 
     /// Detaches from every interface we attached to and removes the pinned maps.
     pub fn uninstall(self) -> Result<(), KernelError> {
-        for iface in &self.attached {
+        for iface in self.attached.iter().chain(&self.uplinks_attached) {
             attach::detach(iface)?;
         }
         let pin_dir = self.maps.pin_dir.clone();

@@ -1,6 +1,7 @@
 //! Test topology for the eBPF datapath: a "node" network namespace with IP forwarding, and
 //! "pods" — namespaces joined to it by veth pairs, each pod IP routed to its host-side veth
-//! (as ptp/Calico-style CNIs do), pods reaching the node through 169.254.1.1 / fe80::1. The
+//! (as ptp/Calico-style CNIs do), pods reaching the node through 169.254.1.1 / fe80::1 by proxy
+//! ARP (answered at once: `proxy_delay=0`, the default waits up to 0.8 s). The
 //! probe binary runs inside the node namespace. Everything is removed on drop, also on failure.
 #![allow(dead_code)]
 
@@ -130,6 +131,8 @@ pub struct Topology {
     pub pin_dir: PathBuf,
     children: Vec<Child>,
     extra_netns: Vec<String>,
+    /// Pods on a second node (not enforced here): spec and netns.
+    pub remote_pods: Vec<(PodSpec, String)>,
 }
 
 pub const NODE_NAME: &str = "node-1";
@@ -147,6 +150,7 @@ impl Topology {
             pin_dir: PathBuf::from(format!("/sys/fs/bpf/{id}")),
             children: Vec::new(),
             extra_netns: Vec::new(),
+            remote_pods: Vec::new(),
             id: id.clone(),
         };
         sh(&["ip", "netns", "add", &node_ns]);
@@ -221,6 +225,11 @@ impl Topology {
                 "sysctl",
                 "-qw",
                 &format!("net.ipv4.conf.{veth}.proxy_arp=1"),
+            ]);
+            t.node(&[
+                "sysctl",
+                "-qw",
+                &format!("net.ipv4.neigh.{veth}.proxy_delay=0"),
             ]);
             t.node(&[
                 "ip",
@@ -309,10 +318,136 @@ impl Topology {
             "-qw",
             &format!("net.ipv4.conf.{veth}.proxy_arp=1"),
         ]);
+        self.node(&[
+            "sysctl",
+            "-qw",
+            &format!("net.ipv4.neigh.{veth}.proxy_delay=0"),
+        ]);
         // A host route like a pod's: the probe attaches only to veths of pods it knows.
         self.node(&["ip", "route", "add", &format!("{ipv4}/32"), "dev", &veth]);
         self.extra_netns.push(ns.clone());
         ns
+    }
+
+    /// A second node ("node-2") joined to this one by a veth pair, with its own pods (addresses
+    /// outside 10.244.1.0/24). Returns this node's end of the link: its uplink.
+    pub fn add_remote_node(&mut self, pods: Vec<PodSpec>) -> String {
+        let rnode = format!("{}-node2", self.id);
+        let uplink = format!("vu{}", self.id)
+            .chars()
+            .take(15)
+            .collect::<String>();
+        sh(&["ip", "netns", "add", &rnode]);
+        let r = |args: &[&str]| {
+            let mut v = vec!["ip", "netns", "exec", rnode.as_str()];
+            v.extend_from_slice(args);
+            sh(&v)
+        };
+        r(&["ip", "link", "set", "lo", "up"]);
+        r(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        r(&["ip", "addr", "add", "169.254.1.1/32", "dev", "lo"]);
+        self.node(&[
+            "ip", "link", "add", &uplink, "type", "veth", "peer", "name", "uplink", "netns", &rnode,
+        ]);
+        self.node(&["ip", "link", "set", &uplink, "up"]);
+        self.node(&[
+            "sysctl",
+            "-qw",
+            &format!("net.ipv4.conf.{uplink}.proxy_arp=1"),
+        ]);
+        self.node(&[
+            "sysctl",
+            "-qw",
+            &format!("net.ipv4.neigh.{uplink}.proxy_delay=0"),
+        ]);
+        // Each end needs an address of its own as ARP sender (both nodes own 169.254.1.1).
+        self.node(&["ip", "addr", "add", "172.31.254.1/32", "dev", &uplink]);
+        r(&["ip", "addr", "add", "172.31.254.2/32", "dev", "uplink"]);
+        r(&["ip", "link", "set", "uplink", "up"]);
+        r(&["sysctl", "-qw", "net.ipv4.conf.uplink.proxy_arp=1"]);
+        r(&["sysctl", "-qw", "net.ipv4.neigh.uplink.proxy_delay=0"]);
+        r(&["ip", "route", "add", "10.244.1.0/24", "dev", "uplink"]);
+        for (i, p) in pods.into_iter().enumerate() {
+            let ns = format!("{}-r{i}", self.id);
+            let veth = format!("vr{}{i}", self.id)
+                .chars()
+                .take(15)
+                .collect::<String>();
+            sh(&["ip", "netns", "add", &ns]);
+            r(&[
+                "ip", "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+            ]);
+            self.pod_cmd(&ns, &["ip", "link", "set", "lo", "up"]);
+            self.pod_cmd(&ns, &["ip", "link", "set", "eth0", "up"]);
+            self.pod_cmd(
+                &ns,
+                &[
+                    "ip",
+                    "addr",
+                    "add",
+                    &format!("{}/32", p.ipv4),
+                    "dev",
+                    "eth0",
+                ],
+            );
+            self.pod_cmd(
+                &ns,
+                &[
+                    "ip",
+                    "route",
+                    "add",
+                    "169.254.1.1",
+                    "dev",
+                    "eth0",
+                    "scope",
+                    "link",
+                ],
+            );
+            self.pod_cmd(
+                &ns,
+                &[
+                    "ip",
+                    "route",
+                    "add",
+                    "default",
+                    "via",
+                    "169.254.1.1",
+                    "dev",
+                    "eth0",
+                ],
+            );
+            r(&["ip", "link", "set", &veth, "up"]);
+            r(&[
+                "sysctl",
+                "-qw",
+                &format!("net.ipv4.conf.{veth}.proxy_arp=1"),
+            ]);
+            r(&[
+                "sysctl",
+                "-qw",
+                &format!("net.ipv4.neigh.{veth}.proxy_delay=0"),
+            ]);
+            r(&[
+                "ip",
+                "route",
+                "add",
+                &format!("{}/32", p.ipv4),
+                "dev",
+                &veth,
+            ]);
+            self.node(&[
+                "ip",
+                "route",
+                "add",
+                &format!("{}/32", p.ipv4),
+                "dev",
+                &uplink,
+            ]);
+            self.extra_netns.push(ns.clone());
+            self.remote_pods.push((p, ns));
+        }
+        self.extra_netns.push(rnode);
+        uplink
     }
 
     pub fn node(&self, args: &[&str]) -> String {
@@ -419,7 +554,12 @@ impl Topology {
             "apiVersion: v1\nkind: Node\nmetadata: {{name: {NODE_NAME}}}\nstatus: {{addresses: [{{type: InternalIP, address: {}}}]}}\n",
             self.node_ipv4
         );
-        let mut namespaces: Vec<&str> = self.pods.iter().map(|(p, _, _)| p.namespace).collect();
+        let mut namespaces: Vec<&str> = self
+            .pods
+            .iter()
+            .map(|(p, _, _)| p.namespace)
+            .chain(self.remote_pods.iter().map(|(p, _)| p.namespace))
+            .collect();
         namespaces.sort();
         namespaces.dedup();
         for ns in namespaces {
@@ -431,6 +571,12 @@ impl Topology {
             y.push_str(&format!(
                 "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: {}\n  namespace: {}\n  labels: {}\n  ownerReferences: [{{apiVersion: apps/v1, kind: ReplicaSet, name: {}-rs, controller: true}}]\nspec:\n  nodeName: {NODE_NAME}\n  containers: [{{name: c, ports: [{}]}}]\nstatus:\n  podIP: {}\n  podIPs: [{{ip: {}}}, {{ip: '{}'}}]\n",
                 p.name, p.namespace, p.labels, p.name, p.ports, p.ipv4, p.ipv4, p.ipv6
+            ));
+        }
+        for (p, _) in &self.remote_pods {
+            y.push_str(&format!(
+                "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: {}\n  namespace: {}\n  labels: {}\nspec:\n  nodeName: node-2\n  containers: [{{name: c, ports: [{}]}}]\nstatus:\n  podIP: {}\n",
+                p.name, p.namespace, p.labels, p.ports, p.ipv4
             ));
         }
         std::fs::write(dir.join("cluster.yaml"), y).unwrap();
