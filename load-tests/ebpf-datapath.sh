@@ -104,10 +104,12 @@ echo
 metric() { n python3 -c "import urllib.request,sys; t=urllib.request.urlopen('http://127.0.0.1:9990/metrics').read().decode(); print(sum(float(l.split()[-1]) for l in t.splitlines() if l.startswith(sys.argv[1])))" "$1"; }
 echo "| offered new connections/s | datagrams sent | events through the pipeline | events lost (ring buffer full) |"
 echo "|---:|---:|---:|---:|"
+run=0
 for rate in $RATES; do
+  run=$((run + 1))
   before=$(metric policy_logging_allowed_connections_total)
   lost_before=$(metric policy_logging_lost_events_total)
-  sent=$(ip netns exec "$CLIENT" "$BIN/examples/netbench" flood 10.244.7.10 "$rate" "$SECONDS_PER_RATE")
+  sent=$(ip netns exec "$CLIENT" "$BIN/examples/netbench" flood 10.244.7.10 "$rate" "$SECONDS_PER_RATE" "$run")
   # Let the pipeline drain what is queued: wait until its counter stops moving.
   after=$(metric policy_logging_allowed_connections_total)
   while sleep 0.5; do

@@ -3,9 +3,9 @@
 //! - `serve PORT`: TCP echo server.
 //! - `latency IP PORT N`: N TCP connects (connect + close) and N request/response round trips
 //!   on one connection; prints `connect_p50_us connect_p99_us rr_p50_us rr_p99_us`.
-//! - `flood IP RATE SECONDS`: UDP datagrams at RATE/s, each a new 5-tuple (64 source ports ×
-//!   cycling destination ports), so every datagram is a new connection for the datapath; prints
-//!   the number sent.
+//! - `flood IP RATE SECONDS RUN`: UDP datagrams at RATE/s, each a new 5-tuple (64 source ports
+//!   of their own per RUN × cycling destination ports), so every datagram is a new connection for
+//!   the datapath, across runs too; prints the number sent.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
