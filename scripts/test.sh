@@ -27,6 +27,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
 
+# Python packages the tests use as real, independent peers: moto (an S3-compatible server on
+# loopback), pyarrow and duckdb (independent Parquet readers), boto3 (creates test buckets).
+if ! python3 -c 'import moto, pyarrow, duckdb, boto3' >/dev/null 2>&1; then
+  python3 -m pip install -q 'moto[server]' pyarrow duckdb boto3
+fi
+
 for tool in cargo rustfmt cargo-clippy; do
   need "$tool" || { echo "missing $tool: install the Rust toolchain with rustfmt and clippy" >&2; exit 1; }
 done

@@ -101,11 +101,11 @@ pub const COLUMN_PATHS: &[(&str, &str)] = &[
     (col::ENFORCEMENT, "jsonPayload.enforcement"),
 ];
 
-fn dict() -> DataType {
+pub(crate) fn dict() -> DataType {
     DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
 }
 
-fn ts() -> DataType {
+pub(crate) fn ts() -> DataType {
     DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()))
 }
 
@@ -126,9 +126,10 @@ fn policies_type() -> DataType {
     )))
 }
 
-static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+/// The envelope columns every stored table starts with (`timestamp` … `resource_node_name`).
+pub(crate) fn envelope_fields() -> Vec<Field> {
     use col::*;
-    let mut fields = vec![
+    vec![
         Field::new(TIMESTAMP, ts(), false),
         Field::new(RECEIVE_TIMESTAMP, ts(), false),
         Field::new(INSERT_ID, DataType::Utf8, false),
@@ -139,6 +140,13 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new(LOCATION, dict(), false),
         Field::new(CLUSTER_NAME, dict(), false),
         Field::new(RESOURCE_NODE_NAME, dict(), false),
+    ]
+}
+
+static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    use col::*;
+    let mut fields = envelope_fields();
+    fields.extend([
         Field::new(SRC_IP, DataType::Utf8, false),
         Field::new(DEST_IP, DataType::Utf8, false),
         Field::new(SRC_PORT, DataType::Int32, false),
@@ -147,7 +155,7 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new(DIRECTION, dict(), false),
         Field::new(DISPOSITION, dict(), false),
         Field::new(POLICIES, policies_type(), true),
-    ];
+    ]);
     for side in ["src", "dest"] {
         fields.push(Field::new(format!("{side}_pod_name"), DataType::Utf8, true));
         fields.push(Field::new(format!("{side}_pod_namespace"), dict(), true));
@@ -167,7 +175,7 @@ pub fn log_entry_schema() -> SchemaRef {
     SCHEMA.clone()
 }
 
-type Dict = StringDictionaryBuilder<Int32Type>;
+pub(crate) type Dict = StringDictionaryBuilder<Int32Type>;
 
 struct EndpointBuilders {
     pod_name: StringBuilder,
@@ -201,17 +209,20 @@ impl EndpointBuilders {
                 self.instance.append_null();
             }
             Endpoint::Instance { instance } => {
+                use std::fmt::Write as _;
                 self.pod_name.append_null();
                 self.pod_namespace.append_null();
                 self.namespace.append_null();
                 self.workload_name.append_null();
                 self.workload_kind.append_null();
-                self.instance.append_value(instance.to_string());
+                // StringBuilder is a fmt::Write: no String per value.
+                let _ = write!(self.instance, "{instance}");
+                self.instance.append_value("");
             }
         }
     }
 
-    fn finish(mut self, out: &mut Vec<ArrayRef>) {
+    fn finish(&mut self, out: &mut Vec<ArrayRef>) {
         out.push(Arc::new(self.pod_name.finish()));
         out.push(Arc::new(self.pod_namespace.finish()));
         out.push(Arc::new(self.namespace.finish()));
@@ -221,50 +232,168 @@ impl EndpointBuilders {
     }
 }
 
-/// Converts LogEntries to one RecordBatch of [`log_entry_schema`].
-pub fn log_entries_to_batch(entries: &[LogEntry]) -> Result<RecordBatch, ArrowError> {
-    let n = entries.len();
-    let mut timestamp = TimestampNanosecondBuilder::with_capacity(n).with_timezone("UTC");
-    let mut receive = TimestampNanosecondBuilder::with_capacity(n).with_timezone("UTC");
-    let mut insert_id = StringBuilder::with_capacity(n, n * 32);
-    let (mut log_name, mut severity, mut resource_type) = (Dict::new(), Dict::new(), Dict::new());
-    let (mut project, mut location, mut cluster, mut rnode) =
-        (Dict::new(), Dict::new(), Dict::new(), Dict::new());
-    let mut src_ip = StringBuilder::with_capacity(n, n * 12);
-    let mut dest_ip = StringBuilder::with_capacity(n, n * 12);
-    let mut src_port = Int32Builder::with_capacity(n);
-    let mut dest_port = Int32Builder::with_capacity(n);
-    let (mut protocol, mut direction, mut disposition) = (Dict::new(), Dict::new(), Dict::new());
-    let mut policies = ListBuilder::new(StructBuilder::from_fields(policy_fields(), 2));
-    let mut src = EndpointBuilders::new(n);
-    let mut dest = EndpointBuilders::new(n);
-    let mut count = Int64Builder::with_capacity(n);
-    let mut node_name = Dict::new();
-    let mut enforcement = Dict::new();
+/// The envelope fields an ingest batch shares: everything of a LogEntry except the payload,
+/// `timestamp` (the record's) and `insertId` (per record). Lets a writer append many records of
+/// one node without building a [`LogEntry`] (and its strings) per record.
+#[derive(Debug, Clone, Copy)]
+pub struct Envelope<'a> {
+    pub log_name: &'a str,
+    pub resource_type: &'a str,
+    pub labels: &'a ResourceLabels,
+    pub receive_timestamp: Timestamp,
+    pub severity: Severity,
+}
 
-    for e in entries {
-        let r = &e.json_payload;
-        timestamp.append_value(e.timestamp.unix_nanos());
-        receive.append_value(e.receive_timestamp.unix_nanos());
-        insert_id.append_value(&e.insert_id);
-        log_name.append_value(&e.log_name);
-        severity.append_value(e.severity.as_str());
-        resource_type.append_value(&e.resource.resource_type);
-        project.append_value(&e.resource.labels.project_id);
-        location.append_value(&e.resource.labels.location);
-        cluster.append_value(&e.resource.labels.cluster_name);
-        rnode.append_value(&e.resource.labels.node_name);
-        src_ip.append_value(r.connection.src_ip.to_string());
-        dest_ip.append_value(r.connection.dest_ip.to_string());
-        src_port.append_value(i32::from(r.connection.src_port));
-        dest_port.append_value(i32::from(r.connection.dest_port));
-        protocol.append_value(r.connection.protocol.as_str());
-        direction.append_value(r.connection.direction.as_str());
-        disposition.append_value(r.disposition.as_str());
+impl<'a, P> From<&'a LogEntry<P>> for Envelope<'a> {
+    fn from(e: &'a LogEntry<P>) -> Self {
+        Envelope {
+            log_name: &e.log_name,
+            resource_type: &e.resource.resource_type,
+            labels: &e.resource.labels,
+            receive_timestamp: e.receive_timestamp,
+            severity: e.severity,
+        }
+    }
+}
+
+/// The envelope columns shared by every stored table, in schema order (`timestamp` through
+/// `resource_node_name`).
+pub(crate) struct EnvelopeBuilders {
+    timestamp: TimestampNanosecondBuilder,
+    receive: TimestampNanosecondBuilder,
+    insert_id: StringBuilder,
+    log_name: Dict,
+    severity: Dict,
+    resource_type: Dict,
+    project: Dict,
+    location: Dict,
+    cluster: Dict,
+    rnode: Dict,
+}
+
+impl EnvelopeBuilders {
+    pub(crate) fn new(n: usize) -> Self {
+        EnvelopeBuilders {
+            timestamp: TimestampNanosecondBuilder::with_capacity(n).with_timezone("UTC"),
+            receive: TimestampNanosecondBuilder::with_capacity(n).with_timezone("UTC"),
+            insert_id: StringBuilder::with_capacity(n, n * 32),
+            log_name: Dict::new(),
+            severity: Dict::new(),
+            resource_type: Dict::new(),
+            project: Dict::new(),
+            location: Dict::new(),
+            cluster: Dict::new(),
+            rnode: Dict::new(),
+        }
+    }
+
+    pub(crate) fn append(&mut self, env: &Envelope<'_>, timestamp: Timestamp, insert_id: &str) {
+        self.timestamp.append_value(timestamp.unix_nanos());
+        self.receive
+            .append_value(env.receive_timestamp.unix_nanos());
+        self.insert_id.append_value(insert_id);
+        self.log_name.append_value(env.log_name);
+        self.severity.append_value(env.severity.as_str());
+        self.resource_type.append_value(env.resource_type);
+        self.project.append_value(&env.labels.project_id);
+        self.location.append_value(&env.labels.location);
+        self.cluster.append_value(&env.labels.cluster_name);
+        self.rnode.append_value(&env.labels.node_name);
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        arrow_array::builder::ArrayBuilder::len(&self.insert_id)
+    }
+
+    pub(crate) fn finish(&mut self, out: &mut Vec<ArrayRef>) {
+        out.push(Arc::new(self.timestamp.finish()));
+        out.push(Arc::new(self.receive.finish()));
+        out.push(Arc::new(self.insert_id.finish()));
+        out.push(Arc::new(self.log_name.finish()));
+        out.push(Arc::new(self.severity.finish()));
+        out.push(Arc::new(self.resource_type.finish()));
+        out.push(Arc::new(self.project.finish()));
+        out.push(Arc::new(self.location.finish()));
+        out.push(Arc::new(self.cluster.finish()));
+        out.push(Arc::new(self.rnode.finish()));
+    }
+}
+
+/// Builds RecordBatches of [`log_entry_schema`] one policy-action entry at a time.
+pub struct LogEntryBatchBuilder {
+    envelope: EnvelopeBuilders,
+    src_ip: StringBuilder,
+    dest_ip: StringBuilder,
+    src_port: Int32Builder,
+    dest_port: Int32Builder,
+    protocol: Dict,
+    direction: Dict,
+    disposition: Dict,
+    policies: ListBuilder<StructBuilder>,
+    src: EndpointBuilders,
+    dest: EndpointBuilders,
+    count: Int64Builder,
+    node_name: Dict,
+    enforcement: Dict,
+}
+
+impl std::fmt::Debug for LogEntryBatchBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogEntryBatchBuilder")
+            .field("rows", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LogEntryBatchBuilder {
+    /// A builder with room for `capacity` rows (it grows past it).
+    pub fn with_capacity(n: usize) -> Self {
+        LogEntryBatchBuilder {
+            envelope: EnvelopeBuilders::new(n),
+            src_ip: StringBuilder::with_capacity(n, n * 12),
+            dest_ip: StringBuilder::with_capacity(n, n * 12),
+            src_port: Int32Builder::with_capacity(n),
+            dest_port: Int32Builder::with_capacity(n),
+            protocol: Dict::new(),
+            direction: Dict::new(),
+            disposition: Dict::new(),
+            policies: ListBuilder::new(StructBuilder::from_fields(policy_fields(), 2)),
+            src: EndpointBuilders::new(n),
+            dest: EndpointBuilders::new(n),
+            count: Int64Builder::with_capacity(n),
+            node_name: Dict::new(),
+            enforcement: Dict::new(),
+        }
+    }
+
+    /// Rows appended since the last [`finish`](Self::finish).
+    pub fn len(&self) -> usize {
+        self.envelope.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends one entry: `env` and `insert_id` form its envelope, `r` its `jsonPayload`.
+    pub fn append(&mut self, env: &Envelope<'_>, insert_id: &str, r: &PolicyActionRecord) {
+        use std::fmt::Write as _;
+        self.envelope.append(env, r.timestamp, insert_id);
+        // StringBuilder is a fmt::Write: the address is formatted straight into the column.
+        let _ = write!(self.src_ip, "{}", r.connection.src_ip);
+        self.src_ip.append_value("");
+        let _ = write!(self.dest_ip, "{}", r.connection.dest_ip);
+        self.dest_ip.append_value("");
+        self.src_port.append_value(i32::from(r.connection.src_port));
+        self.dest_port
+            .append_value(i32::from(r.connection.dest_port));
+        self.protocol.append_value(r.connection.protocol.as_str());
+        self.direction.append_value(r.connection.direction.as_str());
+        self.disposition.append_value(r.disposition.as_str());
         match &r.policies {
-            None => policies.append(false),
+            None => self.policies.append(false),
             Some(list) => {
-                let s = policies.values();
+                let s = self.policies.values();
                 for p in list {
                     s.field_builder::<StringBuilder>(0)
                         .expect("name")
@@ -277,53 +406,57 @@ pub fn log_entries_to_batch(entries: &[LogEntry]) -> Result<RecordBatch, ArrowEr
                         .append_option(p.kind.as_deref());
                     s.append(true);
                 }
-                policies.append(true);
+                self.policies.append(true);
             }
         }
-        src.append(&r.src);
-        dest.append(&r.dest);
-        count.append_value(i64::try_from(r.count).unwrap_or(i64::MAX));
-        node_name.append_value(&r.node_name);
-        enforcement.append_option(r.enforcement.map(Enforcement::as_str));
+        self.src.append(&r.src);
+        self.dest.append(&r.dest);
+        self.count
+            .append_value(i64::try_from(r.count).unwrap_or(i64::MAX));
+        self.node_name.append_value(&r.node_name);
+        self.enforcement
+            .append_option(r.enforcement.map(Enforcement::as_str));
     }
 
-    let mut columns: Vec<ArrayRef> = vec![
-        Arc::new(timestamp.finish()),
-        Arc::new(receive.finish()),
-        Arc::new(insert_id.finish()),
-        Arc::new(log_name.finish()),
-        Arc::new(severity.finish()),
-        Arc::new(resource_type.finish()),
-        Arc::new(project.finish()),
-        Arc::new(location.finish()),
-        Arc::new(cluster.finish()),
-        Arc::new(rnode.finish()),
-        Arc::new(src_ip.finish()),
-        Arc::new(dest_ip.finish()),
-        Arc::new(src_port.finish()),
-        Arc::new(dest_port.finish()),
-        Arc::new(protocol.finish()),
-        Arc::new(direction.finish()),
-        Arc::new(disposition.finish()),
-        Arc::new(policies.finish()),
-    ];
-    src.finish(&mut columns);
-    dest.finish(&mut columns);
-    columns.push(Arc::new(count.finish()));
-    columns.push(Arc::new(node_name.finish()));
-    columns.push(Arc::new(enforcement.finish()));
-    // The list's item field must be exactly the schema's (nullability included).
-    RecordBatch::try_new(log_entry_schema(), columns)
+    /// The rows appended so far as one batch; the builder is empty afterwards.
+    pub fn finish(&mut self) -> Result<RecordBatch, ArrowError> {
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(33);
+        self.envelope.finish(&mut columns);
+        columns.push(Arc::new(self.src_ip.finish()));
+        columns.push(Arc::new(self.dest_ip.finish()));
+        columns.push(Arc::new(self.src_port.finish()));
+        columns.push(Arc::new(self.dest_port.finish()));
+        columns.push(Arc::new(self.protocol.finish()));
+        columns.push(Arc::new(self.direction.finish()));
+        columns.push(Arc::new(self.disposition.finish()));
+        columns.push(Arc::new(self.policies.finish()));
+        self.src.finish(&mut columns);
+        self.dest.finish(&mut columns);
+        columns.push(Arc::new(self.count.finish()));
+        columns.push(Arc::new(self.node_name.finish()));
+        columns.push(Arc::new(self.enforcement.finish()));
+        // The list's item field must be exactly the schema's (nullability included).
+        RecordBatch::try_new(log_entry_schema(), columns)
+    }
+}
+
+/// Converts LogEntries to one RecordBatch of [`log_entry_schema`].
+pub fn log_entries_to_batch(entries: &[LogEntry]) -> Result<RecordBatch, ArrowError> {
+    let mut b = LogEntryBatchBuilder::with_capacity(entries.len());
+    for e in entries {
+        b.append(&Envelope::from(e), &e.insert_id, &e.json_payload);
+    }
+    b.finish()
 }
 
 /// A string column read back either as plain Utf8 or dictionary-encoded (readers differ).
-enum StrCol<'a> {
+pub(crate) enum StrCol<'a> {
     Plain(&'a StringArray),
     Dict(arrow_array::TypedDictionaryArray<'a, Int32Type, StringArray>),
 }
 
 impl<'a> StrCol<'a> {
-    fn of(batch: &'a RecordBatch, name: &str) -> Result<Self, ArrowError> {
+    pub(crate) fn of(batch: &'a RecordBatch, name: &str) -> Result<Self, ArrowError> {
         let a = column(batch, name)?;
         match a.data_type() {
             DataType::Utf8 => Ok(StrCol::Plain(a.as_string::<i32>())),
@@ -343,20 +476,20 @@ impl<'a> StrCol<'a> {
         }
     }
 
-    fn get(&self, i: usize) -> Option<&'a str> {
+    pub(crate) fn get(&self, i: usize) -> Option<&'a str> {
         match self {
             StrCol::Plain(a) => a.is_valid(i).then(|| a.value(i)),
             StrCol::Dict(d) => d.is_valid(i).then(|| d.value(i)),
         }
     }
 
-    fn req(&self, i: usize, name: &str) -> Result<&'a str, ArrowError> {
+    pub(crate) fn req(&self, i: usize, name: &str) -> Result<&'a str, ArrowError> {
         self.get(i)
             .ok_or_else(|| ArrowError::InvalidArgumentError(format!("row {i}: {name} is null")))
     }
 }
 
-fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef, ArrowError> {
+pub(crate) fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef, ArrowError> {
     batch
         .column_by_name(name)
         .ok_or_else(|| ArrowError::SchemaError(format!("missing column {name}")))
@@ -416,22 +549,7 @@ impl<'a> EndpointCols<'a> {
 /// dictionary strings) back to LogEntries.
 pub fn batch_to_log_entries(batch: &RecordBatch) -> Result<Vec<LogEntry>, ArrowError> {
     use col::*;
-    let timestamps = column(batch, TIMESTAMP)?
-        .as_primitive_opt::<TimestampNanosecondType>()
-        .ok_or_else(|| ArrowError::SchemaError("timestamp: expected Timestamp(ns)".into()))?;
-    let receive = column(batch, RECEIVE_TIMESTAMP)?
-        .as_primitive_opt::<TimestampNanosecondType>()
-        .ok_or_else(|| {
-            ArrowError::SchemaError("receive_timestamp: expected Timestamp(ns)".into())
-        })?;
-    let insert_id = StrCol::of(batch, INSERT_ID)?;
-    let log_name = StrCol::of(batch, LOG_NAME)?;
-    let severity = StrCol::of(batch, SEVERITY)?;
-    let resource_type = StrCol::of(batch, RESOURCE_TYPE)?;
-    let project = StrCol::of(batch, PROJECT_ID)?;
-    let location = StrCol::of(batch, LOCATION)?;
-    let cluster = StrCol::of(batch, CLUSTER_NAME)?;
-    let rnode = StrCol::of(batch, RESOURCE_NODE_NAME)?;
+    let envelope = EnvelopeCols::of(batch)?;
     let src_ip = StrCol::of(batch, SRC_IP)?;
     let dest_ip = StrCol::of(batch, DEST_IP)?;
     let src_port = column(batch, SRC_PORT)?
@@ -504,32 +622,80 @@ pub fn batch_to_log_entries(batch: &RecordBatch) -> Result<Vec<LogEntry>, ArrowE
             dest: dest.get(i)?,
             count: u64::try_from(count.value(i)).map_err(|_| bad(i, "negative count".into()))?,
             node_name: node_name.req(i, NODE_NAME)?.to_owned(),
-            timestamp: Timestamp::from_unix_nanos(timestamps.value(i)),
+            timestamp: envelope.timestamp(i),
             enforcement: match enforcement.get(i) {
                 None => None,
                 Some("audit") => Some(Enforcement::Audit),
                 Some(other) => return Err(bad(i, format!("unknown enforcement {other:?}"))),
             },
         };
-        let sev = severity.req(i, SEVERITY)?;
-        out.push(LogEntry {
-            log_name: log_name.req(i, LOG_NAME)?.to_owned(),
-            resource: MonitoredResource {
-                resource_type: resource_type.req(i, RESOURCE_TYPE)?.to_owned(),
-                labels: ResourceLabels {
-                    project_id: project.req(i, PROJECT_ID)?.to_owned(),
-                    location: location.req(i, LOCATION)?.to_owned(),
-                    cluster_name: cluster.req(i, CLUSTER_NAME)?.to_owned(),
-                    node_name: rnode.req(i, RESOURCE_NODE_NAME)?.to_owned(),
-                },
-            },
-            timestamp: record.timestamp,
-            receive_timestamp: Timestamp::from_unix_nanos(receive.value(i)),
-            insert_id: insert_id.req(i, INSERT_ID)?.to_owned(),
-            severity: Severity::from_name(sev)
-                .ok_or_else(|| bad(i, format!("unknown severity {sev:?}")))?,
-            json_payload: record,
-        });
+        out.push(envelope.entry(i, record)?);
     }
     Ok(out)
+}
+
+/// The envelope columns of a stored batch, read back (any stored table).
+pub(crate) struct EnvelopeCols<'a> {
+    timestamps: &'a arrow_array::TimestampNanosecondArray,
+    receive: &'a arrow_array::TimestampNanosecondArray,
+    insert_id: StrCol<'a>,
+    log_name: StrCol<'a>,
+    severity: StrCol<'a>,
+    resource_type: StrCol<'a>,
+    project: StrCol<'a>,
+    location: StrCol<'a>,
+    cluster: StrCol<'a>,
+    rnode: StrCol<'a>,
+}
+
+impl<'a> EnvelopeCols<'a> {
+    pub(crate) fn of(batch: &'a RecordBatch) -> Result<Self, ArrowError> {
+        use col::*;
+        let ts = |name: &str| {
+            column(batch, name)?
+                .as_primitive_opt::<TimestampNanosecondType>()
+                .ok_or_else(|| ArrowError::SchemaError(format!("{name}: expected Timestamp(ns)")))
+        };
+        Ok(EnvelopeCols {
+            timestamps: ts(TIMESTAMP)?,
+            receive: ts(RECEIVE_TIMESTAMP)?,
+            insert_id: StrCol::of(batch, INSERT_ID)?,
+            log_name: StrCol::of(batch, LOG_NAME)?,
+            severity: StrCol::of(batch, SEVERITY)?,
+            resource_type: StrCol::of(batch, RESOURCE_TYPE)?,
+            project: StrCol::of(batch, PROJECT_ID)?,
+            location: StrCol::of(batch, LOCATION)?,
+            cluster: StrCol::of(batch, CLUSTER_NAME)?,
+            rnode: StrCol::of(batch, RESOURCE_NODE_NAME)?,
+        })
+    }
+
+    pub(crate) fn timestamp(&self, i: usize) -> Timestamp {
+        Timestamp::from_unix_nanos(self.timestamps.value(i))
+    }
+
+    /// Row `i`'s envelope around `payload`.
+    pub(crate) fn entry<P>(&self, i: usize, payload: P) -> Result<LogEntry<P>, ArrowError> {
+        use col::*;
+        let sev = self.severity.req(i, SEVERITY)?;
+        Ok(LogEntry {
+            log_name: self.log_name.req(i, LOG_NAME)?.to_owned(),
+            resource: MonitoredResource {
+                resource_type: self.resource_type.req(i, RESOURCE_TYPE)?.to_owned(),
+                labels: ResourceLabels {
+                    project_id: self.project.req(i, PROJECT_ID)?.to_owned(),
+                    location: self.location.req(i, LOCATION)?.to_owned(),
+                    cluster_name: self.cluster.req(i, CLUSTER_NAME)?.to_owned(),
+                    node_name: self.rnode.req(i, RESOURCE_NODE_NAME)?.to_owned(),
+                },
+            },
+            timestamp: self.timestamp(i),
+            receive_timestamp: Timestamp::from_unix_nanos(self.receive.value(i)),
+            insert_id: self.insert_id.req(i, INSERT_ID)?.to_owned(),
+            severity: Severity::from_name(sev).ok_or_else(|| {
+                ArrowError::InvalidArgumentError(format!("row {i}: unknown severity {sev:?}"))
+            })?,
+            json_payload: payload,
+        })
+    }
 }

@@ -1,8 +1,10 @@
 //! The Cloud Logging-like LogEntry envelope (DESIGN.md Contract 2): what queries, sinks and the
-//! HTTP API see. `jsonPayload` is the unchanged policy-action record.
+//! HTTP API see. `jsonPayload` is the unchanged policy-action record (log id `policy-action`), or
+//! for the log id `policy-action-loss` a [`LossMarker`] ([`LossLogEntry`]).
 
 use serde::{Deserialize, Serialize};
 
+use crate::loss_marker::LossMarker;
 use crate::record::PolicyActionRecord;
 use crate::timestamp::Timestamp;
 
@@ -13,9 +15,11 @@ pub const POLICY_ACTION_LOG_ID: &str = "policy-action";
 /// Log id of Verdict's loss markers.
 pub const POLICY_ACTION_LOSS_LOG_ID: &str = "policy-action-loss";
 
+/// One stored entry. The payload type defaults to the policy-action record; loss markers use
+/// [`LossLogEntry`] (same envelope, log id `policy-action-loss`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct LogEntry {
+pub struct LogEntry<P = PolicyActionRecord> {
     /// `projects/PROJECT/logs/LOG_ID`.
     pub log_name: String,
     pub resource: MonitoredResource,
@@ -26,8 +30,11 @@ pub struct LogEntry {
     /// Stable across retries: derived from (node, source, sequence), see [`insert_id`].
     pub insert_id: String,
     pub severity: Severity,
-    pub json_payload: PolicyActionRecord,
+    pub json_payload: P,
 }
+
+/// A loss marker as a LogEntry (log id `policy-action-loss`).
+pub type LossLogEntry = LogEntry<LossMarker>;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MonitoredResource {
@@ -143,6 +150,21 @@ pub fn insert_id(node_name: &str, source_id: &str, sequence: u64) -> String {
     format!("{h:016x}{sequence:016x}")
 }
 
+impl MonitoredResource {
+    /// The `k8s_node` resource of `node`.
+    pub fn k8s_node(node: &NodeIdentity) -> Self {
+        MonitoredResource {
+            resource_type: RESOURCE_TYPE.to_owned(),
+            labels: ResourceLabels {
+                project_id: node.project_id.clone(),
+                location: node.location.clone(),
+                cluster_name: node.cluster_name.clone(),
+                node_name: node.node_name.clone(),
+            },
+        }
+    }
+}
+
 impl LogEntry {
     /// Wraps a flow record written on `node` as a `policy-action` entry.
     pub fn policy_action(
@@ -153,21 +175,35 @@ impl LogEntry {
     ) -> Self {
         LogEntry {
             log_name: log_name(&node.project_id, POLICY_ACTION_LOG_ID),
-            resource: MonitoredResource {
-                resource_type: RESOURCE_TYPE.to_owned(),
-                labels: ResourceLabels {
-                    project_id: node.project_id.clone(),
-                    location: node.location.clone(),
-                    cluster_name: node.cluster_name.clone(),
-                    node_name: node.node_name.clone(),
-                },
-            },
+            resource: MonitoredResource::k8s_node(node),
             timestamp: record.timestamp,
             receive_timestamp,
             insert_id,
             // GKE's policy-action entries carry no severity of their own.
             severity: Severity::Default,
             json_payload: record,
+        }
+    }
+}
+
+impl LossLogEntry {
+    /// Wraps a loss marker written on `node` as a `policy-action-loss` entry. Its timestamp is the
+    /// marker's (the end of the interval it counts).
+    pub fn loss(
+        marker: LossMarker,
+        node: &NodeIdentity,
+        receive_timestamp: Timestamp,
+        insert_id: String,
+    ) -> Self {
+        LogEntry {
+            log_name: log_name(&node.project_id, POLICY_ACTION_LOSS_LOG_ID),
+            resource: MonitoredResource::k8s_node(node),
+            timestamp: marker.timestamp,
+            receive_timestamp,
+            insert_id,
+            // Dropped records are worth a look: a warning, so severity filters surface them.
+            severity: Severity::Warning,
+            json_payload: marker,
         }
     }
 }

@@ -1,0 +1,995 @@
+//! The collector's configuration: one TOML file, every setting defaulted so that no file at all
+//! runs a complete collector on one machine (gRPC on :9000, HTTP on :8080, Parquet under
+//! `verdict-data/lake`, the write-ahead log under `verdict-data/wal`).
+//!
+//! Environment variables override the file: `VERDICT_COLLECTOR__SECTION__FIELD=value` sets
+//! `[section] field = value` (the value is read as a TOML value when it parses as one, e.g.
+//! `16`, `true`, `["a","b"]`, otherwise as a string). `collector.example.toml` lists every setting
+//! with its default and meaning; a test keeps it equal to [`Config::default`].
+//!
+//! [`Config::validate`] returns every problem at once, each naming its setting
+//! (`grpc.max_batch_bytes: must be at most grpc.max_message_bytes (67108864)`). Settings that can
+//! only be checked by using them (a writable directory, a reachable bucket, a certificate that
+//! parses) are checked at start and reported the same way.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// Prefix of environment variables that override settings.
+pub const ENV_PREFIX: &str = "VERDICT_COLLECTOR__";
+
+pub const DEFAULT_INSTANCE_ID: &str = "collector-0";
+pub const DEFAULT_DATA_DIR: &str = "verdict-data";
+pub const DEFAULT_GRPC_LISTEN: &str = "0.0.0.0:9000";
+pub const DEFAULT_HTTP_LISTEN: &str = "0.0.0.0:8080";
+pub const DEFAULT_MAX_BATCH_BYTES: u64 = 8 << 20;
+pub const DEFAULT_MAX_MESSAGE_BYTES: u64 = 64 << 20;
+pub const DEFAULT_MAX_RECORDS_PER_BATCH: usize = 100_000;
+pub const DEFAULT_MAX_RECORD_BYTES: u64 = 64 << 10;
+pub const DEFAULT_MAX_IN_FLIGHT_BATCHES: usize = 8;
+pub const DEFAULT_MAX_STREAMS: usize = 10_000;
+pub const DEFAULT_WAL_SEGMENT_BYTES: u64 = 64 << 20;
+pub const DEFAULT_WAL_MAX_GROUP_BYTES: u64 = 32 << 20;
+pub const DEFAULT_FLUSH_MAX_AGE: Duration = Duration::from_secs(5);
+pub const DEFAULT_FLUSH_MAX_ROWS: usize = 2_000_000;
+pub const DEFAULT_MAX_UNFLUSHED_BYTES: u64 = 1 << 30;
+pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+pub const DEFAULT_ROW_GROUP_ROWS: usize = 256 * 1024;
+pub const DEFAULT_DATA_PAGE_ROWS: usize = 16 * 1024;
+pub const DEFAULT_BLOOM_FILTER_FPP: f64 = 0.01;
+pub const DEFAULT_COMPACTION_INTERVAL: Duration = Duration::from_secs(60);
+pub const DEFAULT_COMPACTION_MIN_FILES: usize = 8;
+pub const DEFAULT_COMPACTION_TARGET_FILE_BYTES: u64 = 128 << 20;
+pub const DEFAULT_RETENTION_FLOWS: Duration = Duration::from_secs(30 * 86_400);
+pub const DEFAULT_RETENTION_LOSS: Duration = Duration::from_secs(30 * 86_400);
+pub const DEFAULT_RETENTION_ROLLUPS: Duration = Duration::from_secs(400 * 86_400);
+pub const DEFAULT_RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
+pub const DEFAULT_SOURCE_RETENTION: Duration = Duration::from_secs(7 * 86_400);
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Names this collector in the files it writes and in its commit log
+    /// (`_verdict/INSTANCE/…`). Collectors that share one storage URL need distinct ids; a
+    /// restarted collector must keep its id (and its `wal.dir`). Letters, digits, `-` and `_`.
+    pub instance_id: String,
+    /// Local directory for state that must survive restarts. `wal.dir` and the default
+    /// `storage.url` live under it. Relative paths are relative to the working directory.
+    pub data_dir: PathBuf,
+    pub grpc: GrpcConfig,
+    pub http: HttpConfig,
+    pub storage: StorageConfig,
+    pub wal: WalConfig,
+    pub flush: FlushConfig,
+    pub parquet: ParquetConfig,
+    pub compaction: CompactionConfig,
+    pub retention: RetentionConfig,
+    pub dedup: DedupConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            instance_id: DEFAULT_INSTANCE_ID.to_owned(),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            grpc: GrpcConfig::default(),
+            http: HttpConfig::default(),
+            storage: StorageConfig::default(),
+            wal: WalConfig::default(),
+            flush: FlushConfig::default(),
+            parquet: ParquetConfig::default(),
+            compaction: CompactionConfig::default(),
+            retention: RetentionConfig::default(),
+            dedup: DedupConfig::default(),
+        }
+    }
+}
+
+/// The node → collector ingest endpoint (DESIGN.md Contract 3).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpcConfig {
+    /// Address of the gRPC ingest service.
+    pub listen: SocketAddr,
+    /// A batch whose encoded size exceeds this is refused with `REJECTION_CODE_TOO_LARGE`; the
+    /// stream stays open.
+    pub max_batch_bytes: ByteSize,
+    /// Hard limit of one gRPC message. A message above it cannot even be read, so it ends its
+    /// stream with `RESOURCE_EXHAUSTED`/`OUT_OF_RANGE`. At least `max_batch_bytes`.
+    pub max_message_bytes: ByteSize,
+    /// A batch with more records is refused with `REJECTION_CODE_TOO_LARGE`.
+    pub max_records_per_batch: usize,
+    /// A record (one JSON line) larger than this makes its batch `REJECTION_CODE_TOO_LARGE`.
+    pub max_record_bytes: ByteSize,
+    /// Batches of one stream being made durable at once. When they are all pending the stream is
+    /// not read further: the sender feels backpressure through HTTP/2 flow control.
+    pub max_in_flight_batches: usize,
+    /// Concurrent ingest streams over all connections; more are refused with
+    /// `RESOURCE_EXHAUSTED`.
+    pub max_streams: usize,
+    /// Bearer tokens accepted in the `authorization` metadata (`Bearer TOKEN`). Empty: no token
+    /// is required.
+    pub auth_tokens: Vec<Secret>,
+    /// TLS for the ingest endpoint; absent: plaintext HTTP/2.
+    pub tls: Option<TlsConfig>,
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        GrpcConfig {
+            listen: DEFAULT_GRPC_LISTEN.parse().expect("default address"),
+            max_batch_bytes: ByteSize(DEFAULT_MAX_BATCH_BYTES),
+            max_message_bytes: ByteSize(DEFAULT_MAX_MESSAGE_BYTES),
+            max_records_per_batch: DEFAULT_MAX_RECORDS_PER_BATCH,
+            max_record_bytes: ByteSize(DEFAULT_MAX_RECORD_BYTES),
+            max_in_flight_batches: DEFAULT_MAX_IN_FLIGHT_BATCHES,
+            max_streams: DEFAULT_MAX_STREAMS,
+            auth_tokens: Vec::new(),
+            tls: None,
+        }
+    }
+}
+
+/// TLS (and optionally mutual TLS) for the ingest endpoint.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain the server presents.
+    pub cert_file: PathBuf,
+    /// PEM private key of `cert_file`.
+    pub key_file: PathBuf,
+    /// PEM CA bundle. When set, every client must present a certificate signed by it (mTLS).
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+}
+
+/// The HTTP endpoint (`/metrics`, `/healthz`; the query API of a later issue).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address of the HTTP server.
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: DEFAULT_HTTP_LISTEN.parse().expect("default address"),
+        }
+    }
+}
+
+/// Where Parquet files and the commit log go.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// `file:///abs/path`, a plain local path, `s3://bucket/prefix`, `gs://bucket/prefix`,
+    /// `az://container/prefix` (or `abfss://…`). Absent: the local folder `DATA_DIR/lake`.
+    pub url: Option<String>,
+    /// object_store options for the URL's backend, e.g. `aws_endpoint`, `aws_region`,
+    /// `aws_access_key_id`, `aws_secret_access_key`, `aws_allow_http`,
+    /// `aws_virtual_hosted_style_request`, `google_service_account`, `azure_storage_account_name`.
+    /// Unset options come from the backend's usual environment variables (`AWS_*`,
+    /// `GOOGLE_*`, `AZURE_*`). Values of secret-looking keys are redacted in logs.
+    pub options: StorageOptions,
+}
+
+/// The write-ahead log that makes a batch durable before it is acknowledged.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WalConfig {
+    /// Directory of the log's segment files. Absent: `DATA_DIR/wal`. Must be a local disk that
+    /// honours fsync and survives restarts (a PersistentVolume in Kubernetes).
+    pub dir: Option<PathBuf>,
+    /// A segment is closed and a new one started past this size; closed segments are deleted
+    /// once their records are committed to Parquet.
+    pub segment_bytes: ByteSize,
+    /// Most bytes written by one group commit (one fsync acknowledges every batch in it).
+    pub max_group_bytes: ByteSize,
+}
+
+impl Default for WalConfig {
+    fn default() -> Self {
+        WalConfig {
+            dir: None,
+            segment_bytes: ByteSize(DEFAULT_WAL_SEGMENT_BYTES),
+            max_group_bytes: ByteSize(DEFAULT_WAL_MAX_GROUP_BYTES),
+        }
+    }
+}
+
+/// When buffered rows become Parquet files.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlushConfig {
+    /// Buffered rows are written out at most this long after the oldest of them arrived, so
+    /// files readers see trail ingest by about this much.
+    #[serde(with = "humantime_serde_compat")]
+    pub max_age: Duration,
+    /// Buffered rows that trigger a flush before `max_age`.
+    pub max_rows: usize,
+    /// Buffered (and being-flushed) bytes at which ingest pauses until a flush completes:
+    /// backpressure when storage is slower than ingest.
+    pub max_unflushed_bytes: ByteSize,
+}
+
+impl Default for FlushConfig {
+    fn default() -> Self {
+        FlushConfig {
+            max_age: DEFAULT_FLUSH_MAX_AGE,
+            max_rows: DEFAULT_FLUSH_MAX_ROWS,
+            max_unflushed_bytes: ByteSize(DEFAULT_MAX_UNFLUSHED_BYTES),
+        }
+    }
+}
+
+/// How Parquet files are written.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ParquetConfig {
+    /// zstd level (1–22).
+    pub zstd_level: i32,
+    /// Rows per row group: the unit readers skip by statistics (time, namespaces).
+    pub row_group_rows: usize,
+    /// Rows per data page: the unit the page index lets readers skip inside a row group.
+    pub data_page_rows: usize,
+    /// Bloom filters on the high-cardinality columns queried by equality (pod names, IPs).
+    pub bloom_filters: bool,
+    /// False-positive probability of those bloom filters (0 < fpp < 1).
+    pub bloom_filter_fpp: f64,
+}
+
+impl Default for ParquetConfig {
+    fn default() -> Self {
+        ParquetConfig {
+            zstd_level: DEFAULT_ZSTD_LEVEL,
+            row_group_rows: DEFAULT_ROW_GROUP_ROWS,
+            data_page_rows: DEFAULT_DATA_PAGE_ROWS,
+            bloom_filters: true,
+            bloom_filter_fpp: DEFAULT_BLOOM_FILTER_FPP,
+        }
+    }
+}
+
+/// Merging of small files.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompactionConfig {
+    /// Whether small files are merged at all.
+    pub enabled: bool,
+    /// How often partitions are checked.
+    #[serde(with = "humantime_serde_compat")]
+    pub interval: Duration,
+    /// A partition still receiving rows is compacted once it has this many small files; a
+    /// partition whose hour has passed is compacted once it has two.
+    pub min_files: usize,
+    /// Files below half this size are small; merged files aim at this size.
+    pub target_file_bytes: ByteSize,
+}
+
+impl Default for CompactionConfig {
+    fn default() -> Self {
+        CompactionConfig {
+            enabled: true,
+            interval: DEFAULT_COMPACTION_INTERVAL,
+            min_files: DEFAULT_COMPACTION_MIN_FILES,
+            target_file_bytes: ByteSize(DEFAULT_COMPACTION_TARGET_FILE_BYTES),
+        }
+    }
+}
+
+/// How long stored data is kept, by event time. `0s` keeps a table forever.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Flow records (`policy_action/`).
+    #[serde(with = "humantime_serde_compat")]
+    pub flows: Duration,
+    /// Loss markers (`policy_action_loss/`).
+    #[serde(with = "humantime_serde_compat")]
+    pub loss: Duration,
+    /// One-minute rollups (`policy_action_1m/`), kept longer for dashboards over months.
+    #[serde(with = "humantime_serde_compat")]
+    pub rollups: Duration,
+    /// How often expired partitions are looked for.
+    #[serde(with = "humantime_serde_compat")]
+    pub interval: Duration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            flows: DEFAULT_RETENTION_FLOWS,
+            loss: DEFAULT_RETENTION_LOSS,
+            rollups: DEFAULT_RETENTION_ROLLUPS,
+            interval: DEFAULT_RETENTION_INTERVAL,
+        }
+    }
+}
+
+/// Exactly-once bookkeeping.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DedupConfig {
+    /// A (node, source) watermark is forgotten once the source has sent nothing for this long.
+    /// A shipper that resends older records after that would store them again, so keep it above
+    /// the longest time a node may be cut off and still retry.
+    #[serde(with = "humantime_serde_compat")]
+    pub source_retention: Duration,
+}
+
+impl Default for DedupConfig {
+    fn default() -> Self {
+        DedupConfig {
+            source_retention: DEFAULT_SOURCE_RETENTION,
+        }
+    }
+}
+
+/// A byte count: an integer, or a string with a unit (`"64MiB"`, `"512 KiB"`, `"1GB"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    pub fn bytes(self) -> u64 {
+        self.0
+    }
+}
+
+impl FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim();
+        let split = t
+            .find(|c: char| !c.is_ascii_digit() && c != '_')
+            .unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: u64 = num
+            .replace('_', "")
+            .parse()
+            .map_err(|_| format!("{s:?} is not a size (expected e.g. 1048576 or \"64MiB\")"))?;
+        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "kb" => 1_000,
+            "kib" | "k" => 1 << 10,
+            "mb" => 1_000_000,
+            "mib" | "m" => 1 << 20,
+            "gb" => 1_000_000_000,
+            "gib" | "g" => 1 << 30,
+            other => return Err(format!("unknown size unit {other:?} in {s:?}")),
+        };
+        n.checked_mul(mult)
+            .map(ByteSize)
+            .ok_or_else(|| format!("{s:?} is too large"))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Int(n) => Ok(ByteSize(n)),
+            Raw::Text(s) => s.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// A secret string: shown as `"<redacted>"` by `Debug`, so configs can be logged.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
+}
+
+/// object_store options; values whose key names a secret are redacted by `Debug`.
+#[derive(Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(transparent)]
+pub struct StorageOptions(pub BTreeMap<String, String>);
+
+impl StorageOptions {
+    fn is_secret_key(key: &str) -> bool {
+        let k = key.to_ascii_lowercase();
+        ["secret", "token", "password", "sas", "credential", "key"]
+            .iter()
+            .any(|w| k.contains(w))
+            && !k.ends_with("key_id")
+    }
+}
+
+impl fmt::Debug for StorageOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut m = f.debug_map();
+        for (k, v) in &self.0 {
+            if Self::is_secret_key(k) {
+                m.entry(k, &"<redacted>");
+            } else {
+                m.entry(k, v);
+            }
+        }
+        m.finish()
+    }
+}
+
+/// Serde for `Duration` as humantime text (`"5s"`, `"30d"`, `"1h 30m"`).
+mod humantime_serde_compat {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "{s:?} is not a duration ({e}); write e.g. \"5s\", \"10m\", \"30d\""
+            ))
+        })
+    }
+}
+
+/// One problem with one setting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// Dotted setting name, e.g. `grpc.max_batch_bytes`.
+    pub setting: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.setting, self.message)
+    }
+}
+
+/// Every problem found in a configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors {
+    /// Where the configuration came from (file path, or "defaults").
+    pub origin: String,
+    pub problems: Vec<ConfigProblem>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration ({})", self.origin)?;
+        for p in &self.problems {
+            write!(f, "\n  {p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Which object store a storage URL addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageKind {
+    Local,
+    S3,
+    Gcs,
+    Azure,
+}
+
+impl StorageKind {
+    /// The backend of `url` (a URL or a plain local path).
+    pub fn of(url: &str) -> Result<StorageKind, String> {
+        let Some((scheme, _)) = url.split_once("://") else {
+            return Ok(StorageKind::Local);
+        };
+        match scheme.to_ascii_lowercase().as_str() {
+            "file" => Ok(StorageKind::Local),
+            "s3" | "s3a" => Ok(StorageKind::S3),
+            "gs" => Ok(StorageKind::Gcs),
+            "az" | "azure" | "abfs" | "abfss" | "adl" => Ok(StorageKind::Azure),
+            other => Err(format!(
+                "unsupported scheme {other:?}; use a local path, file://, s3://, gs:// or az://"
+            )),
+        }
+    }
+
+    /// Whether `key` is an object_store option of this backend.
+    fn accepts_option(self, key: &str) -> bool {
+        let k = key.to_ascii_lowercase();
+        match self {
+            StorageKind::Local => false,
+            StorageKind::S3 => object_store::aws::AmazonS3ConfigKey::from_str(&k).is_ok(),
+            StorageKind::Gcs => object_store::gcp::GoogleConfigKey::from_str(&k).is_ok(),
+            StorageKind::Azure => object_store::azure::AzureConfigKey::from_str(&k).is_ok(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path` (or nothing: defaults), then applies `VERDICT_COLLECTOR__*` overrides from
+    /// `env`, then validates.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigErrors> {
+        let origin = path.map_or_else(|| "defaults".to_owned(), |p| p.display().to_string());
+        let fail = |setting: &str, message: String| ConfigErrors {
+            origin: origin.clone(),
+            problems: vec![ConfigProblem {
+                setting: setting.to_owned(),
+                message,
+            }],
+        };
+        let mut table = match path {
+            None => toml::Table::new(),
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| fail("--config", format!("cannot read {}: {e}", p.display())))?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| fail("--config", format!("not valid TOML: {e}")))?
+            }
+        };
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let keys: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+            if keys.iter().any(String::is_empty) {
+                return Err(fail(&name, "empty key segment".into()));
+            }
+            set_path(&mut table, &keys, parse_env_value(&value))
+                .map_err(|m| fail(&keys.join("."), format!("from ${name}: {m}")))?;
+        }
+        let config: Config = Config::deserialize(toml::Value::Table(table)).map_err(|e| {
+            // serde names the field (`unknown field `lisen``); toml gives the path.
+            fail("config", e.to_string())
+        })?;
+        config.validate().map_err(|problems| ConfigErrors {
+            origin: origin.clone(),
+            problems,
+        })?;
+        Ok(config)
+    }
+
+    /// Every problem with this configuration, or `Ok`.
+    pub fn validate(&self) -> Result<(), Vec<ConfigProblem>> {
+        let mut p = Vec::new();
+        let mut bad = |setting: &str, message: String| {
+            p.push(ConfigProblem {
+                setting: setting.to_owned(),
+                message,
+            })
+        };
+        if self.instance_id.is_empty()
+            || self.instance_id.len() > 64
+            || !self
+                .instance_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            bad(
+                "instance_id",
+                format!(
+                    "{:?}: use 1–64 letters, digits, '-' or '_'",
+                    self.instance_id
+                ),
+            );
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            bad("data_dir", "must not be empty".into());
+        }
+        let g = &self.grpc;
+        if g.listen == self.http.listen && g.listen.port() != 0 {
+            bad(
+                "http.listen",
+                format!("{} is also grpc.listen", self.http.listen),
+            );
+        }
+        if g.max_batch_bytes.0 == 0 {
+            bad("grpc.max_batch_bytes", "must be positive".into());
+        }
+        if g.max_message_bytes < g.max_batch_bytes {
+            bad(
+                "grpc.max_batch_bytes",
+                format!(
+                    "must be at most grpc.max_message_bytes ({})",
+                    g.max_message_bytes.0
+                ),
+            );
+        }
+        if g.max_message_bytes.0 > u64::from(u32::MAX) {
+            bad(
+                "grpc.max_message_bytes",
+                "must be below 4 GiB (a gRPC message length is 32 bits)".into(),
+            );
+        }
+        if g.max_records_per_batch == 0 {
+            bad("grpc.max_records_per_batch", "must be positive".into());
+        }
+        if g.max_record_bytes.0 == 0 || g.max_record_bytes > g.max_batch_bytes {
+            bad(
+                "grpc.max_record_bytes",
+                "must be positive and at most grpc.max_batch_bytes".into(),
+            );
+        }
+        if g.max_in_flight_batches == 0 {
+            bad("grpc.max_in_flight_batches", "must be positive".into());
+        }
+        if g.max_streams == 0 {
+            bad("grpc.max_streams", "must be positive".into());
+        }
+        for (i, t) in g.auth_tokens.iter().enumerate() {
+            let t = t.expose();
+            if t.is_empty() || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                bad(
+                    &format!("grpc.auth_tokens[{i}]"),
+                    "must be non-empty and contain no whitespace".into(),
+                );
+            }
+        }
+        if let Some(tls) = &g.tls {
+            for (name, path) in [
+                ("grpc.tls.cert_file", Some(&tls.cert_file)),
+                ("grpc.tls.key_file", Some(&tls.key_file)),
+                ("grpc.tls.client_ca_file", tls.client_ca_file.as_ref()),
+            ] {
+                if let Some(path) = path
+                    && !path.is_file()
+                {
+                    bad(name, format!("{} is not a readable file", path.display()));
+                }
+            }
+        }
+        let url = self.storage_url();
+        match StorageKind::of(&url) {
+            Err(m) => bad("storage.url", m),
+            Ok(kind) => {
+                if kind != StorageKind::Local {
+                    if let Err(e) = url::Url::parse(&url) {
+                        bad("storage.url", format!("{url:?} is not a URL: {e}"));
+                    }
+                } else if url.starts_with("file://") && !url.starts_with("file:///") {
+                    bad(
+                        "storage.url",
+                        "a file:// URL needs an absolute path (file:///…); or give a plain path"
+                            .into(),
+                    );
+                }
+                for key in self.storage.options.0.keys() {
+                    if !kind.accepts_option(key) {
+                        bad(
+                            &format!("storage.options.{key}"),
+                            format!("not an option of the {kind:?} backend of {url:?}"),
+                        );
+                    }
+                }
+            }
+        }
+        if self.wal.segment_bytes.0 < 1 << 20 {
+            bad("wal.segment_bytes", "must be at least 1 MiB".into());
+        }
+        if self.wal.max_group_bytes < g.max_batch_bytes {
+            bad(
+                "wal.max_group_bytes",
+                "must be at least grpc.max_batch_bytes".into(),
+            );
+        }
+        if self.flush.max_age.is_zero() {
+            bad("flush.max_age", "must be positive".into());
+        }
+        if self.flush.max_rows == 0 {
+            bad("flush.max_rows", "must be positive".into());
+        }
+        if self.flush.max_unflushed_bytes.0 < 4 * g.max_batch_bytes.0 {
+            bad(
+                "flush.max_unflushed_bytes",
+                "must be at least 4 × grpc.max_batch_bytes".into(),
+            );
+        }
+        let pq = &self.parquet;
+        if !(1..=22).contains(&pq.zstd_level) {
+            bad(
+                "parquet.zstd_level",
+                format!("{} is not in 1–22", pq.zstd_level),
+            );
+        }
+        if pq.row_group_rows == 0 {
+            bad("parquet.row_group_rows", "must be positive".into());
+        }
+        if pq.data_page_rows == 0 || pq.data_page_rows > pq.row_group_rows {
+            bad(
+                "parquet.data_page_rows",
+                "must be positive and at most parquet.row_group_rows".into(),
+            );
+        }
+        if !(pq.bloom_filter_fpp > 0.0 && pq.bloom_filter_fpp < 1.0) {
+            bad(
+                "parquet.bloom_filter_fpp",
+                format!("{} is not between 0 and 1", pq.bloom_filter_fpp),
+            );
+        }
+        let c = &self.compaction;
+        if c.interval.is_zero() {
+            bad("compaction.interval", "must be positive".into());
+        }
+        if c.min_files < 2 {
+            bad("compaction.min_files", "must be at least 2".into());
+        }
+        if c.target_file_bytes.0 < 1 << 20 {
+            bad(
+                "compaction.target_file_bytes",
+                "must be at least 1 MiB".into(),
+            );
+        }
+        let r = &self.retention;
+        if r.interval.is_zero() {
+            bad("retention.interval", "must be positive".into());
+        }
+        for (name, d) in [
+            ("retention.flows", r.flows),
+            ("retention.loss", r.loss),
+            ("retention.rollups", r.rollups),
+        ] {
+            if !d.is_zero() && d < Duration::from_secs(3600) {
+                bad(
+                    name,
+                    "must be 0s (keep forever) or at least 1h (partitions are hours)".into(),
+                );
+            }
+        }
+        if self.dedup.source_retention < Duration::from_secs(60) {
+            bad("dedup.source_retention", "must be at least 1m".into());
+        }
+        if p.is_empty() { Ok(()) } else { Err(p) }
+    }
+
+    /// The storage URL, with the default (`DATA_DIR/lake`) filled in.
+    pub fn storage_url(&self) -> String {
+        match &self.storage.url {
+            Some(u) => u.clone(),
+            None => self.data_dir.join("lake").display().to_string(),
+        }
+    }
+
+    /// The write-ahead log directory, with the default (`DATA_DIR/wal`) filled in.
+    pub fn wal_dir(&self) -> PathBuf {
+        self.wal
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("wal"))
+    }
+}
+
+/// An override value: TOML when it parses as a TOML value, otherwise the raw string.
+fn parse_env_value(raw: &str) -> toml::Value {
+    format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}
+
+fn set_path(table: &mut toml::Table, keys: &[String], value: toml::Value) -> Result<(), String> {
+    let (last, parents) = keys.split_last().expect("at least one key");
+    let mut t = table;
+    for k in parents {
+        let entry = t
+            .entry(k.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        t = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("{k} is not a section"))?;
+    }
+    // Keep strings that look like numbers as strings where the file had a string.
+    let value = match (t.get(last), value) {
+        (Some(toml::Value::String(_)), toml::Value::Integer(i)) => {
+            toml::Value::String(i.to_string())
+        }
+        (Some(toml::Value::String(_)), toml::Value::Float(f)) => toml::Value::String(f.to_string()),
+        (Some(toml::Value::String(_)), toml::Value::Boolean(b)) => {
+            toml::Value::String(b.to_string())
+        }
+        (_, v) => v,
+    };
+    t.insert(last.clone(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_valid_and_work_on_one_machine() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.grpc.listen.port(), 9000);
+        assert_eq!(c.http.listen.port(), 8080);
+        assert_eq!(c.storage_url(), "verdict-data/lake");
+        assert_eq!(c.wal_dir(), PathBuf::from("verdict-data/wal"));
+    }
+
+    #[test]
+    fn the_example_file_lists_exactly_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("collector.example.toml");
+        let c = Config::load(Some(&path), env(&[])).unwrap();
+        assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            r#"
+instance_id = "a b"
+[grpc]
+max_batch_bytes = "128MiB"
+[parquet]
+zstd_level = 40
+[storage]
+url = "ftp://x/y"
+"#,
+        )
+        .unwrap();
+        let e = Config::load(Some(&path), env(&[])).unwrap_err();
+        let settings: Vec<&str> = e.problems.iter().map(|p| p.setting.as_str()).collect();
+        assert_eq!(
+            settings,
+            [
+                "instance_id",
+                "grpc.max_batch_bytes",
+                "storage.url",
+                "wal.max_group_bytes",
+                "parquet.zstd_level",
+            ],
+            "{e}"
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains("parquet.zstd_level: 40 is not in 1–22"),
+            "{text}"
+        );
+        assert!(text.contains("unsupported scheme \"ftp\""), "{text}");
+    }
+
+    #[test]
+    fn unknown_settings_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[grpc]\nlisen = \"0.0.0.0:1\"\n").unwrap();
+        let e = Config::load(Some(&path), env(&[])).unwrap_err().to_string();
+        assert!(e.contains("unknown field `lisen`"), "{e}");
+        let e = Config::load(None, env(&[("VERDICT_COLLECTOR__FLUSH__MAX_AGE", "soon")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"soon\" is not a duration"), "{e}");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "instance_id = \"a\"\n[grpc]\nlisten = \"127.0.0.1:1\"\n",
+        )
+        .unwrap();
+        let c = Config::load(
+            Some(&path),
+            env(&[
+                ("VERDICT_COLLECTOR__GRPC__LISTEN", "127.0.0.1:7000"),
+                ("VERDICT_COLLECTOR__GRPC__AUTH_TOKENS", r#"["t1", "t2"]"#),
+                ("VERDICT_COLLECTOR__STORAGE__URL", "s3://bucket/lake"),
+                (
+                    "VERDICT_COLLECTOR__STORAGE__OPTIONS__AWS_ENDPOINT",
+                    "http://127.0.0.1:9",
+                ),
+                ("VERDICT_COLLECTOR__FLUSH__MAX_ROWS", "10"),
+                ("VERDICT_COLLECTOR__INSTANCE_ID", "12"),
+                ("OTHER", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.grpc.listen, "127.0.0.1:7000".parse().unwrap());
+        assert_eq!(
+            c.grpc.auth_tokens,
+            vec![Secret::new("t1"), Secret::new("t2")]
+        );
+        assert_eq!(c.storage_url(), "s3://bucket/lake");
+        assert_eq!(c.flush.max_rows, 10);
+        // A number given for a setting the file had as a string stays a string.
+        assert_eq!(c.instance_id, "12");
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug() {
+        let mut c = Config::default();
+        c.grpc.auth_tokens = vec![Secret::new("hunter2")];
+        c.storage
+            .options
+            .0
+            .insert("aws_secret_access_key".into(), "s3cr3t".into());
+        c.storage
+            .options
+            .0
+            .insert("aws_access_key_id".into(), "AKIDVISIBLE".into());
+        c.storage
+            .options
+            .0
+            .insert("aws_endpoint".into(), "http://e".into());
+        let d = format!("{c:?}");
+        assert!(!d.contains("hunter2") && !d.contains("s3cr3t"), "{d}");
+        assert!(d.contains("AKIDVISIBLE") && d.contains("http://e"), "{d}");
+    }
+
+    #[test]
+    fn storage_options_must_belong_to_the_backend() {
+        let mut c = Config::default();
+        c.storage.url = Some("s3://b/p".into());
+        c.storage
+            .options
+            .0
+            .insert("aws_endpoint".into(), "http://e".into());
+        c.storage
+            .options
+            .0
+            .insert("google_service_account".into(), "x".into());
+        let p = c.validate().unwrap_err();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].setting, "storage.options.google_service_account");
+        c.storage.options.0.remove("google_service_account");
+        c.storage.url = Some("gs://b/p".into());
+        assert_eq!(
+            c.validate().unwrap_err()[0].setting,
+            "storage.options.aws_endpoint"
+        );
+        c.storage.options.0.clear();
+        for url in [
+            "gs://b/p",
+            "az://c/p",
+            "s3://b",
+            "/abs/path",
+            "rel/path",
+            "file:///abs",
+        ] {
+            c.storage.url = Some(url.into());
+            c.validate().unwrap_or_else(|e| panic!("{url}: {e:?}"));
+        }
+    }
+
+    #[test]
+    fn sizes_accept_units() {
+        assert_eq!("64MiB".parse::<ByteSize>().unwrap(), ByteSize(64 << 20));
+        assert_eq!("512 KiB".parse::<ByteSize>().unwrap(), ByteSize(512 << 10));
+        assert_eq!("1GB".parse::<ByteSize>().unwrap(), ByteSize(1_000_000_000));
+        assert_eq!("1_000".parse::<ByteSize>().unwrap(), ByteSize(1000));
+        assert!("12 parsecs".parse::<ByteSize>().is_err());
+    }
+}

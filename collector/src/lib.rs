@@ -1,0 +1,49 @@
+//! `verdict-collector`, storage half: the central service nodes stream their policy-action
+//! records to. It deduplicates them exactly once per (node, source), makes them durable in a
+//! write-ahead log before acknowledging, and stores them as hive-partitioned Parquet (zstd) on
+//! object storage — a local folder by default, S3, GCS or Azure by URL — with one-minute
+//! rollups beside the raw rows. Queries (another issue) build on [`Collector::snapshot`]: the
+//! committed files plus the rows not flushed yet.
+//!
+//! Modules:
+//! - [`config`]: the TOML configuration, its defaults, env overrides and validation.
+//! - [`ingest`]: the gRPC service `verdict.ingest.v1.Ingest/Stream` (raw-bytes codec, per-stream
+//!   backpressure, bearer-token auth); [`tls`]: TLS and mTLS.
+//! - [`decode`]: batch validation, record decoding and conversion to Arrow rows.
+//! - [`writer`]: the single writer — dedup, WAL group commit, apply, acknowledge. **The
+//!   exactly-once invariant is written at its top.**
+//! - [`wal`]: the write-ahead log format, replay and truncation.
+//! - [`buffer`]: unflushed rows and the state readers, writer and flusher share.
+//! - [`flush`]: rows to Parquet files, committed with the watermarks they imply.
+//! - [`manifest`]: the commit log in object storage (files, watermarks, WAL position).
+//! - [`compaction`], [`retention`]: merging small files; deleting expired partitions.
+//! - [`rollup`]: one-minute aggregates.
+//! - [`parquet_file`]: file layout, encoding and decoding; [`storage`]: object storage;
+//!   [`table`]: tables and hive partitions.
+//! - [`metrics`], [`http`]: Prometheus metrics on the HTTP port.
+//! - [`collector`]: wiring, start-up recovery and shutdown.
+
+pub mod buffer;
+pub mod collector;
+pub mod compaction;
+pub mod config;
+pub mod decode;
+pub mod error;
+pub mod flush;
+pub mod http;
+pub mod ingest;
+pub mod manifest;
+pub mod metrics;
+pub mod parquet_file;
+pub mod retention;
+pub mod rollup;
+pub mod storage;
+pub mod table;
+pub mod tls;
+pub mod wal;
+pub mod writer;
+
+pub use collector::{Collector, Recovery, bind, run};
+pub use config::Config;
+pub use error::{Error, Result};
+pub use table::{Hour, Table};

@@ -1,0 +1,101 @@
+//! `verdict-collector`: runs the collector with one TOML configuration file (or none: every
+//! setting has a default that works on one machine) and `VERDICT_COLLECTOR__*` overrides.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+#[derive(Debug, Parser)]
+#[command(name = "verdict-collector", version, about)]
+struct Args {
+    /// Configuration file (TOML). Every setting is optional; see collector.example.toml.
+    #[arg(long, env = "VERDICT_COLLECTOR_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print the effective configuration (secrets redacted) and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let config = match verdict_collector::Config::load(args.config.as_deref(), std::env::vars()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("verdict-collector: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    if args.print_config {
+        println!("{config:#?}");
+        return std::process::ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("verdict-collector: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(config)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            let mut msg = format!("verdict-collector: {e}");
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                msg.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            eprintln!("{msg}");
+            let code = match e {
+                verdict_collector::Error::Config(_) | verdict_collector::Error::Setting { .. } => 2,
+                _ => 1,
+            };
+            std::process::ExitCode::from(code)
+        }
+    }
+}
+
+/// Binds, announces the bound addresses on stdout (ports may be 0 in the configuration), opens
+/// the collector (recovering what a previous run left), serves until SIGINT/SIGTERM, flushes.
+async fn serve(config: verdict_collector::Config) -> verdict_collector::Result<()> {
+    let (grpc, http) = verdict_collector::bind(&config).await?;
+    let addrs = (grpc.local_addr(), http.local_addr());
+    let (collector, recovery) = verdict_collector::Collector::open(config).await?;
+    if let (Ok(g), Ok(h)) = addrs {
+        println!("verdict-collector listening grpc={g} http={h}");
+    }
+    tracing::info!(?recovery, "ready");
+    let served = collector.serve(grpc, http, shutdown_signal()).await;
+    let closed = collector.close().await;
+    served.and(closed)
+}

@@ -1,0 +1,252 @@
+//! The single writer: deduplicates batches against per-source watermarks, makes them durable in
+//! the write-ahead log with group commit, applies them to the row buffer, and only then answers.
+//!
+//! # The exactly-once invariant
+//!
+//! For every (node, source), let W be its watermark. At every instant:
+//!
+//! 1. **Durable state = committed files + WAL entries after the commit log's `wal_lsn`.** The
+//!    commit log (manifest) records, atomically with the files a flush adds, the WAL position
+//!    `wal_lsn` those files cover and every watermark as of that position. WAL segments are
+//!    deleted only when all their entries are at or below a committed `wal_lsn`.
+//! 2. **A WAL entry is a decision, replayed verbatim.** It holds exactly the records that passed
+//!    dedup and the source's new W (its last sequence). Replay (in LSN order, after the
+//!    committed `wal_lsn`) adds those rows and sets W, so recovery rebuilds precisely the rows
+//!    and watermarks the live process had — it never re-decides.
+//! 3. **Dedup happens in one place, in LSN order.** This thread is the only one that reads or
+//!    advances the deciding watermarks (`written`), and it frames entries in the order it
+//!    decides them, so W in the WAL only grows per source and a record with sequence ≤ W is
+//!    never written twice.
+//! 4. **Acknowledge after durable.** A batch's `BatchResult` is sent only after the `fdatasync`
+//!    of the group containing its entry (or, for an all-duplicate batch, of the group in which
+//!    the thread last advanced that source — the same or an earlier one).
+//! 5. **A failed write stops everything.** After a WAL write or fsync error the file's tail is
+//!    unknown, so no further batch is accepted until a restart, whose replay decides what
+//!    survived; nothing unacknowledged is ever counted on.
+//!
+//! So after kill -9 at any instant: every acknowledged record is in a committed file or in a
+//! replayed entry (1, 4); no record is stored twice, because a record is written only above W
+//! (3), replay restores W with the rows (2), and a flush commits rows together with the W they
+//! imply (1). Dedup state is O(sources): one watermark per (node, source), forgotten after
+//! `dedup.source_retention` without batches.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+use verdict_schema::Timestamp;
+
+use crate::buffer::{Shared, unflushed_bytes, unflushed_rows};
+use crate::decode::PreparedBatch;
+use crate::error::{Error, Result};
+use crate::manifest::{SourceKey, SourceWatermark};
+use crate::metrics::Metrics;
+use crate::table::Table;
+use crate::wal::{WalEntry, WalWriter, frame_entry};
+
+/// What became of an accepted batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    pub stored: u64,
+    pub duplicates: u64,
+    /// The source's durable watermark after this batch (0 if nothing of it was ever stored).
+    pub durable_sequence: u64,
+}
+
+/// A batch on its way to durability.
+#[derive(Debug)]
+pub struct WriteRequest {
+    pub batch: PreparedBatch,
+    pub reply: oneshot::Sender<Result<Outcome>>,
+}
+
+/// The way into the writer thread, shared by every stream; emptied at shutdown so the thread
+/// ends once in-flight sends are done.
+pub type WriterSender = Arc<std::sync::Mutex<Option<mpsc::Sender<WriteRequest>>>>;
+
+/// Settings of the writer thread.
+#[derive(Debug, Clone)]
+pub struct WriterSettings {
+    pub max_group_bytes: usize,
+    pub max_unflushed_bytes: usize,
+    pub flush_rows: usize,
+    pub source_retention: Duration,
+}
+
+/// Forgets watermarks of sources idle longer than `retention` (as of `now_nanos`).
+pub fn forget_idle_sources(
+    marks: &mut HashMap<SourceKey, SourceWatermark>,
+    now_nanos: i64,
+    retention: Duration,
+) -> usize {
+    let cutoff = now_nanos.saturating_sub(i64::try_from(retention.as_nanos()).unwrap_or(i64::MAX));
+    let before = marks.len();
+    marks.retain(|_, w| w.last_seen >= cutoff);
+    before - marks.len()
+}
+
+enum Plan {
+    /// Written as entry `lsn`, records `skip..` new.
+    Apply { skip: usize, watermark: u64 },
+    /// Nothing new; the source's watermark was `watermark`.
+    Duplicate { watermark: u64 },
+}
+
+/// Starts the writer thread. `written` are the watermarks after WAL replay.
+pub fn spawn(
+    mut wal: WalWriter,
+    mut written: HashMap<SourceKey, SourceWatermark>,
+    shared: Arc<Shared>,
+    metrics: Arc<Metrics>,
+    settings: WriterSettings,
+    mut rx: mpsc::Receiver<WriteRequest>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("verdict-wal-writer".into())
+        .spawn(move || {
+            let mut buf: Vec<u8> = Vec::with_capacity(settings.max_group_bytes.min(64 << 20));
+            let mut last_expiry = Instant::now();
+            while let Some(first) = rx.blocking_recv() {
+                let mut group = vec![first];
+                let mut bytes = group[0].batch.wal_records.len();
+                while bytes < settings.max_group_bytes {
+                    match rx.try_recv() {
+                        Ok(r) => {
+                            bytes += r.batch.wal_records.len();
+                            group.push(r);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                if let Some(reason) = shared.lock().failed.clone() {
+                    for r in group {
+                        let _ = r.reply.send(Err(Error::WalFailed(reason.clone())));
+                    }
+                    continue;
+                }
+                // Backpressure: when flushes fall behind, stop acknowledging until they catch up.
+                shared.wait_for_space(settings.max_unflushed_bytes);
+
+                buf.clear();
+                let mut plans = Vec::with_capacity(group.len());
+                let mut entries = 0u64;
+                for r in &group {
+                    let b = &r.batch;
+                    let previous = written.get(&b.key).map(|w| w.sequence);
+                    let skip = previous.map_or(0, |w| b.sequences.partition_point(|&s| s <= w));
+                    if skip < b.sequences.len() {
+                        let watermark = *b.sequences.last().expect("non-empty");
+                        let lsn = wal.take_lsn();
+                        let header = WalEntry {
+                            node: Some(b.node.clone()),
+                            source_id: b.key.1.clone(),
+                            receive_unix_nanos: b.receive.unix_nanos(),
+                            watermark,
+                            records: Vec::new(),
+                        };
+                        frame_entry(&mut buf, lsn, &header, &b.wal_records[b.record_offsets[skip]..]);
+                        entries += 1;
+                        written.insert(
+                            b.key.clone(),
+                            SourceWatermark {
+                                sequence: watermark,
+                                last_seen: b.receive.unix_nanos(),
+                            },
+                        );
+                        plans.push(Plan::Apply { skip, watermark });
+                    } else {
+                        plans.push(Plan::Duplicate {
+                            watermark: previous.unwrap_or(0),
+                        });
+                    }
+                }
+
+                let started = Instant::now();
+                if let Err(e) = wal.write_group(&buf) {
+                    let reason = e.to_string();
+                    tracing::error!(error = %reason, "write-ahead log write failed; refusing all further batches until restart");
+                    shared.lock().failed = Some(reason.clone());
+                    for r in group {
+                        let _ = r.reply.send(Err(Error::WalFailed(reason.clone())));
+                    }
+                    continue;
+                }
+                if !buf.is_empty() {
+                    metrics.wal_commit_seconds.observe(started.elapsed());
+                    metrics.wal_group_commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    metrics.wal_bytes.fetch_add(buf.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    metrics.wal_entries.fetch_add(entries, std::sync::atomic::Ordering::Relaxed);
+                }
+
+                // Apply in LSN order, then answer.
+                let mut stored = [0u64; 2];
+                let mut duplicates = 0u64;
+                let (rows, mem, sources) = {
+                    let mut s = shared.lock();
+                    let mut lsn = s.applied_lsn;
+                    for (r, plan) in group.iter().zip(&plans) {
+                        if let Plan::Apply { skip, watermark } = plan {
+                            let b = &r.batch;
+                            lsn += 1;
+                            for part in &b.parts {
+                                if let Some(rows) = part.without_first(*skip) {
+                                    stored[usize::from(part.table == Table::Loss)] += rows.num_rows() as u64;
+                                    s.active.add(part.table, part.hour, rows);
+                                }
+                            }
+                            s.watermarks.insert(
+                                b.key.clone(),
+                                SourceWatermark {
+                                    sequence: *watermark,
+                                    last_seen: b.receive.unix_nanos(),
+                                },
+                            );
+                        }
+                    }
+                    debug_assert_eq!(lsn + 1, wal.next_lsn());
+                    s.applied_lsn = lsn;
+                    (unflushed_rows(&s), unflushed_bytes(&s), s.watermarks.len())
+                };
+                metrics.unflushed_rows.store(rows as u64, std::sync::atomic::Ordering::Relaxed);
+                metrics.unflushed_bytes.store(mem as u64, std::sync::atomic::Ordering::Relaxed);
+                metrics.sources.store(sources as u64, std::sync::atomic::Ordering::Relaxed);
+                if rows >= settings.flush_rows {
+                    shared.flush_wanted.notify_one();
+                }
+                for (r, plan) in group.into_iter().zip(plans) {
+                    let n = r.batch.sequences.len() as u64;
+                    let outcome = match plan {
+                        Plan::Apply { skip, watermark } => Outcome {
+                            stored: n - skip as u64,
+                            duplicates: skip as u64,
+                            durable_sequence: watermark,
+                        },
+                        Plan::Duplicate { watermark } => Outcome {
+                            stored: 0,
+                            duplicates: n,
+                            durable_sequence: watermark,
+                        },
+                    };
+                    duplicates += outcome.duplicates;
+                    let _ = r.reply.send(Ok(outcome));
+                }
+                metrics.stored(Table::Flows, stored[0]);
+                metrics.stored(Table::Loss, stored[1]);
+                metrics
+                    .records_deduplicated
+                    .fetch_add(duplicates, std::sync::atomic::Ordering::Relaxed);
+
+                if last_expiry.elapsed() > Duration::from_secs(60) {
+                    last_expiry = Instant::now();
+                    forget_idle_sources(
+                        &mut written,
+                        Timestamp::now().unix_nanos(),
+                        settings.source_retention,
+                    );
+                }
+            }
+            tracing::debug!("write-ahead log writer stopped");
+        })
+        .expect("spawning the WAL writer thread")
+}

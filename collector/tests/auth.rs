@@ -1,0 +1,182 @@
+//! Authentication of node streams: bearer tokens, and mutual TLS with certificates generated
+//! here (rcgen) for a throwaway CA.
+
+mod support;
+
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use support::*;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+use verdict_collector::config::{Secret, TlsConfig};
+use verdict_schema::proto::v1;
+
+fn one_batch(batch_id: u64) -> v1::Batch {
+    batch(
+        "n1",
+        "s1",
+        batch_id,
+        vec![json_record(
+            batch_id,
+            v1::LogId::PolicyAction,
+            &flow_json("n1", batch_id, 1_767_225_600),
+        )],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_need_a_configured_bearer_token() {
+    let (_guard, dir) = tempdir();
+    let mut cfg = config(&dir);
+    cfg.grpc.auth_tokens = vec![Secret::new("first-token"), Secret::new("second-token")];
+    let served = Served::start(cfg).await;
+    let ch = channel(served.grpc).await;
+
+    let e = Stream::open(ch.clone(), None).await.err().expect("refused");
+    assert_eq!(e.code(), tonic::Code::Unauthenticated);
+    assert!(
+        e.message()
+            .contains("missing `authorization: Bearer TOKEN`"),
+        "{e:?}"
+    );
+    let e = Stream::open(ch.clone(), Some("guess"))
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(e.code(), tonic::Code::Unauthenticated);
+    assert!(e.message().contains("not accepted"), "{e:?}");
+
+    let mut s = Stream::open(ch.clone(), Some("second-token"))
+        .await
+        .unwrap();
+    assert_eq!(s.call(&one_batch(1)).await.stored, 1);
+    let mut s = Stream::open(ch, Some("first-token")).await.unwrap();
+    assert_eq!(s.call(&one_batch(2)).await.stored, 1);
+    let m = served.metrics().await;
+    assert_eq!(
+        metric(&m, "verdict_collector_auth_failures_total"),
+        Some(2.0)
+    );
+    served.stop().await;
+}
+
+struct Pki {
+    ca_pem: String,
+    server: (String, String),
+    client: (String, String),
+    stranger: (String, String),
+}
+
+fn new_ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name.push(rcgen::DnType::CommonName, name);
+    CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap()
+}
+
+fn leaf(names: &[&str], issuer: &CertifiedIssuer<'static, KeyPair>) -> (String, String) {
+    let key = KeyPair::generate().unwrap();
+    let names: Vec<String> = names.iter().map(|s| (*s).to_owned()).collect();
+    let cert = CertificateParams::new(names)
+        .unwrap()
+        .signed_by(&key, issuer)
+        .unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+fn pki() -> Pki {
+    let ca = new_ca("verdict test CA");
+    let other = new_ca("someone else's CA");
+    Pki {
+        ca_pem: ca.pem(),
+        server: leaf(&["localhost", "127.0.0.1"], &ca),
+        client: leaf(&["node-1"], &ca),
+        stranger: leaf(&["node-x"], &other),
+    }
+}
+
+async fn tls_channel(
+    addr: std::net::SocketAddr,
+    ca: &str,
+    identity: Option<&(String, String)>,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca))
+        .domain_name("localhost");
+    if let Some((cert, key)) = identity {
+        tls = tls.identity(Identity::from_pem(cert, key));
+    }
+    Endpoint::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(tls)?
+        .connect()
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_admits_only_clients_of_the_configured_ca() {
+    let (_guard, dir) = tempdir();
+    let pki = pki();
+    let write = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let mut cfg = config(&dir);
+    cfg.grpc.tls = Some(TlsConfig {
+        cert_file: write("server.crt", &pki.server.0),
+        key_file: write("server.key", &pki.server.1),
+        client_ca_file: Some(write("ca.crt", &pki.ca_pem)),
+    });
+    let served = Served::start(cfg).await;
+
+    let ch = tls_channel(served.grpc, &pki.ca_pem, Some(&pki.client))
+        .await
+        .expect("a client of the CA connects");
+    let mut s = Stream::open(ch, None).await.unwrap();
+    assert_eq!(s.call(&one_batch(1)).await.stored, 1);
+
+    for who in [None, Some(&pki.stranger)] {
+        let refused = match tls_channel(served.grpc, &pki.ca_pem, who).await {
+            Err(_) => true,
+            Ok(ch) => Stream::open(ch, None).await.is_err(),
+        };
+        assert!(
+            refused,
+            "a client without a certificate of the CA is refused"
+        );
+    }
+    // Plaintext is refused too.
+    let plain = Endpoint::from_shared(format!("http://{}", served.grpc))
+        .unwrap()
+        .connect()
+        .await;
+    let refused = match plain {
+        Err(_) => true,
+        Ok(ch) => Stream::open(ch, None).await.is_err(),
+    };
+    assert!(refused);
+    served.stop().await;
+}
+
+#[tokio::test]
+async fn unusable_tls_files_are_named_at_start() {
+    let (_guard, dir) = tempdir();
+    let junk = dir.join("junk.pem");
+    std::fs::write(&junk, "not a certificate").unwrap();
+    let mut cfg = config(&dir);
+    cfg.grpc.tls = Some(TlsConfig {
+        cert_file: junk.clone(),
+        key_file: junk,
+        client_ca_file: None,
+    });
+    let (collector, _) = verdict_collector::Collector::open(cfg).await.unwrap();
+    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let e = collector
+        .serve(grpc, http, async {})
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("grpc.tls.cert_file:"), "{e}");
+    assert!(e.contains("is not PEM"), "{e}");
+    collector.close().await.unwrap();
+}
