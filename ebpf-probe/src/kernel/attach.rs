@@ -51,41 +51,9 @@ pub fn host_interface_for(ip: IpAddr) -> Option<String> {
 
 /// Attaches both programs to `interface`, replacing ours if already there.
 pub fn attach(maps: &mut KernelMaps, interface: &str) -> Result<(), KernelError> {
-    let err = |message: String| KernelError::Attach {
-        interface: interface.to_owned(),
-        message,
-    };
-    // Fails when the interface already has a clsact qdisc (ours from a previous run, or another
-    // tool's, which we share): the filter attach below is what decides.
-    if let Err(e) = tc::qdisc_add_clsact(interface) {
-        tracing::debug!(interface, error = %e, "clsact qdisc not added (probably present)");
-    }
+    add_clsact(interface);
     for (name, attach_type) in HOOKS {
-        let prog: &mut SchedClassifier = maps
-            .ebpf
-            .program_mut(name)
-            .ok_or_else(|| err(format!("program {name} missing")))?
-            .try_into()
-            .map_err(|e| err(format!("{name}: {e}")))?;
-        let id =
-            match SchedClassifierLink::attached(interface, attach_type, PRIORITY, HANDLE, None) {
-                Ok(existing) => prog.attach_to_link(existing).or_else(|_| {
-                    prog.attach_with_options(
-                        interface,
-                        attach_type,
-                        TcAttachOptions::Netlink(NlOptions {
-                            priority: PRIORITY,
-                            handle: HANDLE,
-                            classid: None,
-                        }),
-                    )
-                }),
-                Err(e) => return Err(err(e.to_string())),
-            }
-            .map_err(|e| err(format!("{name}: {e:#}")))?;
-        // Keep the filter when this process exits: enforcement must outlive the agent.
-        let link = prog.take_link(id).map_err(|e| err(e.to_string()))?;
-        std::mem::forget(link);
+        attach_hook(maps, interface, name, attach_type)?;
     }
     Ok(())
 }
@@ -93,14 +61,31 @@ pub fn attach(maps: &mut KernelMaps, interface: &str) -> Result<(), KernelError>
 /// Attaches the post-DNAT hook to a node uplink (tc egress): Service traffic from local pods to
 /// backends on other nodes gets its egress decision there.
 pub fn attach_uplink(maps: &mut KernelMaps, interface: &str) -> Result<(), KernelError> {
+    add_clsact(interface);
+    let (name, attach_type) = HOOKS[1];
+    attach_hook(maps, interface, name, attach_type)
+}
+
+/// Fails when the interface already has a clsact qdisc (ours from a previous run, or another
+/// tool's, which we share): the filter attach is what decides.
+fn add_clsact(interface: &str) {
+    if let Err(e) = tc::qdisc_add_clsact(interface) {
+        tracing::debug!(interface, error = %e, "clsact qdisc not added (probably present)");
+    }
+}
+
+/// Attaches one program at our priority and handle, replacing our previous filter in place, and
+/// leaves it attached when this process exits: enforcement must outlive the agent.
+fn attach_hook(
+    maps: &mut KernelMaps,
+    interface: &str,
+    name: &str,
+    attach_type: TcAttachType,
+) -> Result<(), KernelError> {
     let err = |message: String| KernelError::Attach {
         interface: interface.to_owned(),
         message,
     };
-    if let Err(e) = tc::qdisc_add_clsact(interface) {
-        tracing::debug!(interface, error = %e, "clsact qdisc not added (probably present)");
-    }
-    let (name, attach_type) = HOOKS[1];
     let prog: &mut SchedClassifier = maps
         .ebpf
         .program_mut(name)

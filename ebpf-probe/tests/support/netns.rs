@@ -164,23 +164,8 @@ impl Topology {
         for (i, p) in pods.into_iter().enumerate() {
             let ns = format!("{id}-p{i}");
             let veth = format!("vh{id}{i}").chars().take(15).collect::<String>();
-            sh(&["ip", "netns", "add", &ns]);
-            t.node(&[
-                "ip", "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
-            ]);
-            t.pod_cmd(&ns, &["ip", "link", "set", "lo", "up"]);
-            t.pod_cmd(&ns, &["ip", "link", "set", "eth0", "up"]);
-            t.pod_cmd(
-                &ns,
-                &[
-                    "ip",
-                    "addr",
-                    "add",
-                    &format!("{}/32", p.ipv4),
-                    "dev",
-                    "eth0",
-                ],
-            );
+            plug(&node_ns, &ns, &veth, &p.ipv4);
+            // IPv6: the pod's address, a route to it, and fe80::1 on the host side as gateway.
             t.pod_cmd(
                 &ns,
                 &[
@@ -194,43 +179,6 @@ impl Topology {
                     "nodad",
                 ],
             );
-            t.pod_cmd(
-                &ns,
-                &[
-                    "ip",
-                    "route",
-                    "add",
-                    "169.254.1.1",
-                    "dev",
-                    "eth0",
-                    "scope",
-                    "link",
-                ],
-            );
-            t.pod_cmd(
-                &ns,
-                &[
-                    "ip",
-                    "route",
-                    "add",
-                    "default",
-                    "via",
-                    "169.254.1.1",
-                    "dev",
-                    "eth0",
-                ],
-            );
-            t.node(&["ip", "link", "set", &veth, "up"]);
-            t.node(&[
-                "sysctl",
-                "-qw",
-                &format!("net.ipv4.conf.{veth}.proxy_arp=1"),
-            ]);
-            t.node(&[
-                "sysctl",
-                "-qw",
-                &format!("net.ipv4.neigh.{veth}.proxy_delay=0"),
-            ]);
             t.node(&[
                 "ip",
                 "-6",
@@ -247,14 +195,6 @@ impl Topology {
                     "ip", "-6", "route", "add", "default", "via", "fe80::1", "dev", "eth0",
                 ],
             );
-            t.node(&[
-                "ip",
-                "route",
-                "add",
-                &format!("{}/32", p.ipv4),
-                "dev",
-                &veth,
-            ]);
             t.node(&[
                 "ip",
                 "-6",
@@ -276,55 +216,8 @@ impl Topology {
             .chars()
             .take(15)
             .collect::<String>();
-        sh(&["ip", "netns", "add", &ns]);
-        self.node(&[
-            "ip", "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
-        ]);
-        self.pod_cmd(&ns, &["ip", "link", "set", "lo", "up"]);
-        self.pod_cmd(&ns, &["ip", "link", "set", "eth0", "up"]);
-        self.pod_cmd(
-            &ns,
-            &["ip", "addr", "add", &format!("{ipv4}/32"), "dev", "eth0"],
-        );
-        self.pod_cmd(
-            &ns,
-            &[
-                "ip",
-                "route",
-                "add",
-                "169.254.1.1",
-                "dev",
-                "eth0",
-                "scope",
-                "link",
-            ],
-        );
-        self.pod_cmd(
-            &ns,
-            &[
-                "ip",
-                "route",
-                "add",
-                "default",
-                "via",
-                "169.254.1.1",
-                "dev",
-                "eth0",
-            ],
-        );
-        self.node(&["ip", "link", "set", &veth, "up"]);
-        self.node(&[
-            "sysctl",
-            "-qw",
-            &format!("net.ipv4.conf.{veth}.proxy_arp=1"),
-        ]);
-        self.node(&[
-            "sysctl",
-            "-qw",
-            &format!("net.ipv4.neigh.{veth}.proxy_delay=0"),
-        ]);
         // A host route like a pod's: the probe attaches only to veths of pods it knows.
-        self.node(&["ip", "route", "add", &format!("{ipv4}/32"), "dev", &veth]);
+        plug(&self.node_ns, &ns, &veth, ipv4);
         self.extra_netns.push(ns.clone());
         ns
     }
@@ -373,68 +266,7 @@ impl Topology {
                 .chars()
                 .take(15)
                 .collect::<String>();
-            sh(&["ip", "netns", "add", &ns]);
-            r(&[
-                "ip", "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
-            ]);
-            self.pod_cmd(&ns, &["ip", "link", "set", "lo", "up"]);
-            self.pod_cmd(&ns, &["ip", "link", "set", "eth0", "up"]);
-            self.pod_cmd(
-                &ns,
-                &[
-                    "ip",
-                    "addr",
-                    "add",
-                    &format!("{}/32", p.ipv4),
-                    "dev",
-                    "eth0",
-                ],
-            );
-            self.pod_cmd(
-                &ns,
-                &[
-                    "ip",
-                    "route",
-                    "add",
-                    "169.254.1.1",
-                    "dev",
-                    "eth0",
-                    "scope",
-                    "link",
-                ],
-            );
-            self.pod_cmd(
-                &ns,
-                &[
-                    "ip",
-                    "route",
-                    "add",
-                    "default",
-                    "via",
-                    "169.254.1.1",
-                    "dev",
-                    "eth0",
-                ],
-            );
-            r(&["ip", "link", "set", &veth, "up"]);
-            r(&[
-                "sysctl",
-                "-qw",
-                &format!("net.ipv4.conf.{veth}.proxy_arp=1"),
-            ]);
-            r(&[
-                "sysctl",
-                "-qw",
-                &format!("net.ipv4.neigh.{veth}.proxy_delay=0"),
-            ]);
-            r(&[
-                "ip",
-                "route",
-                "add",
-                &format!("{}/32", p.ipv4),
-                "dev",
-                &veth,
-            ]);
+            plug(&rnode, &ns, &veth, &p.ipv4);
             self.node(&[
                 "ip",
                 "route",
@@ -720,6 +552,53 @@ impl Drop for Probe {
             let _ = c.wait();
         }
     }
+}
+
+/// Creates netns `ns` joined to netns `parent` by a veth pair (`veth` on the parent's side, `eth0`
+/// inside) the way routed CNIs plug pods: `ipv4`/32 on eth0, the default route via 169.254.1.1
+/// (answered at once by the parent's proxy ARP), and a host route to it on the parent.
+fn plug(parent: &str, ns: &str, veth: &str, ipv4: &str) {
+    let inside = |args: &[&str]| sh(&[&["ip", "netns", "exec", ns][..], args].concat());
+    let outside = |args: &[&str]| sh(&[&["ip", "netns", "exec", parent][..], args].concat());
+    sh(&["ip", "netns", "add", ns]);
+    outside(&[
+        "ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns,
+    ]);
+    inside(&["ip", "link", "set", "lo", "up"]);
+    inside(&["ip", "link", "set", "eth0", "up"]);
+    inside(&["ip", "addr", "add", &format!("{ipv4}/32"), "dev", "eth0"]);
+    inside(&[
+        "ip",
+        "route",
+        "add",
+        "169.254.1.1",
+        "dev",
+        "eth0",
+        "scope",
+        "link",
+    ]);
+    inside(&[
+        "ip",
+        "route",
+        "add",
+        "default",
+        "via",
+        "169.254.1.1",
+        "dev",
+        "eth0",
+    ]);
+    outside(&["ip", "link", "set", veth, "up"]);
+    outside(&[
+        "sysctl",
+        "-qw",
+        &format!("net.ipv4.conf.{veth}.proxy_arp=1"),
+    ]);
+    outside(&[
+        "sysctl",
+        "-qw",
+        &format!("net.ipv4.neigh.{veth}.proxy_delay=0"),
+    ]);
+    outside(&["ip", "route", "add", &format!("{ipv4}/32"), "dev", veth]);
 }
 
 pub fn records(path: &Path) -> Vec<PolicyActionRecord> {
