@@ -7,7 +7,7 @@
 //!
 //! The event channel is bounded: a datapath that can wait (userspace) gets backpressure; one that
 //! cannot (the kernel ring buffer) counts what it loses and reports it with
-//! [`Agent::report_lost_events`]. Shutdown drains the channel, emits every open deny window and
+//! through [`Agent::lost_events_counter`]. Shutdown drains the channel, emits every open deny window and
 //! waits for the writer, so a clean stop loses nothing.
 
 use std::path::PathBuf;
@@ -157,11 +157,6 @@ impl Agent {
             source_task,
             pipeline_task,
         })
-    }
-
-    /// For datapaths that cannot wait: `n` events were lost before reaching the channel.
-    pub fn report_lost_events(&self, n: u64) {
-        self.lost.fetch_add(n, Ordering::Relaxed);
     }
 
     /// A handle for reporting losses from another task.

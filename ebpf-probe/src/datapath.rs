@@ -193,13 +193,6 @@ impl UserspaceDatapath {
     }
 }
 
-impl UserspaceDatapath {
-    /// [`Datapath::install`] without importing the trait.
-    pub fn install_for_test(&mut self, snapshot: Arc<PolicySnapshot>) {
-        self.snapshot = snapshot;
-    }
-}
-
 impl Datapath for UserspaceDatapath {
     fn name(&self) -> &'static str {
         "userspace"

@@ -33,13 +33,3 @@ pub struct VerdictEvent {
     pub allowing: Vec<PolicyId>,
     pub enforcement: EnforcementMode,
 }
-
-impl VerdictEvent {
-    /// The address of the pod this event enforces.
-    pub fn enforced_ip(&self) -> IpAddr {
-        match self.direction {
-            Direction::Ingress => self.dest_ip,
-            Direction::Egress => self.src_ip,
-        }
-    }
-}

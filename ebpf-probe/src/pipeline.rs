@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use verdict_policy::engine::{EnforcementMode, Flow, SideVerdict};
 use verdict_schema::{
-    Disposition, Enforcement, LossMarker, LossReason, PolicyActionRecord, Timestamp,
+    Direction, Disposition, Enforcement, LossMarker, LossReason, PolicyActionRecord, Timestamp,
 };
 
 use crate::aggregation::{Added, DenyAggregator};
@@ -208,12 +208,15 @@ impl LoggingPipeline {
             }
         };
         let engine = &snapshot.engine;
-        let enforced = engine.resolve_ip(event.enforced_ip());
         let flow = Flow {
             src: engine.resolve_ip(event.src_ip),
             dest: engine.resolve_ip(event.dest_ip),
             protocol: event.protocol,
             dest_port: event.dest_port,
+        };
+        let enforced = match event.direction {
+            Direction::Ingress => flow.dest,
+            Direction::Egress => flow.src,
         };
         let side = SideVerdict {
             direction: event.direction,

@@ -10,7 +10,7 @@ use serde_json::Value;
 use verdict_policy::engine::EnforcementMode;
 use verdict_policy::manifests::load_str;
 use verdict_policy::{Engine, IpBlockMode};
-use verdict_probe::datapath::{Attempt, DEFAULT_IDLE_WINDOW, UserspaceDatapath};
+use verdict_probe::datapath::{Attempt, DEFAULT_IDLE_WINDOW, Datapath, UserspaceDatapath};
 use verdict_probe::event::VerdictEvent;
 use verdict_probe::pipeline::{LoggingPipeline, PipelineConfig};
 use verdict_probe::snapshot::PolicySnapshot;
@@ -560,7 +560,7 @@ fn late_events_are_attributed_with_the_state_they_were_decided_under() {
         "never the later holder of the IP"
     );
     // New decisions use generation 2: new-owner is not isolated, nothing logged.
-    datapath.install_for_test(gen2);
+    datapath.install(gen2);
     datapath.process(
         &attempt("10.7.0.9", "10.7.0.5", 2, 5432, Protocol::Tcp, at(30)),
         at(30),

@@ -117,7 +117,6 @@ pub struct NamespaceInfo {
     pub deny_logging: bool,
     /// `verdict.dev/enforcement` if set to a valid mode.
     pub enforcement: Option<EnforcementMode>,
-    pub annotations: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone)]
@@ -342,7 +341,6 @@ impl Engine {
                     .annotations
                     .get(ENFORCEMENT_ANNOTATION)
                     .and_then(|v| EnforcementMode::parse(v)),
-                annotations: ns.metadata.annotations.clone(),
             });
         }
         let mut ns_id = |name: &str, namespaces: &mut Vec<NamespaceInfo>| -> NamespaceId {
@@ -359,7 +357,6 @@ impl Engine {
                 labels,
                 deny_logging: false,
                 enforcement: None,
-                annotations: Default::default(),
             });
             namespace_index.insert(name.to_owned(), id);
             id
@@ -756,6 +753,12 @@ impl Engine {
             }
             (CompiledPeer::IpBlock(b), _) => b.contains(&endpoint.ip),
         }
+    }
+
+    /// Whether one `ports` entry of a rule admits the flow (named ports resolved against the
+    /// destination pod) — the rule semantics, for explanations of source rules.
+    pub fn port_spec_matches(&self, port: &NetworkPolicyPort, flow: &Flow) -> bool {
+        self.port_matches(&compile_port(port), flow)
     }
 
     fn port_matches(&self, port: &CompiledPort, flow: &Flow) -> bool {

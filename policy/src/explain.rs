@@ -234,19 +234,7 @@ fn ports_account(
     let mut ok = false;
     let mut parts = Vec::new();
     for p in ports {
-        let same_proto = Some(p.protocol_or_default().as_str()) == proto;
-        let m = same_proto
-            && match (&p.port, p.end_port) {
-                (None, _) => true,
-                (Some(PortSpec::Number(n)), e) => (*n..=e.unwrap_or(*n)).contains(&flow.dest_port),
-                (Some(PortSpec::Name(name)), _) => match flow.dest.pod() {
-                    Some(d) => engine.pod(d).named_ports.iter().any(|(n, pr, num)| {
-                        n == name && *pr == p.protocol_or_default() && *num == flow.dest_port
-                    }),
-                    None => false,
-                },
-            };
-        ok |= m;
+        ok |= engine.port_spec_matches(p, flow);
         let mut text = p.describe();
         if let Some(PortSpec::Name(name)) = &p.port {
             let resolved = flow.dest.pod().and_then(|d| {
