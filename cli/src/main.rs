@@ -6,6 +6,7 @@
 //!
 //! Exit status: 0 on success, 2 on bad input (manifests, connections, arguments).
 
+mod demo;
 mod policy_check;
 mod policy_explain;
 
@@ -30,6 +31,53 @@ enum Command {
     /// Check and explain NetworkPolicies against a folder of manifests.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Run all of Verdict on this machine with a demo shop cluster and live traffic: a
+    /// collector on local storage, a node, the shipper and a traffic generator.
+    Demo(DemoArgs),
+    #[command(hide = true)]
+    DemoNode(DemoNodeArgs),
+}
+
+#[derive(Debug, Args)]
+struct DemoArgs {
+    /// Folder for the demo's manifests, node logs, shipper checkpoints and Parquet lake.
+    #[arg(long, value_name = "DIR", default_value = "verdict-demo")]
+    dir: PathBuf,
+    /// The collector's gRPC ingest address.
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    grpc_listen: std::net::SocketAddr,
+    /// The collector's HTTP address (query API, metrics).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    http_listen: std::net::SocketAddr,
+    /// Multiplies every traffic rate of the scenario.
+    #[arg(long, default_value_t = 1.0)]
+    speed: f64,
+    /// Stop after this long (e.g. 30s); default: run until Ctrl-C.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<std::time::Duration>,
+    /// Seconds between status lines (0: none).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    status_every: std::time::Duration,
+    /// `auto`: the eBPF datapath (pods as network namespaces, real traffic) when it can run
+    /// here (root, iproute2, eBPF), else the userspace one.
+    #[arg(long, value_enum, default_value_t = DemoDatapath::Auto)]
+    datapath: DemoDatapath,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum DemoDatapath {
+    Auto,
+    Ebpf,
+    Userspace,
+}
+
+/// The demo's node process, started by `verdict demo` inside the lab's node namespace.
+#[derive(Debug, Args)]
+struct DemoNodeArgs {
+    #[arg(long)]
+    dir: PathBuf,
+    #[arg(long)]
+    speed: f64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -91,6 +139,13 @@ struct ExplainArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Library warnings (and, in the demo's node process, the datapath's readiness) on stderr.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let result = match cli.command {
         Command::Policy(PolicyCommand::Check(a)) => policy_check::run(
             &a.cluster.manifests,
@@ -102,6 +157,12 @@ fn main() -> ExitCode {
             a.cluster.ipblock_mode.into(),
             &a.connection,
         ),
+        Command::Demo(a) => run_demo(a),
+        Command::DemoNode(a) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(demo::node_main(a.dir, a.speed))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -110,6 +171,25 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn run_demo(a: DemoArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(demo::run(demo::DemoOptions {
+        dir: a.dir,
+        grpc_listen: a.grpc_listen,
+        http_listen: a.http_listen,
+        speed: a.speed,
+        duration: a.duration,
+        status_every: a.status_every,
+        datapath: match a.datapath {
+            DemoDatapath::Auto => demo::DatapathChoice::Auto,
+            DemoDatapath::Ebpf => demo::DatapathChoice::Ebpf,
+            DemoDatapath::Userspace => demo::DatapathChoice::Userspace,
+        },
+    }))
 }
 
 /// Loads manifests, prints warnings to stderr, and compiles the engine.

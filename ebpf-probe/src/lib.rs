@@ -13,6 +13,7 @@
 //! - [`agent`]: everything wired together, with clean shutdown.
 //! - [`clock`]: wall time that follows tokio's (pausable) clock.
 //! - [`synthetic`]: a synthetic cluster and traffic mix for benchmarks.
+//! - [`lab`]: network namespaces plugged like a routed CNI's pods (kernel tests, `verdict demo`).
 
 pub mod agent;
 pub mod aggregation;
@@ -21,6 +22,7 @@ pub mod cluster_source;
 pub mod datapath;
 pub mod event;
 pub mod kernel;
+pub mod lab;
 pub mod log_writer;
 pub mod metrics;
 pub mod pipeline;

@@ -18,7 +18,7 @@ use verdict_probe::clock::Clock;
 use verdict_probe::cluster_source::ManifestDirSource;
 use verdict_probe::datapath::{Attempt, Datapath, UserspaceDatapath};
 use verdict_probe::kernel::compile::NodeContext;
-use verdict_probe::kernel::datapath::{EbpfDatapath, report_lost};
+use verdict_probe::kernel::datapath::{EbpfDatapath, run_with_agent};
 use verdict_probe::log_writer::{DEFAULT_KEEP, DEFAULT_MAX_BYTES};
 use verdict_probe::pipeline::{
     DEFAULT_MAX_AGGREGATION_ENTRIES, DEFAULT_RATE_LIMIT, PipelineConfig,
@@ -198,7 +198,7 @@ async fn main() -> anyhow::Result<()> {
         };
         match loaded {
             Ok(ebpf) => {
-                run_ebpf(ebpf, &agent, &mut stop).await?;
+                run_with_agent(ebpf, &agent, stop.requested()).await?;
                 agent.shutdown().await;
                 let _ = metrics_stop.send(());
                 let _ = metrics_task.await;
@@ -270,39 +270,6 @@ async fn main() -> anyhow::Result<()> {
     agent.shutdown().await;
     let _ = metrics_stop.send(());
     let _ = metrics_task.await;
-    Ok(())
-}
-
-/// Runs the eBPF datapath until Ctrl-C: policy updates, attachments to new pods, lost events.
-/// Programs stay attached when this returns: enforcement outlives the agent (use --uninstall).
-async fn run_ebpf(mut ebpf: EbpfDatapath, agent: &Agent, stop: &mut Stop) -> anyhow::Result<()> {
-    let (stop_reader, reader_stopped) = tokio::sync::oneshot::channel();
-    let reader = ebpf.spawn_event_reader(agent.events.clone(), reader_stopped)?;
-    tracing::info!(
-        interfaces = ebpf.attached_interfaces().len(),
-        "datapath: ebpf, ready"
-    );
-    let lost = agent.lost_events_counter();
-    let mut snapshots = agent.snapshots.clone();
-    let mut snapshots_open = true;
-    let mut every_second = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        tokio::select! {
-            _ = stop.requested() => break,
-            changed = snapshots.changed(), if snapshots_open => match changed {
-                Ok(()) => ebpf.install(snapshots.borrow_and_update().clone()),
-                Err(_) => snapshots_open = false,
-            },
-            _ = every_second.tick() => {
-                ebpf.reconcile_attachments();
-                report_lost(&mut ebpf, &lost);
-            }
-        }
-    }
-    report_lost(&mut ebpf, &lost);
-    // Read what the ring buffer still holds into the pipeline before it stops.
-    let _ = stop_reader.send(());
-    let _ = reader.await;
     Ok(())
 }
 

@@ -365,6 +365,45 @@ fn convert(raw: &VerdictEventRaw, history: &History, offset: i64) -> Option<Verd
     })
 }
 
+/// Runs the eBPF datapath for `agent` until `stop` resolves: policy updates, attachments to new
+/// pods, lost events. Logs "datapath: ebpf, ready" once events flow. Programs stay attached when
+/// this returns: enforcement outlives the agent (`verdict-probe --uninstall` removes them).
+pub async fn run_with_agent(
+    mut ebpf: EbpfDatapath,
+    agent: &crate::agent::Agent,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), DatapathError> {
+    let (stop_reader, reader_stopped) = tokio::sync::oneshot::channel();
+    let reader = ebpf.spawn_event_reader(agent.events.clone(), reader_stopped)?;
+    tracing::info!(
+        interfaces = ebpf.attached_interfaces().len(),
+        "datapath: ebpf, ready"
+    );
+    let lost = agent.lost_events_counter();
+    let mut snapshots = agent.snapshots.clone();
+    let mut snapshots_open = true;
+    let mut every_second = tokio::time::interval(std::time::Duration::from_secs(1));
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            changed = snapshots.changed(), if snapshots_open => match changed {
+                Ok(()) => ebpf.install(snapshots.borrow_and_update().clone()),
+                Err(_) => snapshots_open = false,
+            },
+            _ = every_second.tick() => {
+                ebpf.reconcile_attachments();
+                report_lost(&mut ebpf, &lost);
+            }
+        }
+    }
+    report_lost(&mut ebpf, &lost);
+    // Read what the ring buffer still holds into the pipeline before it stops.
+    let _ = stop_reader.send(());
+    let _ = reader.await;
+    Ok(())
+}
+
 /// Lost-event accounting shared with the agent.
 pub fn report_lost(datapath: &mut EbpfDatapath, counter: &AtomicU64) {
     let n = datapath.take_lost_events();

@@ -554,51 +554,9 @@ impl Drop for Probe {
     }
 }
 
-/// Creates netns `ns` joined to netns `parent` by a veth pair (`veth` on the parent's side, `eth0`
-/// inside) the way routed CNIs plug pods: `ipv4`/32 on eth0, the default route via 169.254.1.1
-/// (answered at once by the parent's proxy ARP), and a host route to it on the parent.
+/// Plugs netns `ns` into `parent` like a routed CNI's pod (see [`verdict_probe::lab::plug`]).
 fn plug(parent: &str, ns: &str, veth: &str, ipv4: &str) {
-    let inside = |args: &[&str]| sh(&[&["ip", "netns", "exec", ns][..], args].concat());
-    let outside = |args: &[&str]| sh(&[&["ip", "netns", "exec", parent][..], args].concat());
-    sh(&["ip", "netns", "add", ns]);
-    outside(&[
-        "ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns,
-    ]);
-    inside(&["ip", "link", "set", "lo", "up"]);
-    inside(&["ip", "link", "set", "eth0", "up"]);
-    inside(&["ip", "addr", "add", &format!("{ipv4}/32"), "dev", "eth0"]);
-    inside(&[
-        "ip",
-        "route",
-        "add",
-        "169.254.1.1",
-        "dev",
-        "eth0",
-        "scope",
-        "link",
-    ]);
-    inside(&[
-        "ip",
-        "route",
-        "add",
-        "default",
-        "via",
-        "169.254.1.1",
-        "dev",
-        "eth0",
-    ]);
-    outside(&["ip", "link", "set", veth, "up"]);
-    outside(&[
-        "sysctl",
-        "-qw",
-        &format!("net.ipv4.conf.{veth}.proxy_arp=1"),
-    ]);
-    outside(&[
-        "sysctl",
-        "-qw",
-        &format!("net.ipv4.neigh.{veth}.proxy_delay=0"),
-    ]);
-    outside(&["ip", "route", "add", &format!("{ipv4}/32"), "dev", veth]);
+    verdict_probe::lab::plug(parent, ns, veth, ipv4).unwrap_or_else(|e| panic!("{e}"));
 }
 
 pub fn records(path: &Path) -> Vec<PolicyActionRecord> {

@@ -1,0 +1,432 @@
+//! `verdict demo`: the whole of Verdict on one machine with no external service.
+//!
+//! In one process: a collector on local storage (gRPC ingest, HTTP API), a node agent for the
+//! shop cluster in `examples/shop` (the eBPF datapath when it loads, otherwise the userspace
+//! one — it says which), the shipper streaming the node's `policy_action.log` to the collector,
+//! and a traffic generator playing `examples/shop.traffic.yaml`. It prints where to look and
+//! commands to try, then a status line every few seconds until Ctrl-C (or `--duration`), and
+//! stops the parts in data-flow order so nothing written is lost: traffic, node (drains its
+//! pipeline into the log), shipper (ships and checkpoints the rest), collector (flushes).
+
+mod ebpf_node;
+mod sockets;
+pub mod traffic;
+
+pub use ebpf_node::node_main;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use verdict_policy::IpBlockMode;
+use verdict_policy::engine::EnforcementMode;
+use verdict_probe::agent::{Agent, AgentConfig, DEFAULT_EVENT_QUEUE};
+use verdict_probe::clock::Clock;
+use verdict_probe::cluster_source::ManifestDirSource;
+use verdict_probe::datapath::{Datapath, UserspaceDatapath};
+use verdict_probe::pipeline::PipelineConfig;
+
+use self::traffic::{Scenario, TrafficGenerator};
+
+/// The demo cluster, embedded so `verdict demo` works from any directory.
+const SHOP_MANIFESTS: [(&str, &str); 3] = [
+    (
+        "cluster.yaml",
+        include_str!("../../../examples/shop/cluster.yaml"),
+    ),
+    (
+        "policies.yaml",
+        include_str!("../../../examples/shop/policies.yaml"),
+    ),
+    (
+        "network-logging.yaml",
+        include_str!("../../../examples/shop/network-logging.yaml"),
+    ),
+];
+const SHOP_TRAFFIC: &str = include_str!("../../../examples/shop.traffic.yaml");
+/// The node the shop's pods run on (examples/shop/cluster.yaml).
+pub const NODE_NAME: &str = "demo-node-1";
+/// How often traffic is generated.
+const TICK: Duration = Duration::from_millis(100);
+
+/// `verdict demo` options.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Where everything is kept (manifests, node logs, shipper checkpoints, the lake).
+    pub dir: PathBuf,
+    pub grpc_listen: std::net::SocketAddr,
+    pub http_listen: std::net::SocketAddr,
+    /// Multiplies every traffic rate.
+    pub speed: f64,
+    /// Stop after this long (default: run until Ctrl-C).
+    pub duration: Option<Duration>,
+    /// Seconds between status lines (0: none).
+    pub status_every: Duration,
+    pub datapath: DatapathChoice,
+}
+
+/// Which datapath the demo's node uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatapathChoice {
+    /// eBPF when it can run here (root, iproute2, a kernel that loads the programs), else
+    /// userspace.
+    Auto,
+    Ebpf,
+    Userspace,
+}
+
+/// The node half of the demo: in this process (userspace datapath) or in the lab's node
+/// namespace (eBPF).
+enum Node {
+    InProcess(Box<InProcessNode>),
+    Kernel(ebpf_node::NodeProcess),
+}
+
+pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let dirs = DemoDirs::prepare(&options.dir)?;
+    let mut stop = Stop::install()?;
+
+    // The collector: local lake and WAL under the demo folder, default everything else.
+    let mut config = verdict_collector::Config {
+        data_dir: dirs.collector.clone(),
+        ..verdict_collector::Config::default()
+    };
+    config.grpc.listen = options.grpc_listen;
+    config.http.listen = options.http_listen;
+    config.flush.max_age = Duration::from_secs(2);
+    let (grpc, http) = verdict_collector::bind(&config)
+        .await
+        .context("starting the collector (is another `verdict demo` or collector running? use --grpc-listen/--http-listen)")?;
+    let (collector, _) = verdict_collector::Collector::open(config)
+        .await
+        .context("opening the collector")?;
+    let collector = Arc::new(collector);
+    let (collector_stop, collector_stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = {
+        let collector = collector.clone();
+        tokio::spawn(async move {
+            collector
+                .serve(grpc, http, async move {
+                    let _ = collector_stopped.await;
+                })
+                .await
+        })
+    };
+
+    // The node.
+    let (mut node, datapath_note) = start_node(&options, &dirs).await?;
+    let datapath = match &node {
+        Node::InProcess(_) => "userspace",
+        Node::Kernel(_) => "ebpf",
+    };
+
+    print_banner(&options, &dirs, datapath, &datapath_note, started.elapsed());
+
+    let mut status = tokio::time::interval(if options.status_every.is_zero() {
+        Duration::from_secs(3600)
+    } else {
+        options.status_every
+    });
+    status.tick().await;
+    let deadline = options.duration.map(|d| tokio::time::Instant::now() + d);
+    let mut ticks = tokio::time::interval(TICK);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.requested() => break,
+            _ = sleep_until(deadline) => break,
+            _ = status.tick(), if !options.status_every.is_zero() => {
+                print_status(started.elapsed(), &node, &collector);
+            }
+            _ = ticks.tick() => {
+                if let Node::InProcess(n) = &mut node {
+                    n.play().await?;
+                }
+            }
+        }
+    }
+    eprintln!("stopping: traffic, node, collector …");
+    match node {
+        Node::InProcess(n) => n.agent.shutdown().await,
+        Node::Kernel(p) => tokio::task::spawn_blocking(move || p.stop())
+            .await
+            .context("node process")??,
+    }
+    let _ = collector_stop.send(());
+    serving
+        .await
+        .context("collector task")?
+        .context("collector server")?;
+    collector.close().await.context("closing the collector")?;
+    let written = count_lines(&dirs.node_log);
+    eprintln!(
+        "stopped cleanly: {written} records written by the node, {} stored by the collector; data kept in {}",
+        collector.metrics().records_stored[0].load(Ordering::Relaxed),
+        options.dir.display()
+    );
+    Ok(())
+}
+
+/// Starts the node with the datapath asked for; the note says why eBPF was not used.
+async fn start_node(options: &DemoOptions, dirs: &DemoDirs) -> anyhow::Result<(Node, String)> {
+    let mut note = String::new();
+    if options.datapath != DatapathChoice::Userspace {
+        let attempt = match ebpf_node::unavailable_reason() {
+            Some(reason) => Err(anyhow::anyhow!(reason)),
+            None => {
+                let engine = load_engine(&dirs.manifests)?;
+                let (flows, bursts) = shop_scenario(&engine)?;
+                let generator = TrafficGenerator::new(flows, bursts, options.speed);
+                let addresses = generator.addresses();
+                let directory = ebpf_node::plan(&engine, &addresses);
+                let (dirs_root, speed) = (dirs.root.clone(), options.speed);
+                tokio::task::spawn_blocking(move || {
+                    ebpf_node::start(&DemoDirs::at(&dirs_root), &directory, &addresses, speed)
+                })
+                .await
+                .context("starting the node process")?
+            }
+        };
+        match attempt {
+            Ok(process) => return Ok((Node::Kernel(process), note)),
+            Err(e) if options.datapath == DatapathChoice::Ebpf => {
+                return Err(e.context("starting the eBPF datapath"));
+            }
+            Err(e) => note = format!(" (eBPF unavailable: {e:#})"),
+        }
+    }
+    let agent = start_agent(dirs).await?;
+    let snapshot = agent.snapshots.borrow().clone();
+    let (flows, bursts) = shop_scenario(&snapshot.engine)?;
+    let changed = flows
+        .iter()
+        .filter(|f| f.decide(&snapshot.engine) != f.spec.expect)
+        .count();
+    if changed > 0 {
+        eprintln!(
+            "note: {changed} of the scenario's flows get a different verdict than it expects (edited policies in {}?)",
+            dirs.manifests.display()
+        );
+    }
+    let datapath = UserspaceDatapath::new(
+        snapshot,
+        Some(NODE_NAME.to_owned()),
+        EnforcementMode::Enforce,
+        verdict_probe::datapath::DEFAULT_IDLE_WINDOW,
+    );
+    let snapshots = agent.snapshots.clone();
+    Ok((
+        Node::InProcess(Box::new(InProcessNode {
+            generator: TrafficGenerator::new(flows, bursts, options.speed),
+            datapath,
+            snapshots,
+            agent,
+            started: Instant::now(),
+            attempts: Vec::new(),
+            events: Vec::new(),
+        })),
+        note,
+    ))
+}
+
+/// The userspace datapath judging generated attempts in this process.
+struct InProcessNode {
+    agent: Agent,
+    datapath: UserspaceDatapath,
+    snapshots: tokio::sync::watch::Receiver<Arc<verdict_probe::snapshot::PolicySnapshot>>,
+    generator: TrafficGenerator,
+    started: Instant,
+    attempts: Vec<verdict_probe::datapath::Attempt>,
+    events: Vec<verdict_probe::event::VerdictEvent>,
+}
+
+impl InProcessNode {
+    /// Plays what is due: policy changes first, then the attempts.
+    async fn play(&mut self) -> anyhow::Result<()> {
+        if self.snapshots.has_changed().unwrap_or(false) {
+            self.datapath
+                .install(self.snapshots.borrow_and_update().clone());
+        }
+        self.generator
+            .advance(self.started.elapsed(), &mut self.attempts);
+        let now = self.agent.clock.now();
+        for attempt in self.attempts.drain(..) {
+            self.datapath.process(&attempt, now, &mut self.events);
+        }
+        for ev in self.events.drain(..) {
+            self.agent
+                .events
+                .send(ev)
+                .await
+                .context("node pipeline stopped")?;
+        }
+        Ok(())
+    }
+}
+
+/// The node agent on the demo's manifests, writing the demo's node log.
+async fn start_agent(dirs: &DemoDirs) -> anyhow::Result<Agent> {
+    let agent_config = AgentConfig {
+        log_path: dirs.node_log.clone(),
+        max_log_bytes: verdict_probe::log_writer::DEFAULT_MAX_BYTES,
+        keep_log_files: verdict_probe::log_writer::DEFAULT_KEEP,
+        pipeline: PipelineConfig {
+            node_name: NODE_NAME.to_owned(),
+            ..PipelineConfig::default()
+        },
+        ipblock_mode: IpBlockMode::DataplaneV2,
+        event_queue: DEFAULT_EVENT_QUEUE,
+    };
+    let source = ManifestDirSource::new(dirs.manifests.clone(), Duration::from_secs(1));
+    Agent::start(agent_config, source, Clock::new())
+        .await
+        .context("starting the node agent on the demo manifests")
+}
+
+fn load_engine(manifests: &Path) -> anyhow::Result<verdict_policy::Engine> {
+    let loaded = verdict_policy::manifests::load_dir(manifests)?;
+    Ok(verdict_policy::Engine::build(
+        &loaded.state,
+        IpBlockMode::DataplaneV2,
+    )?)
+}
+
+/// The shop's traffic, resolved against the cluster.
+fn shop_scenario(
+    engine: &verdict_policy::Engine,
+) -> anyhow::Result<(Vec<traffic::ResolvedFlow>, Vec<traffic::BurstPlan>)> {
+    let scenario = Scenario::parse(SHOP_TRAFFIC, "examples/shop.traffic.yaml")?;
+    Ok(scenario.resolve(engine, "examples/shop.traffic.yaml")?)
+}
+
+fn count_lines(path: &Path) -> usize {
+    std::fs::read(path)
+        .map(|b| b.iter().filter(|&&c| c == b'\n').count())
+        .unwrap_or(0)
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The demo folder's layout.
+#[derive(Debug)]
+struct DemoDirs {
+    root: PathBuf,
+    manifests: PathBuf,
+    node_log: PathBuf,
+    collector: PathBuf,
+}
+
+impl DemoDirs {
+    /// Creates the folders; writes the shop manifests unless they are there already (so a
+    /// user's edits survive a restart: the node reloads them while running).
+    fn prepare(dir: &Path) -> anyhow::Result<DemoDirs> {
+        let dir =
+            std::path::absolute(dir).with_context(|| format!("resolving {}", dir.display()))?;
+        let dirs = DemoDirs::at(&dir);
+        let (manifests, node, collector) = (&dirs.manifests, dir.join("node"), &dirs.collector);
+        for d in [manifests, &node, collector] {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+        }
+        for (name, text) in SHOP_MANIFESTS {
+            let path = manifests.join(name);
+            if !path.exists() {
+                std::fs::write(&path, text)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+        }
+        Ok(dirs)
+    }
+
+    /// The layout under `root` (nothing created).
+    fn at(root: &Path) -> DemoDirs {
+        DemoDirs {
+            root: root.to_owned(),
+            manifests: root.join("manifests"),
+            node_log: root.join("node").join("policy_action.log"),
+            collector: root.join("collector"),
+        }
+    }
+}
+
+fn print_banner(
+    options: &DemoOptions,
+    dirs: &DemoDirs,
+    datapath: &str,
+    datapath_note: &str,
+    elapsed: Duration,
+) {
+    let http = options.http_listen;
+    let collector_flag = if http.to_string() == "127.0.0.1:8080" {
+        String::new()
+    } else {
+        format!(" --collector http://{http}")
+    };
+    println!(
+        "Verdict demo — a shop cluster on one node, everything on this machine (ready in {:.1} s)
+  node       {NODE_NAME}, datapath: {datapath}{datapath_note}
+  manifests  {} (edit a policy: the node reloads it within a second)
+  node log   {}
+  collector  gRPC {}, HTTP http://{http}, lake {}
+Try:
+  verdict logs read 'jsonPayload.disposition=\"deny\"' --limit 5{collector_flag}
+  verdict sql 'SELECT dest_pod_namespace, dest_pod_name, count(*) AS denies FROM policy_action WHERE disposition = ''deny'' GROUP BY 1, 2 ORDER BY denies DESC'{collector_flag}
+  verdict policy explain --manifests {} 'sandbox/rogue-client-8c7b6d5f4-zz9kd -> shop/redis-0:6379'
+Ctrl-C stops everything.",
+        elapsed.as_secs_f64(),
+        dirs.manifests.display(),
+        dirs.node_log.display(),
+        options.grpc_listen,
+        dirs.collector.join("lake").display(),
+        dirs.manifests.display(),
+    );
+}
+
+fn print_status(elapsed: Duration, node: &Node, collector: &verdict_collector::Collector) {
+    let stored = collector.metrics().records_stored[0].load(Ordering::Relaxed);
+    match node {
+        Node::InProcess(n) => {
+            let m = &n.agent.metrics;
+            println!(
+                "[{:>4} s] node: connections allowed {} denied {} · records written {} · collector: stored {stored}",
+                elapsed.as_secs(),
+                m.allowed_connections.load(Ordering::Relaxed),
+                m.denied_connections.load(Ordering::Relaxed),
+                m.generated_logs_allow.load(Ordering::Relaxed)
+                    + m.generated_logs_deny.load(Ordering::Relaxed),
+            );
+        }
+        // The node process prints its own line.
+        Node::Kernel(_) => println!("[{:>4} s] collector: stored {stored}", elapsed.as_secs()),
+    }
+}
+
+/// SIGINT (Ctrl-C) and SIGTERM.
+struct Stop {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Stop {
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Stop {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    async fn requested(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
+}
