@@ -47,7 +47,10 @@ fn seed_allow_green_example_in_the_kernel() {
     ));
     let server = t.pod("default/test-service").1.clone();
     t.serve(&server, &["tcp:8080"]);
-    let probe = t.start_probe(&["--deny-aggregation-window", "3s"]);
+    // Each denied attempt waits for its client's timeout, so three take seconds (more on a busy
+    // machine): a window far longer than that keeps them in one record; stopping the probe
+    // emits the open window.
+    let probe = t.start_probe(&["--deny-aggregation-window", "60s"]);
     let green = t.pod("default/client-green").1.clone();
     let red = t.pod("default/client-red").1.clone();
     assert!(
