@@ -1,0 +1,239 @@
+//! `verdict-shipper`: ships this node's policy-action logs (and iptables drops) to the
+//! collector. Flags and environment variables; see node-shipper/README.md.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use verdict_shipper::config::{
+    BackoffConfig, BatchConfig, Config, EventsConfig, Identity, IptablesConfig, Secret, TlsConfig,
+};
+use verdict_shipper::{Shipper, config};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "verdict-shipper",
+    version,
+    about = "Ships node-local policy-action logs to the Verdict collector"
+)]
+struct Args {
+    /// Folder of policy_action.log and policy_action_loss.log.
+    #[arg(long, env = "VERDICT_SHIPPER_LOG_DIR", default_value = config::DEFAULT_LOG_DIR)]
+    log_dir: PathBuf,
+    /// Do not ship the probe's logs (only the iptables source).
+    #[arg(long)]
+    no_policy_logs: bool,
+    /// Collector gRPC URL (https:// needs --tls-ca).
+    #[arg(long, env = "VERDICT_COLLECTOR", default_value = config::DEFAULT_COLLECTOR)]
+    collector: String,
+    /// Bearer token for the collector.
+    #[arg(long, env = "VERDICT_SHIPPER_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// CA certificate (PEM) of the collector.
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Client key (PEM) for mutual TLS.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Name to verify in the collector's certificate (default: the URL's host).
+    #[arg(long)]
+    tls_domain: Option<String>,
+    /// Where acknowledged positions are kept.
+    #[arg(long, env = "VERDICT_SHIPPER_CHECKPOINT_DIR", default_value = config::DEFAULT_CHECKPOINT_DIR)]
+    checkpoint_dir: PathBuf,
+    /// Node name (default: the host name).
+    #[arg(long, env = "NODE_NAME")]
+    node_name: Option<String>,
+    #[arg(long, env = "CLUSTER_NAME", default_value = "local")]
+    cluster: String,
+    #[arg(long, env = "CLUSTER_LOCATION", default_value = "local")]
+    location: String,
+    #[arg(long, env = "PROJECT_ID", default_value = "verdict-local")]
+    project: String,
+    #[arg(long, default_value_t = config::DEFAULT_BATCH_MAX_RECORDS)]
+    batch_max_records: usize,
+    #[arg(long, default_value_t = config::DEFAULT_BATCH_MAX_BYTES)]
+    batch_max_bytes: usize,
+    /// Longest a record waits for its batch to fill.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "500ms")]
+    batch_max_age: Duration,
+    /// How often files are checked for new lines.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "200ms")]
+    poll_interval: Duration,
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+    checkpoint_interval: Duration,
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "200ms")]
+    backoff_initial: Duration,
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    backoff_max: Duration,
+    /// Prometheus /metrics address ("off" to disable).
+    #[arg(long, default_value = config::DEFAULT_METRICS_ADDR)]
+    metrics_addr: String,
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    shutdown_timeout: Duration,
+    /// Kernel log with iptables LOG lines (/var/log/kern.log, /dev/kmsg): enables the iptables source.
+    #[arg(long)]
+    iptables_log: Option<PathBuf>,
+    /// LOG --log-prefix of drop rules (repeatable).
+    #[arg(long = "iptables-prefix", default_value = config::DEFAULT_IPTABLES_PREFIX)]
+    iptables_prefixes: Vec<String>,
+    /// Repeats of a drop within this window are not shipped.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
+    iptables_dedup_window: Duration,
+    /// Cluster state for IP → pod: a folder of manifests (watched).
+    #[arg(long)]
+    manifests: Option<PathBuf>,
+    /// No reverse DNS for unknown IPs in Event messages.
+    #[arg(long)]
+    no_reverse_dns: bool,
+    /// Post a PacketDrop Event to each affected pod.
+    #[arg(long)]
+    post_events: bool,
+    /// Kubernetes API server (default: in-cluster).
+    #[arg(long)]
+    events_api_server: Option<String>,
+    #[arg(long)]
+    events_token_file: Option<PathBuf>,
+    #[arg(long)]
+    events_ca: Option<PathBuf>,
+    /// Sustained Events per second (burst: --events-burst).
+    #[arg(long, default_value_t = config::DEFAULT_EVENTS_PER_SECOND)]
+    events_per_second: f64,
+    #[arg(long, default_value_t = config::DEFAULT_EVENTS_BURST)]
+    events_burst: u32,
+}
+
+impl Args {
+    fn into_config(self) -> anyhow::Result<Config> {
+        let metrics_addr = match self.metrics_addr.as_str() {
+            "off" | "" => None,
+            a => Some(
+                a.parse::<SocketAddr>()
+                    .map_err(|e| anyhow::anyhow!("--metrics-addr {a:?}: {e}"))?,
+            ),
+        };
+        let iptables = self.iptables_log.map(|log_path| IptablesConfig {
+            log_path,
+            prefixes: self.iptables_prefixes,
+            dedup_window: self.iptables_dedup_window,
+            manifests: self.manifests,
+            reverse_dns: !self.no_reverse_dns,
+            events: self.post_events.then(|| {
+                let d = EventsConfig::default();
+                EventsConfig {
+                    api_server: self.events_api_server.unwrap_or(d.api_server.clone()),
+                    token_file: self.events_token_file,
+                    ca_file: self.events_ca,
+                    per_second: self.events_per_second,
+                    burst: self.events_burst,
+                    ..d
+                }
+            }),
+            ..IptablesConfig::default()
+        });
+        Ok(Config {
+            log_dir: (!self.no_policy_logs).then_some(self.log_dir),
+            collector: self.collector,
+            token: self.token.map(Secret::new),
+            tls: self.tls_ca.map(|ca_file| TlsConfig {
+                ca_file,
+                cert_file: self.tls_cert,
+                key_file: self.tls_key,
+                domain: self.tls_domain,
+            }),
+            checkpoint_dir: self.checkpoint_dir,
+            identity: Identity {
+                node_name: self
+                    .node_name
+                    .unwrap_or_else(|| Identity::default().node_name),
+                cluster_name: self.cluster,
+                location: self.location,
+                project_id: self.project,
+            },
+            batch: BatchConfig {
+                max_records: self.batch_max_records,
+                max_bytes: self.batch_max_bytes,
+                max_age: self.batch_max_age,
+            },
+            poll_interval: self.poll_interval,
+            checkpoint_interval: self.checkpoint_interval,
+            backoff: BackoffConfig {
+                initial: self.backoff_initial,
+                max: self.backoff_max,
+            },
+            metrics_addr,
+            max_line_bytes: config::DEFAULT_MAX_LINE_BYTES,
+            shutdown_timeout: self.shutdown_timeout,
+            iptables,
+        })
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = match Args::parse().into_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("verdict-shipper: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    if let Err(errors) = config.validate() {
+        for e in errors {
+            eprintln!("verdict-shipper: {e}");
+        }
+        return std::process::ExitCode::from(2);
+    }
+    // One thread: the shipper is IO-bound and small; disk reads are page-cache reads of at most
+    // one batch, checkpoints go to the blocking pool.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("verdict-shipper: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let handle = match Shipper::start(config).await {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!("verdict-shipper: {e}");
+                return std::process::ExitCode::from(2);
+            }
+        };
+        // Tests and scripts wait for this line.
+        println!(
+            "verdict-shipper started metrics={}",
+            handle
+                .metrics_addr()
+                .map_or_else(|| "off".to_owned(), |a| a.to_string())
+        );
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+        wait_for_signal().await;
+        tracing::info!("shutting down: flushing and writing checkpoints");
+        handle.shutdown().await;
+        std::process::ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,94 @@
+//! The shipper authenticates to the real collector: mutual TLS with certificates generated here
+//! (rcgen) for a throwaway CA, plus a bearer token; a wrong token is refused and retried with
+//! backoff, never shipped around.
+
+mod support;
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use support::*;
+use verdict_collector::config::{Secret as CollectorSecret, TlsConfig as CollectorTls};
+use verdict_shipper::Shipper;
+use verdict_shipper::config::{Secret, TlsConfig};
+
+fn ca() -> CertifiedIssuer<'static, KeyPair> {
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, "verdict test CA");
+    CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap()
+}
+
+fn leaf(names: &[&str], issuer: &CertifiedIssuer<'static, KeyPair>) -> (String, String) {
+    let key = KeyPair::generate().unwrap();
+    let names: Vec<String> = names.iter().map(|s| (*s).to_owned()).collect();
+    let cert = CertificateParams::new(names)
+        .unwrap()
+        .signed_by(&key, issuer)
+        .unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_and_a_bearer_token() {
+    let (_g, dir) = tempdir();
+    let write = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let ca = ca();
+    let server = leaf(&["localhost"], &ca);
+    let client = leaf(&["node-1"], &ca);
+    let mut cc = collector_config(&dir);
+    cc.grpc.auth_tokens = vec![CollectorSecret::new("node-token")];
+    cc.grpc.tls = Some(CollectorTls {
+        cert_file: write("server.crt", &server.0),
+        key_file: write("server.key", &server.1),
+        client_ca_file: Some(write("ca.crt", &ca.pem())),
+    });
+    let served = Served::start(cc).await;
+
+    let logs = dir.join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let mut log = RotatingLog::new(logs.join("policy_action.log"), 1 << 30, 5);
+    for i in 1..=50 {
+        log.write_line(&flow(i));
+    }
+    let tls = TlsConfig {
+        ca_file: dir.join("ca.crt"),
+        cert_file: Some(write("client.crt", &client.0)),
+        key_file: Some(write("client.key", &client.1)),
+        domain: Some("localhost".into()),
+    };
+
+    // A wrong token: refused by the collector, retried with backoff, nothing acknowledged.
+    let mut cfg = shipper_config(&logs, &dir.join("wrong"), served.grpc);
+    cfg.collector = format!("https://{}", served.grpc);
+    cfg.tls = Some(tls.clone());
+    cfg.token = Some(Secret::new("guess"));
+    let wrong = Shipper::start(cfg).await.unwrap();
+    let m = wrong.metrics().input("policy_action");
+    eventually(Duration::from_secs(30), "refusals", || {
+        m.stream_failures.load(Relaxed) >= 2
+    })
+    .await;
+    assert_eq!(m.records_acked.load(Relaxed), 0);
+    wrong.shutdown().await;
+
+    let mut cfg = shipper_config(&logs, &dir.join("right"), served.grpc);
+    cfg.collector = format!("https://{}", served.grpc);
+    cfg.tls = Some(tls);
+    cfg.token = Some(Secret::new("node-token"));
+    let shipper = Shipper::start(cfg).await.unwrap();
+    let m = shipper.metrics().input("policy_action");
+    eventually(Duration::from_secs(30), "every record acknowledged", || {
+        m.records_acked.load(Relaxed) >= 50
+    })
+    .await;
+    shipper.shutdown().await;
+    assert_eq!(stored_flows(&served).await.len(), 50);
+    served.stop().await;
+}
