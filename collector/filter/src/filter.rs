@@ -45,6 +45,18 @@ impl Filter {
         })
     }
 
+    /// A filter of one node of a parsed query's tree ([`Filter::expr`]) and that query's text
+    /// (which its spans index into). Lets a translator to another engine hand the parts it does
+    /// not translate to this evaluator, so both agree exactly.
+    pub fn from_expr(expr: &Expr, text: &str) -> Result<Filter> {
+        let program = Program::compile(Some(expr), text)?;
+        Ok(Filter {
+            text: text.to_owned(),
+            expr: Some(expr.clone()),
+            program,
+        })
+    }
+
     /// Whether `entry` — a LogEntry as JSON, e.g. `serde_json::to_value(&log_entry)` — is
     /// selected by the query.
     pub fn matches(&self, entry: &serde_json::Value) -> bool {

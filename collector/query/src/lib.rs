@@ -1,0 +1,32 @@
+//! Queries over Verdict's Parquet lake: the Logging query language translated to DataFusion,
+//! a SQL session over committed files plus rows not yet flushed, the SQL views of `sql/`, and
+//! the HTTP query API the collector serves.
+//!
+//! Modules:
+//! - [`translate`]: a [`verdict_filter::Filter`] → one DataFusion predicate (pushdown-friendly);
+//!   [`fallback`]: the UDF that runs the JSON evaluator on nodes with no native translation.
+//! - [`lake`]: the [`Lake`] trait (what storage exposes: consistent snapshots) and
+//!   [`LakeTable`], the `TableProvider` that prunes files by time and pushes predicates down.
+//! - [`session`]: [`QueryEngine`], the DataFusion session with tables, views and limits.
+//! - [`entries`]: `entries:list` (filter queries returning LogEntries, keyset pages).
+//! - [`views`]: the views of `sql/*.sql`, built in.
+//! - [`api`]: the axum routes (`/v2/entries:list`, `/v1/sql`, `/v1/tail`) and authentication.
+//! - [`error`]: [`QueryError`] and its HTTP mapping.
+
+pub mod api;
+pub mod entries;
+pub mod error;
+pub mod fallback;
+pub mod lake;
+pub mod session;
+pub mod translate;
+pub mod views;
+
+pub use api::{ApiSettings, router};
+/// The DataFusion this crate builds on (for callers that read its results).
+pub use datafusion;
+pub use entries::{ListEntriesRequest, ListEntriesResponse};
+pub use error::{QueryError, Result};
+pub use lake::{FixedLake, Lake, LakeFile, LakeSnapshot, LakeTable, LakeTableDef};
+pub use session::{QueryEngine, QueryLimits, QueryOutput};
+pub use translate::{Translation, translate};
