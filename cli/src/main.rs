@@ -3,12 +3,17 @@
 //! - `verdict policy check`: judge connections against manifests, print verdicts and the exact
 //!   policy-action records that would be written.
 //! - `verdict policy explain`: why a connection is allowed or denied, and how to change that.
+//! - `verdict logs read|tail`: Logging-filter queries against a collector or local files
+//!   (`logs`); `verdict sql`: SQL against a collector (`sql`); `query_client`: their HTTP client.
 //!
 //! Exit status: 0 on success, 2 on bad input (manifests, connections, arguments).
 
 mod demo;
+mod logs;
 mod policy_check;
 mod policy_explain;
+mod query_client;
+mod sql;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,6 +41,104 @@ enum Command {
     Demo(DemoArgs),
     #[command(hide = true)]
     DemoNode(DemoNodeArgs),
+    /// Read or tail policy-action log entries with a Logging query (filter).
+    #[command(subcommand)]
+    Logs(LogsCommand),
+    /// Run one read-only SQL statement against a collector's lake.
+    Sql(SqlArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum LogsCommand {
+    /// Entries matching FILTER, from a collector or (--file) from local files, like
+    /// `gcloud logging read`.
+    Read(LogsReadArgs),
+    /// New entries matching FILTER as the collector stores them.
+    Tail(LogsTailArgs),
+}
+
+/// Where the collector's query API is.
+#[derive(Debug, Args)]
+struct CollectorArgs {
+    /// The collector's HTTP address.
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8080")]
+    collector: String,
+    /// Bearer token for the collector's query API (its query.auth_tokens).
+    #[arg(long, env = "VERDICT_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogsFormat {
+    Json,
+    Table,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogsOrder {
+    Asc,
+    Desc,
+}
+
+#[derive(Debug, Args)]
+struct LogsReadArgs {
+    /// A query in the Logging query language ('' for every entry).
+    filter: String,
+    #[command(flatten)]
+    collector: CollectorArgs,
+    /// Only entries newer than this, unless FILTER restricts timestamp (default 1d from a
+    /// collector, none with --file).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    freshness: Option<std::time::Duration>,
+    /// At most this many entries (default: all).
+    #[arg(long)]
+    limit: Option<usize>,
+    /// By timestamp (default desc, newest first); not with --file (file order).
+    #[arg(long, value_enum)]
+    order: Option<LogsOrder>,
+    #[arg(long, value_enum, default_value_t = LogsFormat::Table)]
+    format: LogsFormat,
+    /// Read these files (LogEntries or bare policy-action records, JSON lines) instead of a
+    /// collector; repeatable.
+    #[arg(long = "file", value_name = "PATH")]
+    files: Vec<PathBuf>,
+    /// With a collector: only this project's entries. With --file: the project of wrapped
+    /// records (default local).
+    #[arg(long)]
+    project: Option<String>,
+    /// With --file: the location of wrapped records (default local).
+    #[arg(long)]
+    location: Option<String>,
+    /// With --file: the cluster of wrapped records (default local).
+    #[arg(long)]
+    cluster: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct LogsTailArgs {
+    /// A query in the Logging query language ('' for every entry).
+    filter: String,
+    #[command(flatten)]
+    collector: CollectorArgs,
+    #[arg(long, value_enum, default_value_t = LogsFormat::Table)]
+    format: LogsFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum SqlFormat {
+    Table,
+    Json,
+    Csv,
+}
+
+#[derive(Debug, Args)]
+struct SqlArgs {
+    /// One SELECT (or WITH … SELECT, VALUES) or EXPLAIN statement.
+    query: String,
+    #[command(flatten)]
+    collector: CollectorArgs,
+    #[arg(long, value_enum, default_value_t = SqlFormat::Table)]
+    format: SqlFormat,
 }
 
 #[derive(Debug, Args)]
@@ -158,6 +261,38 @@ fn main() -> ExitCode {
             &a.connection,
         ),
         Command::Demo(a) => run_demo(a),
+        Command::Logs(LogsCommand::Read(a)) => logs::read(logs::ReadOptions {
+            filter: a.filter,
+            collector: a.collector.collector,
+            token: a.collector.token,
+            freshness: a.freshness,
+            limit: a.limit,
+            order: a.order.map(|o| match o {
+                LogsOrder::Asc => logs::Order::Asc,
+                LogsOrder::Desc => logs::Order::Desc,
+            }),
+            format: logs_format(a.format),
+            files: a.files,
+            project: a.project,
+            location: a.location,
+            cluster: a.cluster,
+        }),
+        Command::Logs(LogsCommand::Tail(a)) => logs::tail(logs::TailOptions {
+            filter: a.filter,
+            collector: a.collector.collector,
+            token: a.collector.token,
+            format: logs_format(a.format),
+        }),
+        Command::Sql(a) => sql::run(sql::SqlOptions {
+            query: a.query,
+            collector: a.collector.collector,
+            token: a.collector.token,
+            format: match a.format {
+                SqlFormat::Table => sql::Format::Table,
+                SqlFormat::Json => sql::Format::Json,
+                SqlFormat::Csv => sql::Format::Csv,
+            },
+        }),
         Command::DemoNode(a) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -170,6 +305,13 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+fn logs_format(f: LogsFormat) -> logs::Format {
+    match f {
+        LogsFormat::Json => logs::Format::Json,
+        LogsFormat::Table => logs::Format::Table,
     }
 }
 

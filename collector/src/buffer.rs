@@ -96,10 +96,28 @@ pub struct TableSnapshot {
     pub unflushed: Vec<RecordBatch>,
 }
 
+/// The newest durable position of the write-ahead log, published by the writer after each
+/// group is fsynced and applied (the sinks follow it; they never read past it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DurableHead {
+    /// LSN of the last applied entry.
+    pub lsn: u64,
+    /// Records applied since this process started (a running total, for lag in records).
+    pub records: u64,
+}
+
+/// Batches of new flow rows held for live-tail readers before the slowest one loses some.
+const TAIL_QUEUE_BATCHES: usize = 256;
+
 /// The state shared by the writer, the flusher, background jobs and readers.
 #[derive(Debug)]
 pub struct Shared {
     state: Mutex<State>,
+    /// The durable head (sinks subscribe to it). Sending never waits for a receiver.
+    pub durable: tokio::sync::watch::Sender<DurableHead>,
+    /// New flow rows as they are applied (live tail of the query API). Sent after the state
+    /// lock is released; a receiver that falls behind loses the oldest batches (and is told).
+    pub applied_flows: tokio::sync::broadcast::Sender<RecordBatch>,
     /// Signalled when a flush frees memory (the writer waits on it for backpressure).
     space: Condvar,
     /// Woken when buffered rows reach the flush threshold.
@@ -110,8 +128,14 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(state: State) -> Self {
+        let head = DurableHead {
+            lsn: state.applied_lsn,
+            records: 0,
+        };
         Shared {
+            durable: tokio::sync::watch::Sender::new(head),
             state: Mutex::new(state),
+            applied_flows: tokio::sync::broadcast::Sender::new(TAIL_QUEUE_BATCHES),
             space: Condvar::new(),
             flush_wanted: tokio::sync::Notify::new(),
             flushed: tokio::sync::Notify::new(),

@@ -40,6 +40,8 @@ pub struct Inner {
     /// Serializes flushes.
     pub flush_lock: tokio::sync::Mutex<()>,
     pub file_seq: AtomicU64,
+    /// The running sinks (they read the WAL; flushes keep segments they still need).
+    pub sinks: Arc<crate::sinks::Sinks>,
 }
 
 /// A running collector (storage side); serve it with [`Collector::serve`].
@@ -68,6 +70,9 @@ impl Collector {
     /// Opens storage and the commit log, deletes uncommitted leftovers, replays the WAL and
     /// starts the writer and the background jobs (flush, compaction, retention).
     pub async fn open(config: Config) -> Result<(Collector, Recovery)> {
+        // Two rustls crypto backends are in the tree (ring for tonic, aws-lc-rs for the Pub/Sub
+        // client): without a process default, TLS setup panics. The first install wins.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         config
             .validate()
             .map_err(|problems| crate::config::ConfigErrors {
@@ -194,7 +199,19 @@ impl Collector {
             },
             writer_rx,
         );
+        let sinks = Arc::new(crate::sinks::Sinks::new(
+            crate::sinks::SinksSettings {
+                wal_dir: wal_dir.clone(),
+                data_dir: config.data_dir.clone(),
+                max_retention_bytes: config.wal.max_sink_retention_bytes.0,
+                build: crate::sinks::BuildContext {
+                    parquet: config.parquet.clone(),
+                },
+            },
+            shared.durable.subscribe(),
+        ));
         let inner = Arc::new(Inner {
+            sinks,
             config,
             storage,
             shared,
@@ -219,6 +236,8 @@ impl Collector {
             Arc::clone(&inner),
             shutdown_rx,
         )));
+        // A bad sink definition is reported by name and skipped; it never stops the collector.
+        inner.sinks.apply(&inner.config.sinks).await;
         tracing::info!(
             storage = inner.storage.url(),
             wal = %inner.wal_dir.display(),
@@ -250,26 +269,23 @@ impl Collector {
         &self.inner.storage
     }
 
+    /// The running sinks.
+    pub fn sinks(&self) -> &crate::sinks::Sinks {
+        &self.inner.sinks
+    }
+
+    /// Replaces the sink definitions without touching ingest (the binary calls it on SIGHUP):
+    /// new sinks start, changed ones restart from their cursors, removed ones stop, invalid
+    /// ones are rejected by name while the others run.
+    pub async fn reload_sinks(&self, definitions: &[toml::Table]) -> crate::sinks::ApplyReport {
+        self.inner.sinks.apply(definitions).await
+    }
+
     /// Committed files and not-yet-flushed rows of `table`, consistent with each other (each
     /// row in exactly one of them). For [`Table::Rollups`] the unflushed part is the rollup of
     /// the unflushed flow rows.
     pub fn snapshot(&self, table: Table) -> Result<TableSnapshot> {
-        match table {
-            Table::Rollups => {
-                let flows = self.inner.shared.snapshot(Table::Flows);
-                let mut s = self.inner.shared.snapshot(Table::Rollups);
-                s.unflushed = if flows.unflushed.is_empty() {
-                    Vec::new()
-                } else {
-                    vec![
-                        crate::rollup::aggregate_flows(&flows.unflushed)
-                            .map_err(|e| Error::arrow("rolling up unflushed flows", e))?,
-                    ]
-                };
-                Ok(s)
-            }
-            _ => Ok(self.inner.shared.snapshot(table)),
-        }
+        snapshot_of(&self.inner, table)
     }
 
     /// The committed files of `table`.
@@ -367,12 +383,21 @@ impl Collector {
             tonic::transport::server::TcpIncoming::from(grpc),
             async move { stopped(&mut grpc_stop).await },
         ));
-        let router = crate::http::router(Arc::clone(&self.inner));
+        let engine = Arc::new(crate::query::engine(&self.inner).await?);
+        let router = crate::http::router(Arc::clone(&self.inner)).merge(verdict_query::router(
+            engine,
+            crate::query::api_settings(&self.inner),
+            stop_rx.clone(),
+        ));
         let mut http_stop = stop_rx;
         let http_task = tokio::spawn(async move {
-            axum::serve(http, router)
-                .with_graceful_shutdown(async move { stopped(&mut http_stop).await })
-                .await
+            // The peer address tells the query API which clients are on loopback.
+            axum::serve(
+                http,
+                router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { stopped(&mut http_stop).await })
+            .await
         });
         shutdown.await;
         tracing::info!("shutting down: closing ingest streams");
@@ -391,6 +416,8 @@ impl Collector {
     /// Stops background jobs and the writer, then flushes everything buffered.
     pub async fn close(&self) -> Result<()> {
         let _ = self.shutdown_tx.send(true);
+        // Sinks first: each delivers what it holds and saves its cursor.
+        self.inner.sinks.stop_all().await;
         let tasks: Vec<JoinHandle<()>> =
             std::mem::take(&mut *self.tasks.lock().expect("tasks lock"));
         for t in tasks {
@@ -417,6 +444,26 @@ impl Collector {
         self.wal_lock.lock().expect("wal lock").take();
         tracing::info!("collector closed");
         Ok(())
+    }
+}
+
+/// See [`Collector::snapshot`].
+pub(crate) fn snapshot_of(inner: &Inner, table: Table) -> Result<TableSnapshot> {
+    match table {
+        Table::Rollups => {
+            let flows = inner.shared.snapshot(Table::Flows);
+            let mut s = inner.shared.snapshot(Table::Rollups);
+            s.unflushed = if flows.unflushed.is_empty() {
+                Vec::new()
+            } else {
+                vec![
+                    crate::rollup::aggregate_flows(&flows.unflushed)
+                        .map_err(|e| Error::arrow("rolling up unflushed flows", e))?,
+                ]
+            };
+            Ok(s)
+        }
+        _ => Ok(inner.shared.snapshot(table)),
     }
 }
 

@@ -36,6 +36,7 @@ pub const DEFAULT_MAX_IN_FLIGHT_BATCHES: usize = 8;
 pub const DEFAULT_MAX_STREAMS: usize = 10_000;
 pub const DEFAULT_WAL_SEGMENT_BYTES: u64 = 64 << 20;
 pub const DEFAULT_WAL_MAX_GROUP_BYTES: u64 = 32 << 20;
+pub const DEFAULT_WAL_MAX_SINK_RETENTION_BYTES: u64 = 4 << 30;
 pub const DEFAULT_FLUSH_MAX_AGE: Duration = Duration::from_secs(5);
 pub const DEFAULT_FLUSH_MAX_ROWS: usize = 2_000_000;
 pub const DEFAULT_MAX_UNFLUSHED_BYTES: u64 = 1 << 30;
@@ -51,6 +52,9 @@ pub const DEFAULT_RETENTION_LOSS: Duration = Duration::from_secs(30 * 86_400);
 pub const DEFAULT_RETENTION_ROLLUPS: Duration = Duration::from_secs(400 * 86_400);
 pub const DEFAULT_RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
 pub const DEFAULT_SOURCE_RETENTION: Duration = Duration::from_secs(7 * 86_400);
+pub const DEFAULT_QUERY_MAX_ROWS: usize = 100_000;
+pub const DEFAULT_QUERY_MAX_MEMORY: u64 = 1 << 30;
+pub const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -72,6 +76,11 @@ pub struct Config {
     pub compaction: CompactionConfig,
     pub retention: RetentionConfig,
     pub dedup: DedupConfig,
+    pub query: QueryConfig,
+    /// Sinks (`[[sinks]]`): routes of records to Kafka, Pub/Sub or object storage, see
+    /// `sinks::config::SinkConfig`. Each definition is validated on its own: a bad one is
+    /// reported by name and skipped, the others run. Re-read on SIGHUP.
+    pub sinks: Vec<toml::Table>,
 }
 
 impl Default for Config {
@@ -88,6 +97,8 @@ impl Default for Config {
             compaction: CompactionConfig::default(),
             retention: RetentionConfig::default(),
             dedup: DedupConfig::default(),
+            query: QueryConfig::default(),
+            sinks: Vec::new(),
         }
     }
 }
@@ -193,6 +204,10 @@ pub struct WalConfig {
     pub segment_bytes: ByteSize,
     /// Most bytes written by one group commit (one fsync acknowledges every batch in it).
     pub max_group_bytes: ByteSize,
+    /// Segments already committed to Parquet are kept for sinks that have not read them, up to
+    /// this many bytes; past it the oldest go and a sink that still needed them counts the
+    /// records as dropped (`verdict_collector_sink_records_dropped_total`).
+    pub max_sink_retention_bytes: ByteSize,
 }
 
 impl Default for WalConfig {
@@ -201,6 +216,7 @@ impl Default for WalConfig {
             dir: None,
             segment_bytes: ByteSize(DEFAULT_WAL_SEGMENT_BYTES),
             max_group_bytes: ByteSize(DEFAULT_WAL_MAX_GROUP_BYTES),
+            max_sink_retention_bytes: ByteSize(DEFAULT_WAL_MAX_SINK_RETENTION_BYTES),
         }
     }
 }
@@ -329,6 +345,39 @@ impl Default for DedupConfig {
     fn default() -> Self {
         DedupConfig {
             source_retention: DEFAULT_SOURCE_RETENTION,
+        }
+    }
+}
+
+/// The query API on `http.listen`: `POST /v2/entries:list`, `POST /v1/sql`, `GET /v1/tail`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryConfig {
+    /// Accepted bearer tokens (`Authorization: Bearer TOKEN`). Empty: no token is asked for,
+    /// and only clients on a loopback address are answered.
+    pub auth_tokens: Vec<Secret>,
+    /// Rows a SQL result may have; a larger result is an error (aggregate, or add a LIMIT).
+    pub max_rows: usize,
+    /// Memory all running queries together may hold (sorts and aggregations that need more
+    /// fail with a clear error).
+    pub max_memory: ByteSize,
+    /// Wall time of one query (planning and execution).
+    #[serde(with = "humantime_serde_compat")]
+    pub timeout: Duration,
+    /// A directory of extra SQL views, `NAME.sql` each holding one SELECT, loaded after the
+    /// built-in ones of the repository's `sql/` (a file may replace one). Absent: built-in only.
+    #[serde(default)]
+    pub views_dir: Option<PathBuf>,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        QueryConfig {
+            auth_tokens: Vec::new(),
+            max_rows: DEFAULT_QUERY_MAX_ROWS,
+            max_memory: ByteSize(DEFAULT_QUERY_MAX_MEMORY),
+            timeout: DEFAULT_QUERY_TIMEOUT,
+            views_dir: None,
         }
     }
 }
@@ -512,7 +561,7 @@ impl StorageKind {
     }
 
     /// Whether `key` is an object_store option of this backend.
-    fn accepts_option(self, key: &str) -> bool {
+    pub(crate) fn accepts_option(self, key: &str) -> bool {
         let k = key.to_ascii_lowercase();
         match self {
             StorageKind::Local => false,
@@ -758,7 +807,27 @@ impl Config {
         if self.dedup.source_retention < Duration::from_secs(60) {
             bad("dedup.source_retention", "must be at least 1m".into());
         }
+        let q = &self.query;
+        if q.max_rows == 0 {
+            bad("query.max_rows", "must be at least 1".into());
+        }
+        if q.max_memory.0 < 16 << 20 {
+            bad("query.max_memory", "must be at least 16MiB".into());
+        }
+        if q.timeout.is_zero() {
+            bad("query.timeout", "must be more than 0s".into());
+        }
+        if q.auth_tokens.iter().any(|t| t.expose().trim().is_empty()) {
+            bad("query.auth_tokens", "a token must not be empty".into());
+        }
         if p.is_empty() { Ok(()) } else { Err(p) }
+    }
+
+    /// Whether every setting but `sinks` equals `other`'s.
+    pub fn same_except_sinks(&self, other: &Config) -> bool {
+        let mut a = self.clone();
+        a.sinks.clone_from(&other.sinks);
+        a == *other
     }
 
     /// The storage URL, with the default (`DATA_DIR/lake`) filled in.

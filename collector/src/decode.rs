@@ -198,12 +198,12 @@ pub fn check(batch: &v1::Batch, encoded_len: usize, limits: &Limits) -> Result<(
     clippy::large_enum_variant,
     reason = "one short-lived value per record"
 )]
-enum Decoded {
+pub(crate) enum Decoded {
     Flow(PolicyActionRecord),
     Loss(LossMarker),
 }
 
-fn decode_record(i: usize, r: &v1::Record) -> Result<Decoded, Rejection> {
+pub(crate) fn decode_record(i: usize, r: &v1::Record) -> Result<Decoded, Rejection> {
     let bad = |what: String| {
         Rejection::new(
             RejectionCode::InvalidRecord,

@@ -232,9 +232,16 @@ pub async fn flush_once(inner: &Inner) -> Result<bool> {
     );
     inner.shared.flushed.notify_waiters();
 
-    let dir = inner.wal_dir.clone();
     let lsn = frozen.wal_lsn;
-    match tokio::task::spawn_blocking(move || crate::wal::truncate_through(&dir, lsn)).await {
+    // Segments still needed by a sink stay (up to wal.max_sink_retention_bytes).
+    let truncate = {
+        let (sinks, dir) = (Arc::clone(&inner.sinks), inner.wal_dir.clone());
+        move || {
+            let through = sinks.truncation_point(lsn)?;
+            crate::wal::truncate_through(&dir, through)
+        }
+    };
+    match tokio::task::spawn_blocking(truncate).await {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => tracing::warn!(error = %e, "deleting committed WAL segments failed"),
         Err(e) => tracing::warn!(error = %e, "WAL truncation task failed"),

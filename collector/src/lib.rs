@@ -21,6 +21,10 @@
 //! - [`parquet_file`]: file layout, encoding and decoding; [`storage`]: object storage;
 //!   [`table`]: tables and hive partitions.
 //! - [`metrics`], [`http`]: Prometheus metrics on the HTTP port.
+//! - [`query`]: the lake as the query engine sees it (`verdict-query`), and the engine and
+//!   query API (`/v2/entries:list`, `/v1/sql`, `/v1/tail`) served on the HTTP port.
+//! - [`sinks`]: routing stored records to Kafka, Pub/Sub and object storage through filters,
+//!   each sink with its own durable cursor in the WAL. **The delivery invariant is at its top.**
 //! - [`collector`]: wiring, start-up recovery and shutdown.
 
 pub mod buffer;
@@ -35,8 +39,10 @@ pub mod ingest;
 pub mod manifest;
 pub mod metrics;
 pub mod parquet_file;
+pub mod query;
 pub mod retention;
 pub mod rollup;
+pub mod sinks;
 pub mod storage;
 pub mod table;
 pub mod tls;

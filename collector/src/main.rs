@@ -16,24 +16,30 @@ struct Args {
     print_config: bool,
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves at SIGINT or SIGTERM. The SIGTERM handler is registered when this is called (not
+/// when first polled), so a signal sent right after the "listening" line is not fatal.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    let term_signal = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+    async move {
+        let ctrl_c = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        #[cfg(unix)]
+        let term = async {
+            match term_signal {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            () = ctrl_c => {}
+            () = term => {}
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
     }
 }
 
@@ -66,7 +72,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(config)) {
+    match runtime.block_on(serve(config, args.config)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             let mut msg = format!("verdict-collector: {e}");
@@ -87,15 +93,77 @@ fn main() -> std::process::ExitCode {
 
 /// Binds, announces the bound addresses on stdout (ports may be 0 in the configuration), opens
 /// the collector (recovering what a previous run left), serves until SIGINT/SIGTERM, flushes.
-async fn serve(config: verdict_collector::Config) -> verdict_collector::Result<()> {
+/// On SIGHUP the configuration file is read again and its `[[sinks]]` applied (other settings
+/// need a restart).
+async fn serve(
+    config: verdict_collector::Config,
+    path: Option<PathBuf>,
+) -> verdict_collector::Result<()> {
     let (grpc, http) = verdict_collector::bind(&config).await?;
     let addrs = (grpc.local_addr(), http.local_addr());
     let (collector, recovery) = verdict_collector::Collector::open(config).await?;
+    let collector = std::sync::Arc::new(collector);
+    // Signal handlers are in place before the "listening" line is printed.
+    let shutdown = shutdown_signal();
+    #[cfg(unix)]
+    let reloader = {
+        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+        tokio::spawn(reload_sinks_on_sighup(
+            std::sync::Arc::clone(&collector),
+            path,
+            hup,
+        ))
+    };
+    #[cfg(not(unix))]
+    let _ = path;
     if let (Ok(g), Ok(h)) = addrs {
         println!("verdict-collector listening grpc={g} http={h}");
     }
     tracing::info!(?recovery, "ready");
-    let served = collector.serve(grpc, http, shutdown_signal()).await;
+    let served = collector.serve(grpc, http, shutdown).await;
+    #[cfg(unix)]
+    reloader.abort();
     let closed = collector.close().await;
     served.and(closed)
+}
+
+/// Re-reads the configuration file on every SIGHUP and applies its sinks. A file that no longer
+/// loads keeps the running sinks (the error is logged); a bad sink is rejected by name.
+#[cfg(unix)]
+async fn reload_sinks_on_sighup(
+    collector: std::sync::Arc<verdict_collector::Collector>,
+    path: Option<PathBuf>,
+    hup: std::io::Result<tokio::signal::unix::Signal>,
+) {
+    let Ok(mut hup) = hup else {
+        tracing::warn!("cannot listen for SIGHUP; sinks are not reloadable");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let loaded = verdict_collector::Config::load(path.as_deref(), std::env::vars());
+        match loaded {
+            Ok(config) => {
+                if !config.same_except_sinks(collector.config()) {
+                    tracing::warn!(
+                        "SIGHUP reloads sinks only; other changed settings take effect at the next restart"
+                    );
+                }
+                let report = collector.reload_sinks(&config.sinks).await;
+                println!(
+                    "verdict-collector sinks reloaded started={:?} restarted={:?} stopped={:?} rejected={:?}",
+                    report.started,
+                    report.restarted,
+                    report.stopped,
+                    report
+                        .rejected
+                        .iter()
+                        .map(|r| r.name.as_str())
+                        .collect::<Vec<_>>()
+                );
+            }
+            Err(e) => tracing::error!(
+                "SIGHUP: the configuration no longer loads; the running sinks stay: {e}"
+            ),
+        }
+    }
 }

@@ -38,23 +38,39 @@ impl Storage {
     /// Opens the storage of `config` (creating the local folder if needed). Does no I/O against a
     /// remote store; [`probe`](Self::probe) does.
     pub fn open(config: &Config) -> Result<Storage> {
-        let url = config.storage_url();
-        let kind = StorageKind::of(&url).map_err(|m| Error::setting("storage.url", m))?;
+        Storage::open_url(
+            &config.storage_url(),
+            &config.storage.options.0,
+            "storage.url",
+            "storage.options",
+        )
+    }
+
+    /// Opens the storage at `url` with object_store `opts` (also used by sinks exporting to
+    /// object storage); errors name `url_setting` or `options_setting`.
+    pub fn open_url(
+        url: &str,
+        opts: &std::collections::BTreeMap<String, String>,
+        url_setting: &str,
+        options_setting: &str,
+    ) -> Result<Storage> {
+        let url = url.to_owned();
+        let kind = StorageKind::of(&url).map_err(|m| Error::setting(url_setting, m))?;
         match kind {
             StorageKind::Local => {
                 let dir = PathBuf::from(url.strip_prefix("file://").unwrap_or(&url));
                 std::fs::create_dir_all(&dir).map_err(|e| {
                     Error::setting_caused(
-                        "storage.url",
+                        url_setting,
                         format!("cannot create the folder {}", dir.display()),
                         e,
                     )
                 })?;
                 let dir = dir.canonicalize().map_err(|e| {
-                    Error::setting_caused("storage.url", format!("cannot resolve {url}"), e)
+                    Error::setting_caused(url_setting, format!("cannot resolve {url}"), e)
                 })?;
                 let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)
-                    .map_err(|e| Error::setting_caused("storage.url", "cannot open folder", e))?;
+                    .map_err(|e| Error::setting_caused(url_setting, "cannot open folder", e))?;
                 Ok(Storage {
                     store: Arc::new(store),
                     root: Path::default(),
@@ -64,12 +80,11 @@ impl Storage {
             }
             _ => {
                 let parsed = url::Url::parse(&url)
-                    .map_err(|e| Error::setting_caused("storage.url", "not a URL", e))?;
+                    .map_err(|e| Error::setting_caused(url_setting, "not a URL", e))?;
                 let (_, root) = object_store::ObjectStoreScheme::parse(&parsed)
-                    .map_err(|e| Error::setting_caused("storage.url", "not a storage URL", e))?;
-                let opts = &config.storage.options.0;
+                    .map_err(|e| Error::setting_caused(url_setting, "not a storage URL", e))?;
                 let bad = |e: object_store::Error| {
-                    Error::setting_caused("storage.options", format!("cannot open {url}"), e)
+                    Error::setting_caused(options_setting, format!("cannot open {url}"), e)
                 };
                 let store: Arc<dyn ObjectStore> = match kind {
                     StorageKind::S3 => {

@@ -218,6 +218,274 @@ pub fn truncate_through(dir: &Path, lsn: u64) -> Result<usize> {
     Ok(removed)
 }
 
+/// One entry read back by a [`WalTail`].
+#[derive(Debug, Clone)]
+pub struct TailEntry {
+    pub lsn: u64,
+    pub entry: WalEntry,
+}
+
+/// What [`WalTail::read`] found.
+#[derive(Debug, Default)]
+pub struct TailRead {
+    pub entries: Vec<TailEntry>,
+    /// Entries the tail wanted that no segment holds any more (deleted before it read them),
+    /// as the LSN range `start..end`; the tail continues after them.
+    pub missing: Option<std::ops::Range<u64>>,
+}
+
+/// A read-only reader of the log from a position onwards, for consumers other than recovery
+/// (the sinks). It never modifies a segment: an incomplete entry at the end of the newest
+/// segment is either being written or torn, and is simply not read yet. Callers bound reads by
+/// an LSN known durable (`through`), so they never see an entry that is not yet fsynced.
+#[derive(Debug)]
+pub struct WalTail {
+    dir: PathBuf,
+    /// The LSN of the next entry to hand out.
+    next_lsn: u64,
+    /// The open segment: its first LSN, the file, and the byte offset of entry `next_lsn`.
+    segment: Option<(u64, File, u64)>,
+}
+
+impl WalTail {
+    /// A tail that hands out entries from `next_lsn` on.
+    pub fn new(dir: &Path, next_lsn: u64) -> WalTail {
+        WalTail {
+            dir: dir.to_owned(),
+            next_lsn,
+            segment: None,
+        }
+    }
+
+    /// The LSN of the next entry [`read`](Self::read) returns.
+    pub fn next_lsn(&self) -> u64 {
+        self.next_lsn
+    }
+
+    /// Opens the segment holding `next_lsn` (or reports the entries no segment holds).
+    fn open(&mut self) -> Result<Option<std::ops::Range<u64>>> {
+        let segs = segments(&self.dir)?;
+        let Some(idx) = segs.iter().rposition(|(first, _)| *first <= self.next_lsn) else {
+            // Everything from next_lsn up to the oldest segment is gone.
+            return Ok(match segs.first() {
+                Some((first, _)) if *first > self.next_lsn => {
+                    let gap = self.next_lsn..*first;
+                    self.next_lsn = *first;
+                    Some(gap)
+                }
+                _ => None,
+            });
+        };
+        let (first, path) = &segs[idx];
+        let file =
+            File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        self.segment = Some((*first, file, 0));
+        Ok(None)
+    }
+
+    /// The first LSN of the segment after the open one, if the writer has started one.
+    fn next_segment(&self) -> Result<Option<u64>> {
+        let Some((open_first, _, _)) = &self.segment else {
+            return Ok(None);
+        };
+        Ok(segments(&self.dir)?
+            .iter()
+            .map(|(first, _)| *first)
+            .find(|first| first > open_first))
+    }
+
+    /// Reads entries with LSN up to `through`, stopping after `max_records` records (at least
+    /// one entry is returned when one is available).
+    pub fn read(&mut self, through: u64, max_records: usize) -> Result<TailRead> {
+        use std::io::{Seek as _, SeekFrom};
+        let mut out = TailRead::default();
+        let mut records = 0usize;
+        while self.next_lsn <= through && (out.entries.is_empty() || records < max_records) {
+            if self.segment.is_none() {
+                match self.open()? {
+                    Some(gap) => {
+                        // Entries were deleted before this tail read them; go on after them.
+                        out.missing = Some(match out.missing.take() {
+                            Some(m) => m.start..gap.end,
+                            None => gap,
+                        });
+                        continue;
+                    }
+                    None if self.segment.is_none() => break,
+                    None => {}
+                }
+            }
+            let dir = self.dir.clone();
+            let (first, file, offset) = self.segment.as_mut().expect("opened above");
+            let at = |o: u64| format!("{} at byte {o}", dir.join(segment_name(*first)).display());
+            file.seek(SeekFrom::Start(*offset))
+                .map_err(|e| Error::io(at(*offset), e))?;
+            let mut header = [0u8; HEADER];
+            let complete = read_full(file, &mut header).map_err(|e| Error::io(at(*offset), e))?;
+            if !complete {
+                // The end of the open segment. If the writer moved on, continue in the next
+                // segment — or, when the segments holding `next_lsn` were deleted meanwhile
+                // (the open file stays readable), let `open` report the gap.
+                let open_path = dir.join(segment_name(*first));
+                match self.next_segment()? {
+                    Some(next) if next == self.next_lsn => {}
+                    Some(next) if open_path.exists() => {
+                        return Err(Error::WalCorrupt {
+                            path: open_path,
+                            message: format!(
+                                "ends before LSN {}, but the next segment starts at {next}",
+                                self.next_lsn
+                            ),
+                        });
+                    }
+                    Some(_) => {}
+                    None => break,
+                }
+                self.segment = None;
+                continue;
+            }
+            let len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as usize;
+            let crc = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
+            let lsn = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
+            if lsn > through && lsn >= self.next_lsn {
+                break;
+            }
+            let mut body = vec![0u8; len];
+            let complete = read_full(file, &mut body).map_err(|e| Error::io(at(*offset), e))?;
+            if !complete {
+                break;
+            }
+            let mut hasher = crc32fast::Hasher::new();
+            hasher.update(&header[8..16]);
+            hasher.update(&body);
+            if hasher.finalize() != crc {
+                return Err(Error::WalCorrupt {
+                    path: dir.join(segment_name(*first)),
+                    message: format!(
+                        "checksum mismatch at byte {offset} (LSN {lsn}), read by a sink"
+                    ),
+                });
+            }
+            *offset += (HEADER + len) as u64;
+            if lsn < self.next_lsn {
+                continue; // before the tail's position in this segment
+            }
+            if lsn != self.next_lsn {
+                return Err(Error::WalCorrupt {
+                    path: dir.join(segment_name(*first)),
+                    message: format!("entry has LSN {lsn}, expected {}", self.next_lsn),
+                });
+            }
+            let entry = WalEntry::decode(body.as_slice()).map_err(|e| Error::WalCorrupt {
+                path: dir.join(segment_name(*first)),
+                message: format!("entry {lsn} does not decode: {e}"),
+            })?;
+            records += entry.records.len();
+            out.entries.push(TailEntry { lsn, entry });
+            self.next_lsn += 1;
+        }
+        Ok(out)
+    }
+}
+
+/// Reads exactly `buf.len()` bytes, or returns `false` at end of file (nothing or a part read).
+fn read_full(file: &mut File, buf: &mut [u8]) -> std::io::Result<bool> {
+    use std::io::Read as _;
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => return Ok(false),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+/// The LSN and record count of every complete entry of the segment starting at `first_lsn`
+/// (counted without decoding the records).
+pub fn segment_record_counts(dir: &Path, first_lsn: u64) -> Result<Vec<(u64, u64)>> {
+    let path = dir.join(segment_name(first_lsn));
+    let data =
+        std::fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    let mut out = Vec::new();
+    let mut pos = 0usize;
+    while data.len() - pos >= HEADER {
+        let len = u32::from_le_bytes(data[pos..pos + 4].try_into().expect("4 bytes")) as usize;
+        if data.len() - pos - HEADER < len {
+            break;
+        }
+        let lsn = u64::from_le_bytes(data[pos + 8..pos + 16].try_into().expect("8 bytes"));
+        out.push((
+            lsn,
+            count_payload_records(&data[pos + HEADER..pos + HEADER + len]),
+        ));
+        pos += HEADER + len;
+    }
+    Ok(out)
+}
+
+/// Counts the records of the entries `after+1..=through` the log still holds.
+pub fn count_records(dir: &Path, after: u64, through: u64) -> Result<u64> {
+    let segs = segments(dir)?;
+    let mut total = 0;
+    for (i, (first, _)) in segs.iter().enumerate() {
+        let next_first = segs.get(i + 1).map_or(u64::MAX, |(f, _)| *f);
+        if next_first <= after + 1 || *first > through {
+            continue;
+        }
+        total += segment_record_counts(dir, *first)?
+            .into_iter()
+            .filter(|(lsn, _)| *lsn > after && *lsn <= through)
+            .map(|(_, n)| n)
+            .sum::<u64>();
+    }
+    Ok(total)
+}
+
+/// Records (field 15) in an encoded [`WalEntry`], counted by walking the protobuf fields.
+pub fn count_payload_records(mut payload: &[u8]) -> u64 {
+    use prost::encoding::{WireType, decode_key, decode_varint};
+    let mut n = 0;
+    while !payload.is_empty() {
+        let Ok((tag, wire)) = decode_key(&mut payload) else {
+            break;
+        };
+        let skip = match wire {
+            WireType::Varint => decode_varint(&mut payload).map(|_| 0).ok(),
+            WireType::SixtyFourBit => Some(8),
+            WireType::ThirtyTwoBit => Some(4),
+            WireType::LengthDelimited => decode_varint(&mut payload)
+                .ok()
+                .and_then(|l| usize::try_from(l).ok()),
+            _ => None,
+        };
+        let Some(skip) = skip else { break };
+        if skip > payload.len() {
+            break;
+        }
+        if tag == RECORDS_FIELD && wire == WireType::LengthDelimited {
+            n += 1;
+        }
+        payload = &payload[skip..];
+    }
+    n
+}
+
+/// Segments with their first LSN and size, oldest first.
+pub fn segment_sizes(dir: &Path) -> Result<Vec<(u64, u64)>> {
+    segments(dir)?
+        .into_iter()
+        .map(|(first, path)| {
+            let len = std::fs::metadata(&path)
+                .map_err(|e| Error::io(format!("reading {}", path.display()), e))?
+                .len();
+            Ok((first, len))
+        })
+        .collect()
+}
+
 /// Appends groups of entries, one fsync per group.
 #[derive(Debug)]
 pub struct WalWriter {
@@ -402,6 +670,59 @@ mod tests {
         let (got, o) = read_all(dir.path(), 0);
         assert_eq!(got.iter().map(|(l, _)| *l).collect::<Vec<_>>(), [1, 2]);
         assert_eq!(o.next_lsn, 3);
+    }
+
+    #[test]
+    fn a_tail_follows_segments_up_to_the_durable_lsn_and_reports_deleted_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = WalWriter::create(dir.path(), 1, 1 << 20).unwrap();
+        write(
+            &mut w,
+            &[entry("s", 10, &["a", "b"]), entry("t", 5, &["c"])],
+        );
+        let big = "x".repeat(1 << 20);
+        write(&mut w, &[entry("s", 11, &[&big])]); // closes segment 1 (LSNs 1–3)
+        write(&mut w, &[entry("s", 12, &["d"])]);
+        let lsns = |r: &TailRead| r.entries.iter().map(|e| e.lsn).collect::<Vec<_>>();
+
+        let mut tail = WalTail::new(dir.path(), 2);
+        // Only up to the durable LSN, at least one entry per read, at most max_records.
+        let r = tail.read(2, 100).unwrap();
+        assert_eq!((lsns(&r), r.missing.clone()), (vec![2], None));
+        assert!(tail.read(2, 100).unwrap().entries.is_empty());
+        let r = tail.read(10, 1).unwrap();
+        assert_eq!(lsns(&r), [3]);
+        let r = tail.read(10, 100).unwrap();
+        assert_eq!(lsns(&r), [4]);
+        assert_eq!(r.entries[0].entry.records.len(), 1);
+        assert_eq!(tail.next_lsn(), 5);
+        // Counting without decoding.
+        assert_eq!(count_records(dir.path(), 0, 4).unwrap(), 5);
+        assert_eq!(count_records(dir.path(), 1, 3).unwrap(), 2);
+
+        // A tail behind a deleted segment hears which entries it lost and goes on.
+        let mut late = WalTail::new(dir.path(), 1);
+        assert_eq!(truncate_through(dir.path(), 3).unwrap(), 1);
+        let r = late.read(10, 100).unwrap();
+        assert_eq!(r.missing, Some(1..4));
+        assert_eq!(lsns(&r), [4]);
+    }
+
+    #[test]
+    fn a_tail_reading_a_deleted_segment_finishes_it_then_reports_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = WalWriter::create(dir.path(), 1, 1 << 20).unwrap();
+        let big = "x".repeat(1 << 20);
+        write(&mut w, &[entry("s", 1, &["a"]), entry("s", 2, &[&big])]); // segment 1: LSNs 1–2
+        write(&mut w, &[entry("s", 3, &[&big])]); // segment 3: LSN 3
+        write(&mut w, &[entry("s", 4, &["b"])]); // segment 4: LSN 4
+        let mut tail = WalTail::new(dir.path(), 1);
+        assert_eq!(tail.read(10, 1).unwrap().entries[0].lsn, 1);
+        // Segments 1 and 3 go while the tail has segment 1 open.
+        assert_eq!(truncate_through(dir.path(), 3).unwrap(), 2);
+        let r = tail.read(10, 100).unwrap();
+        assert_eq!(r.entries.iter().map(|e| e.lsn).collect::<Vec<_>>(), [2, 4]);
+        assert_eq!(r.missing, Some(3..4));
     }
 
     #[test]

@@ -182,6 +182,8 @@ pub fn spawn(
                 // Apply in LSN order, then answer.
                 let mut stored = [0u64; 2];
                 let mut duplicates = 0u64;
+                let tailing = shared.applied_flows.receiver_count() > 0;
+                let mut applied_flows = Vec::new();
                 let (rows, mem, sources) = {
                     let mut s = shared.lock();
                     let mut lsn = s.applied_lsn;
@@ -192,6 +194,9 @@ pub fn spawn(
                             for part in &b.parts {
                                 if let Some(rows) = part.without_first(*skip) {
                                     stored[usize::from(part.table == Table::Loss)] += rows.num_rows() as u64;
+                                    if tailing && part.table == Table::Flows {
+                                        applied_flows.push(rows.clone());
+                                    }
                                     s.active.add(part.table, part.hour, rows);
                                 }
                             }
@@ -208,6 +213,10 @@ pub fn spawn(
                     s.applied_lsn = lsn;
                     (unflushed_rows(&s), unflushed_bytes(&s), s.watermarks.len())
                 };
+                for batch in applied_flows {
+                    // No receiver left is fine: tail clients come and go.
+                    let _ = shared.applied_flows.send(batch);
+                }
                 metrics.unflushed_rows.store(rows as u64, std::sync::atomic::Ordering::Relaxed);
                 metrics.unflushed_bytes.store(mem as u64, std::sync::atomic::Ordering::Relaxed);
                 metrics.sources.store(sources as u64, std::sync::atomic::Ordering::Relaxed);
@@ -230,6 +239,14 @@ pub fn spawn(
                     };
                     duplicates += outcome.duplicates;
                     let _ = r.reply.send(Ok(outcome));
+                }
+                if stored != [0, 0] {
+                    // The group is fsynced and applied: sinks may now read up to this LSN.
+                    let lsn = shared.lock().applied_lsn;
+                    shared.durable.send_modify(|h| {
+                        h.lsn = lsn;
+                        h.records += stored[0] + stored[1];
+                    });
                 }
                 metrics.stored(Table::Flows, stored[0]);
                 metrics.stored(Table::Loss, stored[1]);

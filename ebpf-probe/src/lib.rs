@@ -13,6 +13,7 @@
 //! - [`agent`]: everything wired together, with clean shutdown.
 //! - [`clock`]: wall time that follows tokio's (pausable) clock.
 //! - [`synthetic`]: a synthetic cluster and traffic mix for benchmarks.
+//! - [`shutdown`]: SIGINT/SIGTERM as a stop request.
 //! - [`lab`]: network namespaces plugged like a routed CNI's pods (kernel tests, `verdict demo`).
 
 pub mod agent;
@@ -27,5 +28,6 @@ pub mod log_writer;
 pub mod metrics;
 pub mod pipeline;
 pub mod rate_limit;
+pub mod shutdown;
 pub mod snapshot;
 pub mod synthetic;

@@ -23,6 +23,7 @@ use verdict_probe::log_writer::{DEFAULT_KEEP, DEFAULT_MAX_BYTES};
 use verdict_probe::pipeline::{
     DEFAULT_MAX_AGGREGATION_ENTRIES, DEFAULT_RATE_LIMIT, PipelineConfig,
 };
+use verdict_probe::shutdown::StopSignals;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -122,7 +123,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     // Installed before anything else so a stop request that comes early is never fatal.
-    let mut stop = Stop::install()?;
+    let mut stop = StopSignals::install()?;
     if args.uninstall {
         verdict_probe::kernel::datapath::uninstall_everywhere(&args.bpf_pin_dir)?;
         eprintln!(
@@ -271,27 +272,4 @@ async fn main() -> anyhow::Result<()> {
     let _ = metrics_stop.send(());
     let _ = metrics_task.await;
     Ok(())
-}
-
-/// SIGINT (Ctrl-C) and SIGTERM (how Kubernetes stops a pod).
-struct Stop {
-    interrupt: tokio::signal::unix::Signal,
-    terminate: tokio::signal::unix::Signal,
-}
-
-impl Stop {
-    fn install() -> std::io::Result<Self> {
-        use tokio::signal::unix::{SignalKind, signal};
-        Ok(Stop {
-            interrupt: signal(SignalKind::interrupt())?,
-            terminate: signal(SignalKind::terminate())?,
-        })
-    }
-
-    async fn requested(&mut self) {
-        tokio::select! {
-            _ = self.interrupt.recv() => {}
-            _ = self.terminate.recv() => {}
-        }
-    }
 }

@@ -22,10 +22,11 @@ use verdict_policy::engine::{EndpointKind, EnforcementMode};
 use verdict_probe::kernel::compile::NodeContext;
 use verdict_probe::kernel::datapath::{EbpfDatapath, run_with_agent, uninstall_everywhere};
 use verdict_probe::lab::{Lab, LabError};
+use verdict_probe::shutdown::StopSignals;
 
 use super::sockets::{NetnsDirectory, SocketPlayer, start_servers};
 use super::traffic::TrafficGenerator;
-use super::{DemoDirs, NODE_NAME, Stop, TICK};
+use super::{DemoDirs, NODE_NAME, TICK};
 
 pub const NODE_NETNS: &str = "vdemo-node";
 const OUTSIDE_NETNS: &str = "vdemo-outside";
@@ -182,7 +183,7 @@ impl NodeProcess {
 
 /// `verdict demo-node`: runs inside the node namespace.
 pub async fn node_main(root: PathBuf, speed: f64) -> anyhow::Result<()> {
-    let mut stop = Stop::install()?;
+    let mut stop = StopSignals::install()?;
     let dirs = DemoDirs::at(&root);
     let agent = super::start_agent(&dirs).await?;
     let snapshot = agent.snapshots.borrow().clone();

@@ -27,6 +27,7 @@ use verdict_probe::clock::Clock;
 use verdict_probe::cluster_source::ManifestDirSource;
 use verdict_probe::datapath::{Datapath, UserspaceDatapath};
 use verdict_probe::pipeline::PipelineConfig;
+use verdict_probe::shutdown::StopSignals;
 
 use self::traffic::{Scenario, TrafficGenerator};
 
@@ -87,7 +88,7 @@ enum Node {
 pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     let started = Instant::now();
     let dirs = DemoDirs::prepare(&options.dir)?;
-    let mut stop = Stop::install()?;
+    let mut stop = StopSignals::install()?;
 
     // The collector: local lake and WAL under the demo folder, default everything else.
     let mut config = verdict_collector::Config {
@@ -116,6 +117,23 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         })
     };
 
+    // The shipper: the node's log folder to the collector, checkpoints in the demo folder.
+    let shipper = verdict_shipper::Shipper::start(verdict_shipper::Config {
+        log_dir: Some(dirs.node_log.parent().expect("node folder").to_owned()),
+        collector: format!("http://{}", options.grpc_listen),
+        checkpoint_dir: dirs.root.join("shipper"),
+        identity: verdict_shipper::config::Identity {
+            node_name: NODE_NAME.to_owned(),
+            cluster_name: "demo".to_owned(),
+            location: "local".to_owned(),
+            project_id: "verdict-demo".to_owned(),
+        },
+        metrics_addr: None,
+        ..verdict_shipper::Config::default()
+    })
+    .await
+    .context("starting the shipper")?;
+
     // The node.
     let (mut node, datapath_note) = start_node(&options, &dirs).await?;
     let datapath = match &node {
@@ -139,7 +157,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
             _ = stop.requested() => break,
             _ = sleep_until(deadline) => break,
             _ = status.tick(), if !options.status_every.is_zero() => {
-                print_status(started.elapsed(), &node, &collector);
+                print_status(started.elapsed(), &node, &shipper, &collector);
             }
             _ = ticks.tick() => {
                 if let Node::InProcess(n) = &mut node {
@@ -148,20 +166,26 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
             }
         }
     }
-    eprintln!("stopping: traffic, node, collector …");
+    eprintln!("stopping: traffic, node, shipper, collector …");
     match node {
         Node::InProcess(n) => n.agent.shutdown().await,
         Node::Kernel(p) => tokio::task::spawn_blocking(move || p.stop())
             .await
             .context("node process")??,
     }
+    // The node has written its last records: ship them before the collector goes.
+    let written = count_lines(&dirs.node_log) as u64;
+    let drained = tokio::time::Instant::now() + Duration::from_secs(10);
+    while shipped_records(&shipper) < written && tokio::time::Instant::now() < drained {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    shipper.shutdown().await;
     let _ = collector_stop.send(());
     serving
         .await
         .context("collector task")?
         .context("collector server")?;
     collector.close().await.context("closing the collector")?;
-    let written = count_lines(&dirs.node_log);
     eprintln!(
         "stopped cleanly: {written} records written by the node, {} stored by the collector; data kept in {}",
         collector.metrics().records_stored[0].load(Ordering::Relaxed),
@@ -389,13 +413,19 @@ Ctrl-C stops everything.",
     );
 }
 
-fn print_status(elapsed: Duration, node: &Node, collector: &verdict_collector::Collector) {
+fn print_status(
+    elapsed: Duration,
+    node: &Node,
+    shipper: &verdict_shipper::ShipperHandle,
+    collector: &verdict_collector::Collector,
+) {
+    let acked = shipped_records(shipper);
     let stored = collector.metrics().records_stored[0].load(Ordering::Relaxed);
     match node {
         Node::InProcess(n) => {
             let m = &n.agent.metrics;
             println!(
-                "[{:>4} s] node: connections allowed {} denied {} · records written {} · collector: stored {stored}",
+                "[{:>4} s] node: connections allowed {} denied {} · records written {} · shipped {acked} · stored {stored}",
                 elapsed.as_secs(),
                 m.allowed_connections.load(Ordering::Relaxed),
                 m.denied_connections.load(Ordering::Relaxed),
@@ -404,29 +434,18 @@ fn print_status(elapsed: Duration, node: &Node, collector: &verdict_collector::C
             );
         }
         // The node process prints its own line.
-        Node::Kernel(_) => println!("[{:>4} s] collector: stored {stored}", elapsed.as_secs()),
+        Node::Kernel(_) => println!(
+            "[{:>4} s] shipper: shipped {acked} · collector: stored {stored}",
+            elapsed.as_secs()
+        ),
     }
 }
 
-/// SIGINT (Ctrl-C) and SIGTERM.
-struct Stop {
-    interrupt: tokio::signal::unix::Signal,
-    terminate: tokio::signal::unix::Signal,
-}
-
-impl Stop {
-    fn install() -> std::io::Result<Self> {
-        use tokio::signal::unix::{SignalKind, signal};
-        Ok(Stop {
-            interrupt: signal(SignalKind::interrupt())?,
-            terminate: signal(SignalKind::terminate())?,
-        })
-    }
-
-    async fn requested(&mut self) {
-        tokio::select! {
-            _ = self.interrupt.recv() => {}
-            _ = self.terminate.recv() => {}
-        }
-    }
+/// Records of `policy_action.log` the collector has acknowledged.
+fn shipped_records(shipper: &verdict_shipper::ShipperHandle) -> u64 {
+    shipper
+        .metrics()
+        .input(verdict_shipper::input::LogFileInput::POLICY_ACTION)
+        .records_acked
+        .load(Ordering::Relaxed)
 }

@@ -38,6 +38,25 @@ pub fn can_run() -> bool {
     false
 }
 
+/// A binary of the workspace: this package's own through Cargo, another package's from the
+/// target folder (`cargo test --workspace` builds every binary before any test runs).
+pub fn workspace_binary(name: &str) -> PathBuf {
+    if name == "verdict-probe"
+        && let Some(own) = option_env!("CARGO_BIN_EXE_verdict-probe")
+    {
+        return PathBuf::from(own);
+    }
+    let exe = std::env::current_exe().unwrap();
+    // target/debug/deps/TEST → target/debug/NAME
+    let path = exe.parent().unwrap().parent().unwrap().join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run `cargo build --workspace --bins` (the workspace's tests build it)",
+        path.display()
+    );
+    path
+}
+
 pub fn sh(args: &[&str]) -> String {
     let out = Command::new(args[0])
         .args(&args[1..])
@@ -420,32 +439,28 @@ impl Topology {
     pub fn start_probe(&mut self, extra_args: &[&str]) -> Probe {
         let log = self.log_path();
         let mut cmd = Command::new("ip");
-        cmd.args([
-            "netns",
-            "exec",
-            &self.node_ns,
-            env!("CARGO_BIN_EXE_verdict-probe"),
-        ])
-        .args([
-            "--datapath",
-            "ebpf",
-            "--node-name",
-            NODE_NAME,
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--reload-interval",
-            "200ms",
-        ])
-        .arg("--manifests")
-        .arg(self.manifests_dir())
-        .arg("--log-path")
-        .arg(&log)
-        .arg("--bpf-pin-dir")
-        .arg(&self.pin_dir)
-        .args(extra_args)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stderr(Stdio::piped());
+        cmd.args(["netns", "exec", &self.node_ns])
+            .arg(workspace_binary("verdict-probe"))
+            .args([
+                "--datapath",
+                "ebpf",
+                "--node-name",
+                NODE_NAME,
+                "--metrics-addr",
+                "127.0.0.1:0",
+                "--reload-interval",
+                "200ms",
+            ])
+            .arg("--manifests")
+            .arg(self.manifests_dir())
+            .arg("--log-path")
+            .arg(&log)
+            .arg("--bpf-pin-dir")
+            .arg(&self.pin_dir)
+            .args(extra_args)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap();
         // Ready when it says so (its event reader runs from then on). Its log is echoed, and kept
         // in the test folder for failures.
