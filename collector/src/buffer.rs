@@ -162,20 +162,30 @@ impl Shared {
 
     /// Committed files and unflushed rows of `table`, consistent with each other.
     pub fn snapshot(&self, table: Table) -> TableSnapshot {
-        let s = self.lock();
-        let files = s
-            .committed
-            .values()
-            .filter(|f| f.table == table)
-            .cloned()
-            .collect();
-        let mut unflushed: Vec<RecordBatch> = Vec::new();
-        if let Some(f) = &s.frozen {
-            unflushed.extend(f.rows.batches(table).cloned());
-        }
-        unflushed.extend(s.active.batches(table).cloned());
-        TableSnapshot { files, unflushed }
+        snapshot_locked(&self.lock(), table)
     }
+
+    /// Snapshots of two tables taken under one lock: consistent with each other (a flush cannot
+    /// fall between them, so rows never count in one table's files and the other's unflushed).
+    pub fn snapshot_pair(&self, a: Table, b: Table) -> (TableSnapshot, TableSnapshot) {
+        let s = self.lock();
+        (snapshot_locked(&s, a), snapshot_locked(&s, b))
+    }
+}
+
+fn snapshot_locked(s: &State, table: Table) -> TableSnapshot {
+    let files = s
+        .committed
+        .values()
+        .filter(|f| f.table == table)
+        .cloned()
+        .collect();
+    let mut unflushed: Vec<RecordBatch> = Vec::new();
+    if let Some(f) = &s.frozen {
+        unflushed.extend(f.rows.batches(table).cloned());
+    }
+    unflushed.extend(s.active.batches(table).cloned());
+    TableSnapshot { files, unflushed }
 }
 
 /// Memory held by active and frozen rows.

@@ -451,8 +451,9 @@ impl Collector {
 pub(crate) fn snapshot_of(inner: &Inner, table: Table) -> Result<TableSnapshot> {
     match table {
         Table::Rollups => {
-            let flows = inner.shared.snapshot(Table::Flows);
-            let mut s = inner.shared.snapshot(Table::Rollups);
+            // One lock for both: a flush between them would count its rows twice (as
+            // unflushed flows rolled up here and in the rollup files it committed).
+            let (flows, mut s) = inner.shared.snapshot_pair(Table::Flows, Table::Rollups);
             s.unflushed = if flows.unflushed.is_empty() {
                 Vec::new()
             } else {
