@@ -380,6 +380,26 @@ impl DemoDirs {
     }
 }
 
+/// How the user runs this binary: `verdict` when that is what PATH finds, else its path (a
+/// fresh checkout runs `target/debug/verdict`).
+fn cli_name() -> String {
+    let Ok(exe) = std::env::current_exe().and_then(std::fs::canonicalize) else {
+        return "verdict".into();
+    };
+    let on_path = std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths)
+            .any(|d| std::fs::canonicalize(d.join("verdict")).is_ok_and(|p| p == exe))
+    });
+    if on_path {
+        return "verdict".into();
+    }
+    let shown = std::env::current_dir()
+        .ok()
+        .and_then(|cwd| exe.strip_prefix(cwd).ok().map(Path::to_owned))
+        .unwrap_or_else(|| exe.clone());
+    shown.display().to_string()
+}
+
 fn print_banner(
     options: &DemoOptions,
     dirs: &DemoDirs,
@@ -388,6 +408,7 @@ fn print_banner(
     elapsed: Duration,
 ) {
     let http = options.http_listen;
+    let cli = cli_name();
     let collector_flag = if http.to_string() == "127.0.0.1:8080" {
         String::new()
     } else {
@@ -400,9 +421,9 @@ fn print_banner(
   node log   {}
   collector  gRPC {}, HTTP http://{http}, lake {}
 Try:
-  verdict logs read 'jsonPayload.disposition=\"deny\"' --limit 5{collector_flag}
-  verdict sql 'SELECT dest_pod_namespace, dest_pod_name, count(*) AS denies FROM policy_action WHERE disposition = ''deny'' GROUP BY 1, 2 ORDER BY denies DESC'{collector_flag}
-  verdict policy explain --manifests {} 'sandbox/rogue-client-8c7b6d5f4-zz9kd -> shop/redis-0:6379'
+  {cli} logs read 'jsonPayload.disposition=\"deny\"' --limit 5{collector_flag}
+  {cli} sql 'SELECT dest_pod_namespace, dest_pod_name, count(*) AS denies FROM policy_action WHERE disposition = ''deny'' GROUP BY 1, 2 ORDER BY denies DESC'{collector_flag}
+  {cli} policy explain --manifests {} 'sandbox/rogue-client-8c7b6d5f4-zz9kd -> shop/redis-0:6379'
 Ctrl-C stops everything.",
         elapsed.as_secs_f64(),
         dirs.manifests.display(),
