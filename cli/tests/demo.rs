@@ -159,12 +159,7 @@ fn demo_with_the_userspace_datapath() {
 
 #[test]
 fn demo_with_the_ebpf_datapath_and_real_traffic() {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false);
+    let root = verdict_probe::lab::running_as_root();
     if !root {
         assert_ne!(
             std::env::var("CI").as_deref(),

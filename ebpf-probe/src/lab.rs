@@ -22,6 +22,17 @@ pub enum LabError {
     },
 }
 
+/// Whether this process runs as root (effective uid 0 is what namespaces and eBPF need; the
+/// real uid is what `/proc/self/status` lists first, and they agree for `sudo` and root shells).
+pub fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
 /// Runs a command to completion; its stdout on success.
 pub fn run(args: &[&str]) -> Result<String, LabError> {
     let command = args.join(" ");

@@ -74,12 +74,7 @@ pub struct NodeProcess {
 
 /// Why the eBPF mode could not start (the demo then runs the userspace datapath).
 pub fn unavailable_reason() -> Option<String> {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false);
+    let root = verdict_probe::lab::running_as_root();
     if !root {
         return Some("not root (network namespaces and eBPF need it)".into());
     }

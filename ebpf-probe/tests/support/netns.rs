@@ -16,12 +16,7 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// Fails (CI) or explains and returns false (developer machine) when the kernel tests can't run.
 pub fn can_run() -> bool {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false);
+    let root = verdict_probe::lab::running_as_root();
     let ip = Command::new("ip").arg("-V").output().is_ok();
     if root && ip {
         return true;
