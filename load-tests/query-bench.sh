@@ -27,7 +27,10 @@ if [ ! -f "$WORK/lake-$RECORDS-$HOURS.done" ]; then
   touch "$WORK/lake-$RECORDS-$HOURS.done"
 fi
 
+# The collector's scratch state (WAL, config, logs) goes with the script, whatever ends it.
 STATE=$(mktemp -d "$WORK/state.XXXXXX")
+PID=
+trap '[ -n "$PID" ] && { kill $PID 2>/dev/null; wait $PID 2>/dev/null; }; rm -rf "$STATE"' EXIT
 cat > "$STATE/collector.toml" <<TOML
 instance_id = "bench"
 data_dir = "$STATE"
@@ -50,7 +53,6 @@ timeout = "15m"
 TOML
 "$BIN/verdict-collector" --config "$STATE/collector.toml" > "$STATE/stdout" 2> "$STATE/stderr" &
 PID=$!
-trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$STATE"' EXIT
 # The collector prints its bound addresses on stdout; wait for the HTTP one.
 URL=""
 for _ in $(seq 1 600); do
