@@ -438,7 +438,7 @@ async fn tail_prints_new_matching_entries() {
                     sequence: seq,
                     log_id: v1::LogId::PolicyAction as i32,
                     payload: Some(v1::record::Payload::JsonLine(
-                        tail_record(seq, deny).into_bytes(),
+                        tail_record(seq, deny).into_bytes().into(),
                     )),
                 }],
             };

@@ -219,7 +219,7 @@ pub(crate) fn decode_record(i: usize, r: &v1::Record) -> Result<Decoded, Rejecti
                 .map_err(|e| bad(format!("not a policy-action record: {e}")))
         }
         (v1::LogId::PolicyAction, Some(v1::record::Payload::Flow(f))) => {
-            PolicyActionRecord::try_from(f)
+            PolicyActionRecord::try_from(f.as_ref())
                 .map(Decoded::Flow)
                 .map_err(|e| bad(e.to_string()))
         }
@@ -379,7 +379,9 @@ mod tests {
         v1::Record {
             sequence: seq,
             log_id: log as i32,
-            payload: Some(v1::record::Payload::JsonLine(line.as_bytes().to_vec())),
+            payload: Some(v1::record::Payload::JsonLine(
+                line.as_bytes().to_vec().into(),
+            )),
         }
     }
 
@@ -418,7 +420,9 @@ mod tests {
             v1::Record {
                 sequence: 200,
                 log_id: v1::LogId::PolicyAction as i32,
-                payload: Some(v1::record::Payload::Flow(v1::FlowRecord::from(&later))),
+                payload: Some(v1::record::Payload::Flow(Box::new(v1::FlowRecord::from(
+                    &later,
+                )))),
             },
             record(300, v1::LogId::PolicyActionLoss, LOSS),
             record(400, v1::LogId::PolicyAction, FLOW),

@@ -571,7 +571,7 @@ mod tests {
             let r = v1::Record {
                 sequence: watermark - (lines.len() - 1 - i) as u64,
                 log_id: v1::LogId::PolicyAction as i32,
-                payload: Some(v1::record::Payload::JsonLine(l.as_bytes().to_vec())),
+                payload: Some(v1::record::Payload::JsonLine(l.as_bytes().to_vec().into())),
             };
             encode_record(&r, &mut recs);
         }
@@ -627,7 +627,7 @@ mod tests {
         assert_eq!(got[0].1.records.len(), 2);
         assert_eq!(
             got[0].1.records[1].payload,
-            Some(v1::record::Payload::JsonLine(b"b".to_vec()))
+            Some(v1::record::Payload::JsonLine(b"b".to_vec().into()))
         );
         assert_eq!(got[1].1.source_id, "t");
         assert_eq!(read_all(dir.path(), 3).0.len(), 1);

@@ -170,7 +170,9 @@ async fn send_node(grpc: std::net::SocketAddr, node: &'static str) -> Sent {
             records.push(v1::Record {
                 sequence: i,
                 log_id: v1::LogId::PolicyAction as i32,
-                payload: Some(v1::record::Payload::Flow(v1::FlowRecord::from(&rec))),
+                payload: Some(v1::record::Payload::Flow(Box::new(v1::FlowRecord::from(
+                    &rec,
+                )))),
             });
             let row = expected_flow_row(node, &source2, i, &line);
             sent.total_connections += row["count"].as_i64().unwrap();

@@ -111,7 +111,9 @@ async fn run_node(addr: SocketAddr, node: usize, records: u64, batch: usize) -> 
                         sequence: s,
                         log_id: v1::LogId::PolicyAction as i32,
                         payload: Some(v1::record::Payload::JsonLine(
-                            line(&node_name, s, now + i as i64 * 1000).into_bytes(),
+                            line(&node_name, s, now + i as i64 * 1000)
+                                .into_bytes()
+                                .into(),
                         )),
                     }
                 })

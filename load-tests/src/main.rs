@@ -314,7 +314,7 @@ async fn run_node(
                     records.push(v1::Record {
                         sequence: offset,
                         log_id: v1::LogId::PolicyAction as i32,
-                        payload: Some(v1::record::Payload::JsonLine(line.clone())),
+                        payload: Some(v1::record::Payload::JsonLine(line.clone().into())),
                     });
                 }
                 batch_id += 1;

@@ -1,8 +1,16 @@
 //! The gRPC side of DESIGN.md Contract 3: one HTTP/2 channel to the collector (plaintext or
 //! TLS, optionally mutual), and per input one bidirectional `Ingest/Stream` carrying its
 //! batches, with the bearer token in `authorization`. Reconnection waits follow [`Backoff`].
+//!
+//! Batches go out through [`BatchCodec`] rather than the generated client's codec: a batch is
+//! shared with the shipping loop (`Arc`), so sending it — and sending it again after a broken
+//! stream — copies nothing, and it is encoded into a buffer reserved at its exact size.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use prost::Message;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
 use tokio::sync::mpsc;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
@@ -43,10 +51,83 @@ pub fn channel(config: &Config) -> Result<Channel> {
     Ok(endpoint.connect_lazy())
 }
 
+/// One send of a batch: the batch (its own `batch_id` left 0) and the id of this send.
+#[derive(Debug, Clone)]
+pub struct OutgoingBatch {
+    pub batch: Arc<v1::Batch>,
+    pub batch_id: u64,
+}
+
+/// `Ingest/Stream`'s codec on the shipper's side: [`OutgoingBatch`] out, `BatchResult` in.
+#[derive(Debug, Default)]
+pub struct BatchCodec;
+
+/// Encodes an [`OutgoingBatch`] as the `Batch` message it stands for.
+#[derive(Debug, Default)]
+pub struct BatchEncoder;
+
+impl Encoder for BatchEncoder {
+    type Item = OutgoingBatch;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: OutgoingBatch,
+        buf: &mut EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        // The batch_id field (2) is appended after the shared message's fields (in which it is
+        // 0, so absent): protobuf fields may come in any order.
+        let id_len = if item.batch_id == 0 {
+            0
+        } else {
+            prost::encoding::uint64::encoded_len(2, &item.batch_id)
+        };
+        buf.reserve(item.batch.encoded_len() + id_len);
+        item.batch.encode_raw(buf);
+        if item.batch_id != 0 {
+            prost::encoding::uint64::encode(2, &item.batch_id, buf);
+        }
+        Ok(())
+    }
+}
+
+impl Codec for BatchCodec {
+    type Encode = OutgoingBatch;
+    type Decode = v1::BatchResult;
+    type Encoder = BatchEncoder;
+    type Decoder = BatchResultDecoder;
+
+    fn encoder(&mut self) -> BatchEncoder {
+        BatchEncoder
+    }
+
+    fn decoder(&mut self) -> BatchResultDecoder {
+        BatchResultDecoder
+    }
+}
+
+/// Decodes the collector's `BatchResult`s.
+#[derive(Debug, Default)]
+pub struct BatchResultDecoder;
+
+impl Decoder for BatchResultDecoder {
+    type Item = v1::BatchResult;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        buf: &mut DecodeBuf<'_>,
+    ) -> Result<Option<v1::BatchResult>, tonic::Status> {
+        v1::BatchResult::decode(buf)
+            .map(Some)
+            .map_err(|e| tonic::Status::internal(format!("undecodable BatchResult: {e}")))
+    }
+}
+
 /// One open ingest stream.
 #[derive(Debug)]
 pub struct IngestStream {
-    tx: mpsc::Sender<v1::Batch>,
+    tx: mpsc::Sender<OutgoingBatch>,
     rx: tonic::Streaming<v1::BatchResult>,
     next_batch_id: u64,
 }
@@ -58,7 +139,7 @@ impl IngestStream {
         token: Option<&str>,
     ) -> std::result::Result<Self, tonic::Status> {
         // One batch in flight per input plus one queued: the channel never holds more.
-        let (tx, mut rx) = mpsc::channel::<v1::Batch>(2);
+        let (tx, mut rx) = mpsc::channel::<OutgoingBatch>(2);
         let outbound = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
         let mut request = tonic::Request::new(outbound);
         if let Some(t) = token {
@@ -67,10 +148,16 @@ impl IngestStream {
             })?;
             request.metadata_mut().insert("authorization", value);
         }
-        let mut client = v1::ingest_client::IngestClient::new(channel)
+        let mut grpc = tonic::client::Grpc::new(channel)
             .max_decoding_message_size(64 * 1024 * 1024)
             .max_encoding_message_size(64 * 1024 * 1024);
-        let response = client.stream(request).await?;
+        grpc.ready()
+            .await
+            .map_err(|e| tonic::Status::unavailable(format!("the channel is not ready: {e}")))?;
+        let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+            "/verdict.ingest.v1.Ingest/Stream",
+        );
+        let response = grpc.streaming(request, path, BatchCodec).await?;
         Ok(IngestStream {
             tx,
             rx: response.into_inner(),
@@ -78,13 +165,15 @@ impl IngestStream {
         })
     }
 
-    /// Sends `batch` with the stream's next batch id (returned).
-    pub async fn send(&mut self, mut batch: v1::Batch) -> std::result::Result<u64, tonic::Status> {
+    /// Sends `batch` (whose own `batch_id` is 0) with the stream's next batch id (returned).
+    pub async fn send(&mut self, batch: Arc<v1::Batch>) -> std::result::Result<u64, tonic::Status> {
         let id = self.next_batch_id;
         self.next_batch_id += 1;
-        batch.batch_id = id;
         self.tx
-            .send(batch)
+            .send(OutgoingBatch {
+                batch,
+                batch_id: id,
+            })
             .await
             .map_err(|_| tonic::Status::unavailable("the stream closed"))?;
         Ok(id)

@@ -237,6 +237,7 @@ impl Input for LogFileInput {
         }
         let mut runs: Vec<Run> = Vec::new();
         let (mut read, mut malformed) = (0u64, 0u64);
+        let total = lines.len();
         for line in lines {
             read += 1;
             let source = source_of(&mut self.current, &self.tailer, &line, self.kind);
@@ -267,10 +268,11 @@ impl Input for LogFileInput {
             };
             match runs.last_mut() {
                 Some(r) if Arc::ptr_eq(&r.source, &source) => r.entries.push(entry),
-                _ => runs.push(Run {
-                    source,
-                    entries: vec![entry],
-                }),
+                _ => {
+                    let mut entries = Vec::with_capacity(total - read as usize + 1);
+                    entries.push(entry);
+                    runs.push(Run { source, entries });
+                }
             }
         }
         use std::sync::atomic::Ordering::Relaxed;

@@ -291,7 +291,7 @@ impl Translator {
         Some(Entry {
             sequence,
             log_id: v1::LogId::PolicyAction,
-            payload: v1::record::Payload::Flow(v1::FlowRecord::from(&record)),
+            payload: v1::record::Payload::Flow(Box::new(v1::FlowRecord::from(&record))),
             bytes: 256,
         })
     }

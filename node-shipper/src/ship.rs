@@ -57,7 +57,8 @@ struct Building {
 #[derive(Debug)]
 struct InFlight {
     source: Arc<SourceInfo>,
-    records: Vec<v1::Record>,
+    /// The batch as sent, shared with the stream (its `batch_id` is set per send).
+    batch: Arc<v1::Batch>,
     bytes: usize,
     first_read: Instant,
     /// The batch id on the current stream; None until (re)sent.
@@ -66,22 +67,34 @@ struct InFlight {
 }
 
 impl InFlight {
-    fn batch(&self, node: &v1::NodeIdentity) -> v1::Batch {
-        v1::Batch {
+    fn new(b: Building, node: &v1::NodeIdentity) -> InFlight {
+        let batch = v1::Batch {
             schema_version: verdict_schema::proto::SCHEMA_VERSION as i32,
             batch_id: 0,
             node: Some(node.clone()),
             source: Some(v1::Source {
-                id: self.source.id.clone(),
-                kind: self.source.kind as i32,
-                path: self.source.path.display().to_string(),
+                id: b.source.id.clone(),
+                kind: b.source.kind as i32,
+                path: b.source.path.display().to_string(),
             }),
-            records: self.records.clone(),
+            records: b.records,
+        };
+        InFlight {
+            source: b.source,
+            batch: Arc::new(batch),
+            bytes: b.bytes,
+            first_read: b.started,
+            batch_id: None,
+            sent_before: false,
         }
     }
 
+    fn records(&self) -> &[v1::Record] {
+        &self.batch.records
+    }
+
     fn last_sequence(&self) -> Option<u64> {
-        self.records.last().map(|r| r.sequence)
+        self.records().last().map(|r| r.sequence)
     }
 }
 
@@ -91,7 +104,7 @@ fn fill(carry: &mut VecDeque<Run>, building: &mut Option<Building>, limits: &Bat
     while let Some(run) = carry.front_mut() {
         let b = building.get_or_insert_with(|| Building {
             source: Arc::clone(&run.source),
-            records: Vec::new(),
+            records: Vec::with_capacity(limits.max_records.min(run.entries.len().max(1024))),
             bytes: 0,
             started: Instant::now(),
         });
@@ -99,29 +112,25 @@ fn fill(carry: &mut VecDeque<Run>, building: &mut Option<Building>, limits: &Bat
             return !b.records.is_empty();
         }
         let mut taken = 0;
+        let mut bytes = b.bytes;
         for e in &run.entries {
-            if !b.records.is_empty()
-                && (b.records.len() + 1 > limits.max_records
-                    || b.bytes + e.bytes > limits.max_bytes)
+            if (!b.records.is_empty() || taken > 0)
+                && (b.records.len() + taken + 1 > limits.max_records
+                    || bytes + e.bytes > limits.max_bytes)
             {
                 break;
             }
-            b.bytes += e.bytes;
-            b.records.push(v1::Record {
-                sequence: e.sequence,
-                log_id: e.log_id as i32,
-                payload: None,
-            });
+            bytes += e.bytes;
             taken += 1;
         }
-        // Move the payloads (no copy) into the records just pushed.
-        let first = b.records.len() - taken;
-        for (slot, e) in b.records[first..]
-            .iter_mut()
-            .zip(run.entries.drain(..taken))
-        {
-            slot.payload = Some(e.payload);
-        }
+        b.bytes = bytes;
+        // Move the entries (their payloads are shared slices: no copy) into the batch.
+        b.records
+            .extend(run.entries.drain(..taken).map(|e| v1::Record {
+                sequence: e.sequence,
+                log_id: e.log_id as i32,
+                payload: Some(e.payload),
+            }));
         if run.entries.is_empty() {
             carry.pop_front();
         } else {
@@ -147,9 +156,9 @@ fn invalid_reason(r: &v1::Record) -> Option<String> {
                 .err()
                 .map(|e| format!("not a loss marker: {e}"))
         }
-        (Some(v1::record::Payload::Flow(f)), _) => {
-            PolicyActionRecord::try_from(f).err().map(|e| e.to_string())
-        }
+        (Some(v1::record::Payload::Flow(f)), _) => PolicyActionRecord::try_from(f.as_ref())
+            .err()
+            .map(|e| e.to_string()),
         _ => Some("no payload or log id".into()),
     }
 }
@@ -227,14 +236,7 @@ pub async fn ship(
                 metrics
                     .records_shipped
                     .fetch_add(b.records.len() as u64, Relaxed);
-                in_flight = Some(InFlight {
-                    source: b.source,
-                    records: b.records,
-                    bytes: b.bytes,
-                    first_read: b.started,
-                    batch_id: None,
-                    sent_before: false,
-                });
+                in_flight = Some(InFlight::new(b, &settings.node));
             }
             if let Some(f) = in_flight.as_mut()
                 && f.batch_id.is_none()
@@ -242,9 +244,9 @@ pub async fn ship(
                 if f.sent_before {
                     metrics
                         .records_retried
-                        .fetch_add(f.records.len() as u64, Relaxed);
+                        .fetch_add(f.records().len() as u64, Relaxed);
                 }
-                match s.send(f.batch(&settings.node)).await {
+                match s.send(Arc::clone(&f.batch)).await {
                     Ok(id) => {
                         f.batch_id = Some(id);
                         f.sent_before = true;
@@ -367,7 +369,7 @@ fn settle(
     let Some(rejection) = r.rejection else {
         metrics
             .records_acked
-            .fetch_add(f.records.len() as u64, Relaxed);
+            .fetch_add(f.records().len() as u64, Relaxed);
         metrics.batches_acked.fetch_add(1, Relaxed);
         if let Some(last) = f.last_sequence() {
             *pending_checkpoint = Some(f.source.origin.at(last));
@@ -377,9 +379,11 @@ fn settle(
     let last = f.last_sequence();
     let path = f.source.path.display().to_string();
     // Find what the collector refused: every record it would refuse, else the one it names.
-    let before = f.records.len();
+    let before = f.records().len();
     let mut refused = Vec::new();
-    f.records.retain(|rec| match invalid_reason(rec) {
+    // The stream is done with the batch by now; if not, this takes a copy.
+    let records = &mut Arc::make_mut(&mut f.batch).records;
+    records.retain(|rec| match invalid_reason(rec) {
         Some(why) => {
             refused.push((rec.sequence, why));
             false
@@ -389,7 +393,7 @@ fn settle(
     if refused.is_empty()
         && let Some(seq) = named_sequence(&rejection.message)
     {
-        f.records.retain(|rec| rec.sequence != seq);
+        records.retain(|rec| rec.sequence != seq);
         refused.push((seq, rejection.message.clone()));
     }
     if refused.is_empty() {
@@ -410,11 +414,10 @@ fn settle(
                 f.source.id
             );
         }
-        if !f.records.is_empty() {
+        if !records.is_empty() {
             f.batch_id = None;
             f.sent_before = false;
-            f.bytes = f
-                .records
+            f.bytes = records
                 .iter()
                 .map(|r| match &r.payload {
                     Some(v1::record::Payload::JsonLine(l)) => l.len(),
@@ -476,7 +479,7 @@ mod tests {
                 .map(|s| Entry {
                     sequence: *s,
                     log_id: v1::LogId::PolicyAction,
-                    payload: v1::record::Payload::JsonLine(vec![b'x'; 10]),
+                    payload: v1::record::Payload::JsonLine(vec![b'x'; 10].into()),
                     bytes: 10,
                 })
                 .collect(),

@@ -30,6 +30,45 @@ pub struct ShipperHandle {
     background: Vec<JoinHandle<()>>,
     metrics: Arc<Metrics>,
     metrics_addr: Option<SocketAddr>,
+    /// Held (locked) while the shipper runs; see [`lock_checkpoint_dir`].
+    _dir_lock: std::fs::File,
+}
+
+/// The name of the lock file in the checkpoint directory.
+pub const LOCK_FILE: &str = "shipper.lock";
+
+/// Takes the checkpoint directory for this process: two shippers sharing one (an overlapping
+/// DaemonSet rollout with a hostPath, a second copy started by hand) would each resume from
+/// the other's checkpoints and skip what the other one read. The lock is an advisory `flock`
+/// on [`LOCK_FILE`], released by the kernel when the process ends, however it ends.
+pub fn lock_checkpoint_dir(dir: &std::path::Path) -> Result<std::fs::File> {
+    use std::io::Write;
+    let path = dir.join(LOCK_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            return Err(Error::config(
+                "checkpoint-dir",
+                format!(
+                    "{} is in use by another verdict-shipper ({}); each shipper needs its own",
+                    dir.display(),
+                    holder.trim()
+                ),
+            ));
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),
+    }
+    file.set_len(0).map_err(|e| Error::io(&path, e))?;
+    write!(file, "pid {}", std::process::id()).map_err(|e| Error::io(&path, e))?;
+    Ok(file)
 }
 
 /// The node shipper.
@@ -44,6 +83,7 @@ impl Shipper {
         }
         std::fs::create_dir_all(&config.checkpoint_dir)
             .map_err(|e| Error::io(&config.checkpoint_dir, e))?;
+        let dir_lock = lock_checkpoint_dir(&config.checkpoint_dir)?;
         let channel = crate::collector_client::channel(&config)?;
         let metrics = Arc::new(Metrics::default());
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -199,6 +239,7 @@ impl Shipper {
             background,
             metrics,
             metrics_addr,
+            _dir_lock: dir_lock,
         })
     }
 }

@@ -18,12 +18,17 @@
 //!   written between the copy and the truncate are lost: that is copy-truncate's own race.
 //! - Reads are bounded ([`FileTailer::poll_up_to`]) so a backlog never has to fit in memory,
 //!   and a line longer than the limit is cut and marked, never buffered whole.
+//!
+//! Lines are not copied: the file is read into shared chunks ([`READ_CHUNK`] bytes) and each
+//! [`Line`] is a slice of one (a line split across two reads is the exception: it is joined).
+//! A chunk is freed when the last line of it is (the batch holding it was acknowledged).
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
 /// The identity of one file generation.
@@ -59,8 +64,9 @@ pub struct Line {
     pub sequence: u64,
     /// Offset of the line's first byte.
     pub start: u64,
-    /// The line without its newline (cut at the tailer's line limit).
-    pub bytes: Vec<u8>,
+    /// The line without its newline (cut at the tailer's line limit); a slice of the chunk
+    /// it was read into.
+    pub bytes: Bytes,
     /// The line was longer than the limit and `bytes` holds only its beginning.
     pub truncated: bool,
 }
@@ -120,7 +126,8 @@ pub struct FileTailer {
     backlog: bool,
     /// Generation counter for copy-truncates of the current inode.
     counter: u64,
-    read_buf: Vec<u8>,
+    /// Free room of the current read chunk (zeroed once, when allocated; see [`READ_CHUNK`]).
+    read_buf: BytesMut,
     max_line_bytes: usize,
     /// Rotations after which the previous generation was not found among the rotated files, so
     /// the generations between it and the live file (if any) could not be read.
@@ -130,6 +137,11 @@ pub struct FileTailer {
 /// How many rotated siblings (`NAME.1` … `NAME.N`) are searched: GKE keeps 5, logrotate
 /// configurations rarely keep more than a handful uncompressed.
 pub const MAX_ROTATED_FILES: usize = 9;
+
+/// Size of the chunks the file is read into. A new chunk is started when the current one has
+/// less than [`MIN_READ`] bytes of room left.
+pub const READ_CHUNK: usize = 256 * 1024;
+const MIN_READ: usize = 32 * 1024;
 
 /// Longest line kept whole; longer lines are cut here and marked (they cannot be valid records).
 pub const DEFAULT_MAX_LINE_BYTES: usize = 1024 * 1024;
@@ -214,7 +226,7 @@ impl FileTailer {
             last_finished: None,
             backlog: false,
             counter: 0,
-            read_buf: vec![0; 256 * 1024],
+            read_buf: BytesMut::new(),
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
             unaccounted_rotations: 0,
         };
@@ -412,7 +424,8 @@ impl FileTailer {
     /// Reads complete lines, following rotations, until about `max_bytes` have been returned
     /// (at least one read's worth). The rest stays in the file for the next call.
     pub fn poll_up_to(&mut self, max_bytes: usize) -> io::Result<Vec<Line>> {
-        let mut out = Vec::new();
+        // Room for as many records of a few hundred bytes as the budget holds.
+        let mut out = Vec::with_capacity((max_bytes / 256).clamp(64, 16 * 1024));
         let mut budget = max_bytes;
         loop {
             if self.open.is_none() {
@@ -532,7 +545,13 @@ impl FileTailer {
             let line = std::mem::take(&mut open.partial);
             let start = open.offset;
             open.offset += open.partial_len;
-            emit(&mut open, line, start, out, self.max_line_bytes);
+            emit(
+                &mut open,
+                Bytes::from(line),
+                start,
+                out,
+                self.max_line_bytes,
+            );
         }
         self.last_finished = open
             .file
@@ -551,29 +570,35 @@ impl FileTailer {
             if *budget == 0 {
                 return Ok(false);
             }
+            if self.read_buf.len() < MIN_READ {
+                // The lines of the previous chunk keep it alive; this one is new (calloc'd, so
+                // zeroing is free for fresh pages).
+                self.read_buf = BytesMut::zeroed(READ_CHUNK);
+            }
             let n = open.file.read(&mut self.read_buf)?;
             if n == 0 {
                 return Ok(true);
             }
             *budget = budget.saturating_sub(n);
-            let mut chunk = &self.read_buf[..n];
-            while let Some(i) = memchr::memchr(b'\n', chunk) {
+            let data = self.read_buf.split_to(n).freeze();
+            let mut at = 0;
+            while let Some(i) = memchr::memchr(b'\n', &data[at..]) {
                 let whole_len = open.partial_len + i as u64;
                 let line = if open.partial.is_empty() {
-                    chunk[..i.min(max_line + 1)].to_vec()
+                    data.slice(at..at + i.min(max_line + 1))
                 } else {
                     let mut line = std::mem::take(&mut open.partial);
                     let room = (max_line + 1).saturating_sub(line.len());
-                    line.extend_from_slice(&chunk[..i.min(room)]);
-                    line
+                    line.extend_from_slice(&data[at..at + i.min(room)]);
+                    Bytes::from(line)
                 };
                 open.partial_len = 0;
                 let start = open.offset;
                 open.offset += whole_len + 1;
                 emit(open, line, start, out, max_line);
-                chunk = &chunk[i + 1..];
+                at += i + 1;
             }
-            open.keep_partial(chunk, max_line);
+            open.keep_partial(&data[at..], max_line);
         }
     }
 
@@ -605,7 +630,7 @@ fn is_generation_copy(path: &Path, generation: &Generation, len: u64) -> io::Res
     Ok(meta.len() >= len && first_line_hash(path)? == generation.first_line_hash)
 }
 
-fn emit(open: &mut Open, mut line: Vec<u8>, start: u64, out: &mut Vec<Line>, max_line: usize) {
+fn emit(open: &mut Open, mut line: Bytes, start: u64, out: &mut Vec<Line>, max_line: usize) {
     let truncated = line.len() > max_line;
     line.truncate(max_line);
     if open.generation.first_line_hash.is_none() {

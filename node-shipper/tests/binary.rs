@@ -206,6 +206,57 @@ async fn malformed_lines_are_reported_with_file_and_offset() {
     served.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_shipper_on_the_same_checkpoint_dir_is_refused() {
+    let (_g, dir) = tempdir();
+    let logs = dir.join("logs");
+    let state = dir.join("state");
+    std::fs::create_dir_all(&logs).unwrap();
+    let served = Served::start(collector_config(&dir)).await;
+    std::fs::write(logs.join("policy_action.log"), format!("{}\n", flow(1))).unwrap();
+    let first = start(&logs, &state, served.grpc, &[]);
+    eventually(Duration::from_secs(60), "the first shipper ships", || {
+        flows_stored(&served) >= 1
+    })
+    .await;
+
+    // Same directory, second process: refused before it reads anything.
+    let out = Command::new(env!("CARGO_BIN_EXE_verdict-shipper"))
+        .args(["--log-dir", logs.to_str().unwrap()])
+        .args(["--checkpoint-dir", state.to_str().unwrap()])
+        .args(["--collector", &format!("http://{}", served.grpc)])
+        .args(["--node-name", NODE, "--project", "proj"])
+        .args(["--metrics-addr", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let pid = format!("pid {}", first.child.id());
+    assert!(
+        err.contains("checkpoint-dir")
+            && err.contains("in use by another verdict-shipper")
+            && err.contains(&pid),
+        "{err}"
+    );
+
+    // The lock goes with the process, however it ends: after kill -9 a new one starts.
+    drop(first);
+    let again = start(&logs, &state, served.grpc, &[]);
+    std::fs::write(
+        logs.join("policy_action.log"),
+        format!("{}\n{}\n", flow(1), flow(2)),
+    )
+    .unwrap();
+    eventually(
+        Duration::from_secs(60),
+        "the restarted shipper ships",
+        || flows_stored(&served) >= 2,
+    )
+    .await;
+    drop(again);
+    served.stop().await;
+}
+
 #[test]
 fn unusable_settings_are_named_and_exit_2() {
     let out = Command::new(env!("CARGO_BIN_EXE_verdict-shipper"))

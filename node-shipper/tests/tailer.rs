@@ -20,7 +20,7 @@ fn append(path: &Path, text: &str) {
 fn texts(lines: &[Line]) -> Vec<String> {
     lines
         .iter()
-        .map(|l| String::from_utf8(l.bytes.clone()).unwrap())
+        .map(|l| String::from_utf8(l.bytes.to_vec()).unwrap())
         .collect()
 }
 
@@ -273,7 +273,7 @@ fn interleaved_writes_rotations_and_polls_lose_and_repeat_nothing() {
             let last = seen_sources.entry(l.source_id.to_string()).or_insert(0);
             assert!(l.sequence > *last, "sequences increase within a source");
             *last = l.sequence;
-            got.push(String::from_utf8(l.bytes).unwrap());
+            got.push(String::from_utf8(l.bytes.to_vec()).unwrap());
         }
     };
     for i in 0..3000u32 {

@@ -185,7 +185,9 @@ pub fn json_record(seq: u64, log: v1::LogId, line: &str) -> v1::Record {
     v1::Record {
         sequence: seq,
         log_id: log as i32,
-        payload: Some(v1::record::Payload::JsonLine(line.as_bytes().to_vec())),
+        payload: Some(v1::record::Payload::JsonLine(
+            line.as_bytes().to_vec().into(),
+        )),
     }
 }
 
