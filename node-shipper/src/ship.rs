@@ -312,7 +312,10 @@ pub async fn ship(
         {
             wake = wake.min(b.started + limits.max_age);
         }
-        if stream.is_none() && (in_flight.is_some() || building.is_some()) {
+        // The retry time matters only for something that would be sent (a building batch that
+        // is not ready yet is woken for by its age above; waking for a past retry time instead
+        // would spin until it is).
+        if stream.is_none() && (in_flight.is_some() || ready) {
             wake = wake.min(retry_at);
         }
         if let Some(d) = stopping {
