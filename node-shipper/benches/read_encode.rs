@@ -67,7 +67,7 @@ fn bench(c: &mut Criterion) {
             .unwrap();
             let (mut records, mut encoded) = (0usize, 0usize);
             let mut batch = Vec::with_capacity(4096);
-            let mut send = |records: Vec<v1::Record>, source: &str| {
+            let send = |records: Vec<v1::Record>, source: &str| {
                 let batch = v1::Batch {
                     schema_version: verdict_schema::proto::SCHEMA_VERSION as i32,
                     batch_id: 0,
