@@ -18,7 +18,7 @@ const LINES: usize = 20_000;
 
 fn line(i: usize) -> String {
     let ns = ["default", "shop", "payments", "kube-system"][i % 4];
-    let deny = i % 3 == 0;
+    let deny = i.is_multiple_of(3);
     let policies = if deny {
         String::new()
     } else {
