@@ -197,13 +197,33 @@ impl QueryEngine {
             SortExpr::new(col("timestamp"), asc, false),
             SortExpr::new(col("insert_id"), asc, false),
         ];
+        // Late materialization: the page's keys first, reading only the key and predicate
+        // columns of every matching row; then the whole rows of those keys only, from the few
+        // row groups and pages their time range covers.
         let run = async {
             let mut df = self.context().table(ENTRIES_TABLE).await?;
             for p in predicates {
                 df = df.filter(p)?;
             }
-            let df = df.sort(sort)?.limit(0, Some(page_size + 1))?;
-            Ok(df.collect().await?)
+            let keys = df
+                .select(vec![col("timestamp"), col("insert_id")])?
+                .sort(sort.clone())?
+                .limit(0, Some(page_size + 1))?
+                .collect()
+                .await?;
+            let Some((low, high, ids)) = key_bounds(&keys)? else {
+                return Ok(Vec::new());
+            };
+            let rows = self
+                .context()
+                .table(ENTRIES_TABLE)
+                .await?
+                .filter(col("timestamp").gt_eq(timestamp_literal(low)))?
+                .filter(col("timestamp").lt_eq(timestamp_literal(high)))?
+                .filter(col("insert_id").in_list(ids.into_iter().map(lit).collect(), false))?
+                .sort(sort)?
+                .limit(0, Some(page_size + 1))?;
+            Ok(rows.collect().await?)
         };
         let batches: Vec<RecordBatch> = self.with_timeout(run).await?;
         let mut entries = Vec::new();
@@ -228,6 +248,46 @@ impl QueryEngine {
             next_page_token,
         })
     }
+}
+
+/// The smallest and largest timestamp and the insert ids of a page's keys (`timestamp`,
+/// `insert_id` columns); `None` for no rows.
+fn key_bounds(
+    batches: &[RecordBatch],
+) -> datafusion::error::Result<Option<(i64, i64, Vec<String>)>> {
+    use datafusion::arrow::array::{Array, StringArray, TimestampNanosecondArray};
+    use datafusion::arrow::datatypes::{DataType, TimeUnit};
+    let mut out: Option<(i64, i64, Vec<String>)> = None;
+    for b in batches {
+        let t = cast(
+            b.column(0),
+            &DataType::Timestamp(TimeUnit::Nanosecond, None),
+        )?;
+        let id = cast(b.column(1), &DataType::Utf8)?;
+        let (Some(t), Some(id)) = (
+            t.as_any().downcast_ref::<TimestampNanosecondArray>(),
+            id.as_any().downcast_ref::<StringArray>(),
+        ) else {
+            return Err(datafusion::error::DataFusionError::Internal(
+                "page keys are not (timestamp, insert_id)".into(),
+            ));
+        };
+        for i in 0..b.num_rows() {
+            if t.is_null(i) || id.is_null(i) {
+                continue;
+            }
+            let (v, key) = (t.value(i), id.value(i).to_owned());
+            match &mut out {
+                None => out = Some((v, v, vec![key])),
+                Some((low, high, ids)) => {
+                    *low = (*low).min(v);
+                    *high = (*high).max(v);
+                    ids.push(key);
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Rows of `policy_action` (in whatever encoding the plan produced) as LogEntries.

@@ -18,7 +18,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::Session;
 use datafusion::common::{DFSchema, ScalarValue};
@@ -102,7 +103,27 @@ pub struct ScanCounters {
 pub struct LakeTable {
     lake: Arc<dyn Lake>,
     def: LakeTableDef,
+    /// The schema queries see: `def.schema` with dictionary strings as string views.
+    schema: SchemaRef,
     counters: Arc<ScanCounters>,
+}
+
+/// The schema a stored schema is queried in: top-level `Dictionary(_, Utf8)` columns become
+/// `Utf8View`. The Parquet reader decodes dictionary pages straight into views (no cast), and
+/// DataFusion groups and compares string views column-wise, where dictionaries take its
+/// generic row-by-row path.
+pub fn query_schema(stored: &Schema) -> SchemaRef {
+    let fields: Vec<Field> = stored
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Dictionary(_, v) if **v == DataType::Utf8 => {
+                f.as_ref().clone().with_data_type(DataType::Utf8View)
+            }
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, stored.metadata().clone()))
 }
 
 impl fmt::Debug for LakeTable {
@@ -117,6 +138,7 @@ impl LakeTable {
     pub fn new(lake: Arc<dyn Lake>, def: LakeTableDef) -> LakeTable {
         LakeTable {
             lake,
+            schema: query_schema(&def.schema),
             def,
             counters: Arc::default(),
         }
@@ -130,7 +152,7 @@ impl LakeTable {
 #[async_trait]
 impl TableProvider for LakeTable {
     fn schema(&self) -> SchemaRef {
-        Arc::clone(&self.def.schema)
+        Arc::clone(&self.schema)
     }
 
     fn table_type(&self) -> TableType {
@@ -179,26 +201,31 @@ impl TableProvider for LakeTable {
                 global: state.config_options().execution.parquet.clone(),
                 ..TableParquetOptions::default()
             };
-            let mut source = ParquetSource::new(Arc::clone(&self.def.schema))
-                .with_table_parquet_options(options);
+            let mut source =
+                ParquetSource::new(Arc::clone(&self.schema)).with_table_parquet_options(options);
             if let Some(predicate) = conjunction(filters.iter().cloned()) {
-                let df_schema = DFSchema::try_from(self.def.schema.as_ref().clone())?;
+                let df_schema = DFSchema::try_from(self.schema.as_ref().clone())?;
                 let physical = state.create_physical_expr(predicate, &df_schema)?;
                 source = source.with_predicate(physical);
             }
             let partitions = state.config().target_partitions().max(1);
             let config =
                 FileScanConfigBuilder::new(ObjectStoreUrl::parse(LAKE_URL)?, Arc::new(source))
-                    .with_file_groups(file_groups(files, partitions))
+                    .with_file_groups(file_groups(files, partitions, &self.schema))
                     .with_projection_indices(projection.cloned())?
                     .with_limit(limit)
                     .build();
             inputs.push(DataSourceExec::from_data_source(config));
         }
         if !snapshot.unflushed.is_empty() || inputs.is_empty() {
+            let unflushed = snapshot
+                .unflushed
+                .iter()
+                .map(|b| in_schema(b, &self.schema))
+                .collect::<DfResult<Vec<_>>>()?;
             let memory = MemorySourceConfig::try_new(
-                &[snapshot.unflushed],
-                Arc::clone(&self.def.schema),
+                &[unflushed],
+                Arc::clone(&self.schema),
                 projection.cloned(),
             )?
             .with_limit(limit);
@@ -208,8 +235,27 @@ impl TableProvider for LakeTable {
     }
 }
 
+/// `batch` (in the stored schema) in the query schema `schema`.
+fn in_schema(batch: &RecordBatch, schema: &SchemaRef) -> DfResult<RecordBatch> {
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| {
+            if c.data_type() == f.data_type() {
+                Ok(Arc::clone(c))
+            } else {
+                cast(c, f.data_type())
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+}
+
 /// Spreads files over `n` groups (scanned in parallel), largest first onto the lightest group.
-fn file_groups(mut files: Vec<LakeFile>, n: usize) -> Vec<FileGroup> {
+/// Each file is read in `schema` (the files' columns in their query types), which the Parquet
+/// reader then decodes into directly.
+fn file_groups(mut files: Vec<LakeFile>, n: usize, schema: &SchemaRef) -> Vec<FileGroup> {
     files.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.path.cmp(&b.path)));
     let mut groups: Vec<(u64, Vec<PartitionedFile>)> = vec![(0, Vec::new()); n.min(files.len())];
     for f in files {
@@ -218,9 +264,9 @@ fn file_groups(mut files: Vec<LakeFile>, n: usize) -> Vec<FileGroup> {
             .min_by_key(|(bytes, _)| *bytes)
             .expect("at least one group");
         lightest.0 += f.size;
-        lightest
-            .1
-            .push(PartitionedFile::new(f.path.to_string(), f.size));
+        lightest.1.push(
+            PartitionedFile::new(f.path.to_string(), f.size).with_arrow_schema(Arc::clone(schema)),
+        );
     }
     groups
         .into_iter()

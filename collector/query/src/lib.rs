@@ -7,6 +7,7 @@
 //!   [`fallback`]: the UDF that runs the JSON evaluator on nodes with no native translation.
 //! - [`lake`]: the [`Lake`] trait (what storage exposes: consistent snapshots) and
 //!   [`LakeTable`], the `TableProvider` that prunes files by time and pushes predicates down.
+//! - [`date_trunc`]: `date_trunc` with an arithmetic fast path for UTC timestamps.
 //! - [`session`]: [`QueryEngine`], the DataFusion session with tables, views and limits.
 //! - [`entries`]: `entries:list` (filter queries returning LogEntries, keyset pages).
 //! - [`views`]: the views of `sql/*.sql`, built in.
@@ -14,6 +15,7 @@
 //! - [`error`]: [`QueryError`] and its HTTP mapping.
 
 pub mod api;
+pub mod date_trunc;
 pub mod entries;
 pub mod error;
 pub mod fallback;

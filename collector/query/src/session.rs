@@ -100,6 +100,9 @@ impl QueryEngine {
             .with_memory_limit(limits.max_memory_bytes, 1.0)
             .build_arc()?;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
+        // Replaces the built-in (same name): hourly and daily rollups over UTC timestamps
+        // truncate with arithmetic instead of a time-zone conversion per row.
+        ctx.register_udf(crate::date_trunc::UtcDateTrunc::udf());
         let url = url::Url::parse(LAKE_URL).expect("constant URL");
         ctx.runtime_env()
             .register_object_store(&url, lake.object_store());
