@@ -427,9 +427,21 @@ fn live_policy_change_keeps_established_connections() {
     }
     let (mut t, _, green, red) = green_red_cluster();
     let probe = t.start_probe(&[]);
-    // An established connection from green, exchanging every 100 ms for 3 s.
+    // An established connection from green, exchanging every 100 ms for 3 s. The policy changes
+    // only once its first exchange is done (a fixed wait raced the client's start on a loaded
+    // machine: the "established" connection was then a new one, rightly refused).
     let mut long_lived = t.spawn_client(&green, "tcp", "10.244.1.10", 8080, 30, 0.1);
-    std::thread::sleep(std::time::Duration::from_millis(400));
+    {
+        use std::io::BufRead;
+        let out = long_lived.stdout.as_mut().expect("piped stdout");
+        let mut first = String::new();
+        std::io::BufReader::new(out).read_line(&mut first).unwrap();
+        assert_eq!(
+            first.trim(),
+            "ok 0",
+            "green's connection is established before the change"
+        );
+    }
     // Now only red may connect.
     std::fs::write(
         t.manifests_dir().join("policies.yaml"),
