@@ -155,26 +155,17 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     h
 }
 
-/// The hash of a file's first line, if it has a complete one.
-fn first_line_hash(path: &Path) -> io::Result<Option<u64>> {
+/// The length (with its newline) and hash of a file's first line, if it has a complete one.
+fn first_line(path: &Path) -> io::Result<Option<(u64, u64)>> {
     let mut f = File::open(path)?;
     let mut buf = vec![0u8; 64 * 1024];
     let n = f.read(&mut buf)?;
-    Ok(buf[..n]
-        .iter()
-        .position(|b| *b == b'\n')
-        .map(|i| fnv1a(&buf[..i])))
+    Ok(memchr::memchr(b'\n', &buf[..n]).map(|i| (i as u64 + 1, fnv1a(&buf[..i]))))
 }
 
-/// The length of a file's first line with its newline, if it has a complete one.
-fn first_line_len(path: &Path) -> io::Result<Option<u64>> {
-    let mut f = File::open(path)?;
-    let mut buf = vec![0u8; 64 * 1024];
-    let n = f.read(&mut buf)?;
-    Ok(buf[..n]
-        .iter()
-        .position(|b| *b == b'\n')
-        .map(|i| i as u64 + 1))
+/// The hash of a file's first line, if it has a complete one.
+fn first_line_hash(path: &Path) -> io::Result<Option<u64>> {
+    Ok(first_line(path)?.map(|(_, hash)| hash))
 }
 
 /// Whether the open file no longer starts with the generation's first line (it was truncated
@@ -260,7 +251,7 @@ impl FileTailer {
             self.counter = cp.generation.counter;
             self.open_at(self.path.clone(), cp.generation.clone(), cp.offset, true)?;
             if let Some(open) = self.open.as_mut() {
-                open.first_line_len = first_line_len(&self.path)?;
+                open.first_line_len = first_line(&self.path)?.map(|(len, _)| len);
             }
             return Ok(());
         }

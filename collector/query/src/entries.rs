@@ -297,17 +297,12 @@ pub fn to_log_entries(batch: &RecordBatch) -> Result<Vec<verdict_schema::LogEntr
         .fields()
         .iter()
         .map(|f| {
-            let c = batch.column_by_name(f.name()).ok_or_else(|| {
+            batch.column_by_name(f.name()).cloned().ok_or_else(|| {
                 QueryError::InvalidRequest(format!("result has no column {}", f.name()))
-            })?;
-            if c.data_type() == f.data_type() {
-                Ok(c.clone())
-            } else {
-                cast(c, f.data_type()).map_err(QueryError::Encode)
-            }
+            })
         })
         .collect::<Result<Vec<_>>>()?;
-    let batch = RecordBatch::try_new(schema, columns).map_err(QueryError::Encode)?;
+    let batch = crate::lake::batch_in_types(columns, &schema).map_err(QueryError::Encode)?;
     verdict_schema::flat_schema::batch_to_log_entries(&batch).map_err(QueryError::Encode)
 }
 

@@ -7,10 +7,8 @@
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, BooleanArray};
-use datafusion::arrow::compute::cast;
+use datafusion::arrow::array::{ArrayRef, BooleanArray};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
-use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{DataFusionError, Result as DfResult};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
@@ -63,18 +61,7 @@ impl JsonFallback {
         }
         // Scans may hand over other encodings of the same values (e.g. plain strings for a
         // dictionary column); the row conversion wants the stored types.
-        let columns = columns
-            .into_iter()
-            .zip(fields.iter())
-            .map(|(c, f)| {
-                if c.data_type() == f.data_type() {
-                    Ok(c)
-                } else {
-                    cast(&c, f.data_type())
-                }
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let batch = RecordBatch::try_new(Arc::clone(&self.schema), columns)?;
+        let batch = crate::lake::batch_in_types(columns, &self.schema)?;
         let entries = verdict_schema::flat_schema::batch_to_log_entries(&batch)?;
         let mut out = Vec::with_capacity(entries.len());
         for entry in &entries {

@@ -18,8 +18,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
+use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::Session;
 use datafusion::common::{DFSchema, ScalarValue};
@@ -221,8 +223,8 @@ impl TableProvider for LakeTable {
             let unflushed = snapshot
                 .unflushed
                 .iter()
-                .map(|b| in_schema(b, &self.schema))
-                .collect::<DfResult<Vec<_>>>()?;
+                .map(|b| batch_in_types(b.columns().to_vec(), &self.schema))
+                .collect::<Result<Vec<_>, _>>()?;
             let memory = MemorySourceConfig::try_new(
                 &[unflushed],
                 Arc::clone(&self.schema),
@@ -235,21 +237,25 @@ impl TableProvider for LakeTable {
     }
 }
 
-/// `batch` (in the stored schema) in the query schema `schema`.
-fn in_schema(batch: &RecordBatch, schema: &SchemaRef) -> DfResult<RecordBatch> {
-    let columns = batch
-        .columns()
-        .iter()
+/// A batch of `schema` from `columns` holding its fields' values, in order, possibly in other
+/// encodings of the same values (a dictionary for a string, a view for a dictionary): those
+/// are cast to the field's type.
+pub(crate) fn batch_in_types(
+    columns: Vec<ArrayRef>,
+    schema: &SchemaRef,
+) -> Result<RecordBatch, ArrowError> {
+    let columns = columns
+        .into_iter()
         .zip(schema.fields())
         .map(|(c, f)| {
             if c.data_type() == f.data_type() {
-                Ok(Arc::clone(c))
+                Ok(c)
             } else {
-                cast(c, f.data_type())
+                cast(&c, f.data_type())
             }
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+    RecordBatch::try_new(Arc::clone(schema), columns)
 }
 
 /// Spreads files over `n` groups (scanned in parallel), largest first onto the lightest group.
