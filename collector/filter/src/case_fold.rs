@@ -11,12 +11,13 @@
 use std::cmp::Ordering;
 
 /// The folded form of a query constant.
-pub(crate) fn fold(text: &str) -> String {
+pub fn fold(text: &str) -> String {
     text.to_lowercase()
 }
 
-/// `fold(text) == folded`.
-pub(crate) fn eq_folded(text: &str, folded: &str) -> bool {
+/// `fold(text) == folded` (`folded` a result of [`fold`]), without allocating for ASCII text:
+/// ASCII folds byte by byte, so a different length already means no.
+pub fn eq_folded(text: &str, folded: &str) -> bool {
     if text.is_ascii() {
         text.len() == folded.len()
             && text

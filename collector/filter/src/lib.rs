@@ -37,7 +37,7 @@
 //! ```
 
 pub mod ast;
-mod case_fold;
+pub mod case_fold;
 pub mod catalogue;
 pub mod conformance;
 mod conversion;

@@ -5,9 +5,12 @@
 //! Modules:
 //! - [`translate`]: a [`verdict_filter::Filter`] → one DataFusion predicate (pushdown-friendly);
 //!   [`fallback`]: the UDF that runs the JSON evaluator on nodes with no native translation.
+//!   [`case_fold`]: the case-insensitive `=` without lower-casing every row.
 //! - [`lake`]: the [`Lake`] trait (what storage exposes: consistent snapshots) and
 //!   [`LakeTable`], the `TableProvider` that prunes files by time and pushes predicates down.
 //! - [`date_trunc`]: `date_trunc` with an arithmetic fast path for UTC timestamps.
+//! - [`encoded_group`]: partial aggregation grouping each batch by its values' encodings
+//!   (string views of dictionary pages, dictionary keys) before their values.
 //! - [`session`]: [`QueryEngine`], the DataFusion session with tables, views and limits.
 //! - [`entries`]: `entries:list` (filter queries returning LogEntries, keyset pages).
 //! - [`views`]: the views of `sql/*.sql`, built in.
@@ -15,7 +18,9 @@
 //! - [`error`]: [`QueryError`] and its HTTP mapping.
 
 pub mod api;
+pub mod case_fold;
 pub mod date_trunc;
+pub mod encoded_group;
 pub mod entries;
 pub mod error;
 pub mod fallback;

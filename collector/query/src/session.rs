@@ -9,12 +9,14 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement as DfStatement};
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use futures::StreamExt;
 
+use crate::encoded_group::EncodedKeyAggregation;
 use crate::error::{QueryError, Result};
 use crate::lake::{LAKE_URL, Lake, LakeTable, ScanCounters};
 use crate::views;
@@ -99,10 +101,18 @@ impl QueryEngine {
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(limits.max_memory_bytes, 1.0)
             .build_arc()?;
-        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(runtime)
+            .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(EncodedKeyAggregation))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
         // Replaces the built-in (same name): hourly and daily rollups over UTC timestamps
         // truncate with arithmetic instead of a time-zone conversion per row.
         ctx.register_udf(crate::date_trunc::UtcDateTrunc::udf());
+        // The Logging language's `=` on text, for SQL too.
+        ctx.register_udf(crate::case_fold::EqualsIgnoringCase::udf());
         let url = url::Url::parse(LAKE_URL).expect("constant URL");
         ctx.runtime_env()
             .register_object_store(&url, lake.object_store());

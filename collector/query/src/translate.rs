@@ -7,13 +7,14 @@
 //! (`Filter::matches`) selects. Two rules make that hold:
 //! - The language is two-valued: a comparison on a missing field is *false*, and `NOT` of it
 //!   *true* (choice C7), whereas SQL makes both NULL. Every translated comparison on a nullable
-//!   column is wrapped in `IS TRUE`, so `NOT` sees `false`. Non-nullable columns (`timestamp`,
-//!   ports, …) are compared bare, which keeps their predicates prunable.
+//!   column is guarded as `column IS NOT NULL AND …`, so `NOT` sees `false`. Non-nullable
+//!   columns (`timestamp`, ports, …) are compared bare.
 //! - Only constructs whose SQL meaning is the language's are translated natively: comparisons of
-//!   timestamps and integers with constants, string `=`, `!=`, `:` (case-folded with `lower()`,
-//!   the same Unicode lower-casing as the language's choice C9), regexes (DataFusion and the
-//!   language both use the `regex` crate, unanchored, case-sensitive), presence of payload
-//!   columns, and `AND`/`OR`/`NOT`. Every other node — `SEARCH`, global restrictions, `sample`,
+//!   timestamps and integers with constants, string `=`, `!=` (compared case-insensitively in
+//!   place by [`crate::case_fold`]) and `:` (case-folded with `lower()`; both the Unicode
+//!   lower-casing of the language's choice C9), regexes (DataFusion and the language both use
+//!   the `regex` crate, unanchored, case-sensitive), presence of payload columns, and
+//!   `AND`/`OR`/`NOT`. Every other node — `SEARCH`, global restrictions, `sample`,
 //!   `ip_in_net`, `log_id`, `source`, `cast`, `REGEXP_EXTRACT`, severities, string ordering,
 //!   `NULL_VALUE`, paths through `policies` — becomes a call of a UDF that rebuilds each row's
 //!   LogEntry and runs the JSON evaluator on that node ([`crate::fallback`]). Such nodes still
@@ -29,6 +30,7 @@ use verdict_filter::Filter;
 use verdict_filter::ast::{Comparator, Comparison, Expr, Number, Operand, Value, ValueExpr};
 use verdict_filter::catalogue::{Absence, Field, FieldType};
 
+use crate::case_fold::equals_ignoring_case;
 use crate::error::Result;
 use crate::fallback::JsonFallback;
 
@@ -218,17 +220,25 @@ fn compare_value(name: &str, field_type: FieldType, op: Comparator, v: &Value) -
             let folded = || lit(v.text.to_lowercase());
             match op {
                 Comparator::Eq => {
-                    let eq = lower(column.clone()).eq(folded());
-                    Some(match case_variant_range(&v.text) {
-                        Some((low, high)) => column
-                            .clone()
-                            .gt_eq(lit(low))
-                            .and(high.bound(column))
-                            .and(eq),
+                    let eq = equals_ignoring_case(column.clone(), &v.text);
+                    Some(match case_variant_ranges(&v.text) {
+                        Some(ranges) => {
+                            let within = ranges
+                                .into_iter()
+                                .map(|(low, high)| {
+                                    column
+                                        .clone()
+                                        .gt_eq(lit(low))
+                                        .and(high.bound(column.clone()))
+                                })
+                                .reduce(DfExpr::or)
+                                .expect("at least one range");
+                            within.and(eq)
+                        }
                         None => eq,
                     })
                 }
-                Comparator::Ne => Some(lower(column).not_eq(folded())),
+                Comparator::Ne => Some(!equals_ignoring_case(column, &v.text)),
                 Comparator::Has => Some(contains(lower(column), folded())),
                 Comparator::Matches => Some(regexp_like(column, lit(v.text.clone()), None)),
                 Comparator::NotMatches => Some(!regexp_like(column, lit(v.text.clone()), None)),
@@ -256,23 +266,41 @@ impl UpperBound {
     }
 }
 
-/// A byte range holding every string whose lower-casing is `value`'s, so a case-insensitive
-/// equality can also prune row groups and pages by min/max (the lake sorts rows by namespace).
+/// Byte ranges holding every string whose lower-casing is `value`'s, one per case variant of
+/// its first character, so a case-insensitive equality can also prune row groups and pages by
+/// min/max as tightly as an exact one (the lake sorts rows by namespace; one range from
+/// `PAYMENTS` to `payments` would keep every row group of `default` or `frontend`).
 /// Only for ASCII constants: a matching string then has, at each position, the ASCII lower or
 /// upper letter — or, for `k`, the KELVIN SIGN U+212A, the one non-ASCII character that
-/// lower-cases to ASCII — so it lies between the upper-cased constant and the lower-cased one
-/// (or, past a `k`, below the prefix followed by U+212B).
-fn case_variant_range(value: &str) -> Option<(String, UpperBound)> {
+/// lower-cases to ASCII — so after a given first character it lies between the upper-cased rest
+/// and the lower-cased rest (or, past a `k`, below that prefix followed by U+212B).
+fn case_variant_ranges(value: &str) -> Option<Vec<(String, UpperBound)>> {
     if !value.is_ascii() {
         return None;
     }
     let folded = value.to_ascii_lowercase();
-    let low = value.to_ascii_uppercase();
-    let high = match folded.find('k') {
-        None => UpperBound::Inclusive(folded),
-        Some(i) => UpperBound::Exclusive(format!("{}\u{212B}", &folded[..i])),
+    let Some(first) = folded.chars().next() else {
+        return Some(vec![(String::new(), UpperBound::Inclusive(String::new()))]);
     };
-    Some((low, high))
+    let rest = &folded[1..];
+    let firsts: Vec<String> = match first {
+        'k' => vec!["K".into(), "\u{212A}".into(), "k".into()],
+        c if c.is_ascii_alphabetic() => vec![c.to_ascii_uppercase().into(), c.into()],
+        c => vec![c.into()],
+    };
+    Some(
+        firsts
+            .into_iter()
+            .map(|f| {
+                let low = format!("{f}{}", rest.to_ascii_uppercase());
+                let high = match rest.find('k') {
+                    None => UpperBound::Inclusive(format!("{f}{rest}")),
+                    Some(i) => UpperBound::Exclusive(format!("{f}{}\u{212B}", &rest[..i])),
+                };
+                (low, high)
+            })
+            .collect(),
+    )
 }
 
 fn is_ordering(op: Comparator) -> bool {
@@ -337,7 +365,9 @@ mod tests {
         let t = translated(r#"NOT jsonPayload.dest.pod_name = "cart""#);
         let text = t.predicate.unwrap().to_string();
         assert!(
-            text.starts_with("NOT dest_pod_name IS NOT NULL AND dest_pod_name >= Utf8(\"CART\")"),
+            text.starts_with(
+                "NOT dest_pod_name IS NOT NULL AND (dest_pod_name >= Utf8(\"CART\") AND dest_pod_name <= Utf8(\"Cart\") OR"
+            ),
             "{text}"
         );
     }
@@ -345,23 +375,39 @@ mod tests {
     #[test]
     fn case_variants_lie_in_the_range() {
         for (value, variants) in [
-            ("shop", &["shop", "SHOP", "sHoP"][..]),
+            ("shop", &["shop", "SHOP", "sHoP", "Shop"][..]),
             (
                 "kube-system",
-                &["kube-system", "KUBE-SYSTEM", "\u{212A}ube-system"][..],
+                &[
+                    "kube-system",
+                    "KUBE-SYSTEM",
+                    "\u{212A}ube-system",
+                    "\u{212A}UBE-SYSTEM",
+                    "Kube-System",
+                    "kube-system",
+                ][..],
             ),
         ] {
-            let (low, high) = case_variant_range(value).unwrap();
+            let ranges = case_variant_ranges(value).unwrap();
+            let within = |v: &str| {
+                ranges.iter().any(|(low, high)| {
+                    low.as_str() <= v
+                        && match high {
+                            UpperBound::Inclusive(h) => v <= h.as_str(),
+                            UpperBound::Exclusive(h) => v < h.as_str(),
+                        }
+                })
+            };
             for v in variants {
                 assert_eq!(v.to_lowercase(), value);
-                assert!(low.as_str() <= *v, "{v}");
-                match &high {
-                    UpperBound::Inclusive(h) => assert!(*v <= h.as_str(), "{v}"),
-                    UpperBound::Exclusive(h) => assert!(*v < h.as_str(), "{v}"),
-                }
+                assert!(within(v), "{v}");
+            }
+            // Strings of other first letters are outside: their row groups are pruned.
+            for other in ["default", "frontend", "zzz", "KA", "jube-system", "lube"] {
+                assert!(!within(other), "{value}: {other}");
             }
         }
-        assert!(case_variant_range("straße").is_none());
+        assert!(case_variant_ranges("straße").is_none());
     }
 
     #[test]

@@ -109,3 +109,79 @@ async fn a_time_range_prunes_partitions_and_row_groups() {
     assert!(want > 0);
     assert_eq!(rows, want);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_case_insensitive_equality_prunes_row_groups_like_an_exact_one() {
+    // One hour, 12 row groups of 20 entries, one destination namespace per row group:
+    // alpha, default, payments, zeta, … with row group 5 "Payments" (a case variant).
+    let dir = tempfile::tempdir().unwrap();
+    let namespaces = ["alpha", "default", "payments", "zeta"];
+    let entries: Vec<LogEntry> = many_entries()
+        .into_iter()
+        .take(240)
+        .enumerate()
+        .map(|(i, mut e)| {
+            let group = i / 20;
+            let ns = if group == 5 {
+                "Payments"
+            } else {
+                namespaces[group % 4]
+            };
+            e.json_payload.dest = verdict_schema::Endpoint::Pod(verdict_schema::PodEndpoint {
+                pod_name: format!("pod-{i}"),
+                pod_namespace: ns.to_owned(),
+                namespace: Some(ns.to_owned()),
+                workload_name: None,
+                workload_kind: None,
+            });
+            e
+        })
+        .collect();
+    let lake = parquet_lake(dir.path(), &entries, &[], 20);
+    let engine = QueryEngine::new(Arc::new(lake), QueryLimits::default(), &[])
+        .await
+        .unwrap();
+
+    // Exact SQL equality: the three "payments" row groups.
+    let plan = explain_analyze(
+        &engine,
+        "SELECT count(*) FROM policy_action WHERE dest_namespace = 'payments'",
+    )
+    .await;
+    assert_eq!(
+        pruning(&plan, "row_groups_pruned_statistics"),
+        (12, 3),
+        "{plan}"
+    );
+
+    // The Logging filter's `=` ignores case: those and "Payments", no other.
+    let filter = verdict_filter::parse(r#"jsonPayload.dest.namespace = "PAYMENTS""#).unwrap();
+    let translation = translate(&filter).unwrap();
+    assert!(translation.fallback_nodes.is_empty());
+    let df = engine
+        .context()
+        .table("policy_action")
+        .await
+        .unwrap()
+        .filter(translation.predicate.unwrap())
+        .unwrap();
+    let plan = df
+        .clone()
+        .explain(false, true)
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let plan = pretty_format_batches(&plan).unwrap().to_string();
+    assert_eq!(
+        pruning(&plan, "row_groups_pruned_statistics"),
+        (12, 4),
+        "{plan}"
+    );
+    let want = entries
+        .iter()
+        .filter(|e| filter.matches(&serde_json::to_value(e).unwrap()))
+        .count();
+    assert_eq!(want, 80);
+    assert_eq!(df.count().await.unwrap(), want);
+}
