@@ -110,10 +110,12 @@ pub struct LakeTable {
     counters: Arc<ScanCounters>,
 }
 
-/// The schema a stored schema is queried in: top-level `Dictionary(_, Utf8)` columns become
-/// `Utf8View`. The Parquet reader decodes dictionary pages straight into views (no cast), and
-/// DataFusion groups and compares string views column-wise, where dictionaries take its
-/// generic row-by-row path.
+/// The schema a stored schema is queried in: top-level `Dictionary(_, Utf8)` columns and the
+/// strings inside lists and structs (`policies`' names, namespaces and kinds, dictionary pages
+/// in Parquet too) become `Utf8View`. The Parquet reader decodes dictionary pages straight into
+/// views (no cast, no copy of the strings), every row of one dictionary value carrying the same
+/// view, which DataFusion groups and compares column-wise and [`crate::encoded_group`] groups by
+/// the view itself.
 pub fn query_schema(stored: &Schema) -> SchemaRef {
     let fields: Vec<Field> = stored
         .fields()
@@ -122,10 +124,27 @@ pub fn query_schema(stored: &Schema) -> SchemaRef {
             DataType::Dictionary(_, v) if **v == DataType::Utf8 => {
                 f.as_ref().clone().with_data_type(DataType::Utf8View)
             }
+            DataType::List(_) | DataType::Struct(_) => f
+                .as_ref()
+                .clone()
+                .with_data_type(nested_views(f.data_type())),
             _ => f.as_ref().clone(),
         })
         .collect();
     Arc::new(Schema::new_with_metadata(fields, stored.metadata().clone()))
+}
+
+/// `t` with the `Utf8` strings anywhere inside it as `Utf8View`.
+fn nested_views(t: &DataType) -> DataType {
+    let field = |f: &Field| f.clone().with_data_type(nested_views(f.data_type()));
+    match t {
+        DataType::Utf8 => DataType::Utf8View,
+        DataType::List(item) => DataType::List(Arc::new(field(item))),
+        DataType::Struct(fields) => {
+            DataType::Struct(fields.iter().map(|f| Arc::new(field(f))).collect())
+        }
+        other => other.clone(),
+    }
 }
 
 impl fmt::Debug for LakeTable {
