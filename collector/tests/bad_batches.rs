@@ -26,9 +26,7 @@ async fn bad_batches_are_refused_and_the_rest_of_the_stream_is_stored() {
     cfg.grpc.max_batch_bytes = verdict_collector::config::ByteSize(64 << 10);
     cfg.grpc.max_record_bytes = verdict_collector::config::ByteSize(16 << 10);
     let served = Served::start(cfg).await;
-    let mut s = Stream::open(channel(served.grpc).await, None)
-        .await
-        .unwrap();
+    let mut s = served.stream().await;
 
     let src = "src-1";
     let good1 = batch("n1", src, 1, flows("n1", 1..11));

@@ -58,9 +58,7 @@ async fn compaction_merges_small_files_and_keeps_every_row() {
     let mut cfg = config(&dir);
     cfg.compaction.min_files = 4;
     let served = Served::start(cfg).await;
-    let mut s = Stream::open(channel(served.grpc).await, None)
-        .await
-        .unwrap();
+    let mut s = served.stream().await;
     for b in 0..6u64 {
         // 200 records, 50 s of event time, all in hour 00.
         let records = (b * 200 + 1..=b * 200 + 200)
@@ -118,9 +116,7 @@ async fn retention_deletes_expired_partitions_per_table() {
     cfg.retention.flows = Duration::from_secs(30 * 86_400);
     cfg.retention.rollups = Duration::from_secs(400 * 86_400);
     let served = Served::start(cfg).await;
-    let mut s = Stream::open(channel(served.grpc).await, None)
-        .await
-        .unwrap();
+    let mut s = served.stream().await;
     // Hour 00 of 2026-01-01 and hour 00 of 2026-03-01.
     let march = BASE + 59 * 86_400;
     let records = vec![

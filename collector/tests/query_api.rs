@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use support::{Served, Stream, channel, config, json_record, tempdir};
+use support::{Served, config, json_record, tempdir};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use verdict_collector::config::Secret;
 use verdict_schema::proto::v1;
@@ -76,9 +76,7 @@ fn fixture_records() -> Vec<(v1::NodeIdentity, String)> {
 /// insertIds by fixture index.
 async fn ship(served: &Served, range: std::ops::Range<usize>) -> HashMap<String, usize> {
     let records = fixture_records();
-    let mut stream = Stream::open(channel(served.grpc).await, None)
-        .await
-        .unwrap();
+    let mut stream = served.stream().await;
     let mut ids = HashMap::new();
     for i in range {
         let (node, line) = &records[i];
@@ -413,9 +411,7 @@ async fn filters_sql_and_tail_through_the_api() {
     assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
     let allow = flow(0, "allow", "2026-01-01T00:00:01Z");
     let deny = flow(1, "deny", "2026-01-01T00:00:02Z");
-    let mut stream = Stream::open(channel(served.grpc).await, None)
-        .await
-        .unwrap();
+    let mut stream = served.stream().await;
     let node = support::node("tail-node");
     for (n, line) in [(1, &allow), (2, &deny)] {
         let mut b = support::batch(

@@ -38,9 +38,7 @@ async fn acknowledged_rows_survive_a_crash_before_any_flush() {
     let mut cfg = config(&dir);
     cfg.flush.max_age = Duration::from_secs(3600);
     let served = Served::start(cfg.clone()).await;
-    let mut s = Stream::open(channel(served.grpc).await, None)
-        .await
-        .unwrap();
+    let mut s = served.stream().await;
     for b in 0..3u64 {
         let r = s
             .call(&batch(
@@ -77,9 +75,7 @@ async fn acknowledged_rows_survive_a_crash_before_any_flush() {
         "replayed rows are readable before any flush"
     );
     // The watermark came back with the rows: a resent batch is a duplicate.
-    let mut s = Stream::open(channel(served.grpc).await, None)
-        .await
-        .unwrap();
+    let mut s = served.stream().await;
     let r = s
         .call(&batch("n1", "src", 1, records("n1", 151..=250)))
         .await;
@@ -101,9 +97,7 @@ async fn half_written_files_never_break_reads_and_are_cleaned_up() {
     let (_guard, dir) = tempdir();
     let cfg = config(&dir);
     let served = Served::start(cfg.clone()).await;
-    let mut s = Stream::open(channel(served.grpc).await, None)
-        .await
-        .unwrap();
+    let mut s = served.stream().await;
     for b in 0..3u64 {
         let r = s
             .call(&batch(
@@ -204,9 +198,7 @@ async fn shutdown_ends_open_streams_and_flushes() {
     let mut cfg = config(&dir);
     cfg.flush.max_age = Duration::from_secs(3600);
     let served = Served::start(cfg).await;
-    let mut s = Stream::open(channel(served.grpc).await, None)
-        .await
-        .unwrap();
+    let mut s = served.stream().await;
     assert_eq!(
         s.call(&batch("n1", "src", 1, records("n1", 1..=50)))
             .await

@@ -48,9 +48,7 @@ async fn rows_round_trip_through_s3() {
     let served = Served::start(cfg.clone()).await;
     let mut expected: HashMap<String, PolicyActionRecord> = HashMap::new();
     for node in ["n1", "n2"] {
-        let mut s = Stream::open(channel(served.grpc).await, None)
-            .await
-            .unwrap();
+        let mut s = served.stream().await;
         for b in 0..5u64 {
             let records: Vec<_> = (b * 100 + 1..=b * 100 + 100)
                 .map(|seq| {

@@ -142,9 +142,7 @@ max_backoff = "500ms"
         broker.port
     ));
     let served = Served::start(c).await;
-    let mut stream = Stream::open(channel(served.grpc).await, None)
-        .await
-        .unwrap();
+    let mut stream = served.stream().await;
     let mut batch_id = 0;
     let mut expected = send_flows(&mut stream, 1..201, 50, &mut batch_id).await;
     caught_up(&served.collector, "all-to-kafka", Duration::from_secs(60)).await;
@@ -305,9 +303,7 @@ ordering_key = "jsonPayload.dest.namespace"
         port = server.port
     ));
     let served = Served::start(c).await;
-    let mut stream = Stream::open(channel(served.grpc).await, None)
-        .await
-        .unwrap();
+    let mut stream = served.stream().await;
     let mut batch_id = 0;
     let sent = send_flows(&mut stream, 1..401, 100, &mut batch_id).await;
     caught_up(&served.collector, "denies", Duration::from_secs(60)).await;
@@ -406,9 +402,7 @@ window = "1s"
         local = local.display()
     ));
     let served = Served::start(c).await;
-    let mut stream = Stream::open(channel(served.grpc).await, None)
-        .await
-        .unwrap();
+    let mut stream = served.stream().await;
     let mut batch_id = 0;
     let sent = send_flows(&mut stream, 1..1001, 250, &mut batch_id).await;
     // A loss marker goes to its own table folder.
@@ -532,9 +526,7 @@ window = "1s"
         local.display()
     ));
     let served = Served::start(c).await;
-    let mut stream = Stream::open(channel(served.grpc).await, None)
-        .await
-        .unwrap();
+    let mut stream = served.stream().await;
     let mut batch_id = 0;
     // Every batch is acknowledged (within send_flows' deadline) while a sink cannot deliver.
     let sent = send_flows(&mut stream, 1..5001, 500, &mut batch_id).await;
@@ -606,9 +598,7 @@ async fn a_sink_resumes_from_its_cursor_after_a_crash() {
         local.display()
     ));
     let served = Served::start(c.clone()).await;
-    let mut stream = Stream::open(channel(served.grpc).await, None)
-        .await
-        .unwrap();
+    let mut stream = served.stream().await;
     let mut batch_id = 0;
     let mut sent = send_flows(&mut stream, 1..301, 100, &mut batch_id).await;
     caught_up(&served.collector, "export", Duration::from_secs(60)).await;
@@ -956,9 +946,7 @@ max_backoff = "200ms"
         broker.port
     ));
     let served = Served::start(c).await;
-    let mut stream = Stream::open(channel(served.grpc).await, None)
-        .await
-        .unwrap();
+    let mut stream = served.stream().await;
     let mut batch_id = 0;
     let mut sent = send_flows(&mut stream, 1..201, 100, &mut batch_id).await;
     caught_up(&served.collector, "lagging", Duration::from_secs(60)).await;

@@ -17,6 +17,18 @@ fn append(path: &Path, text: &str) {
         .unwrap();
 }
 
+/// A copy-truncate rotation (logrotate's `copytruncate`): the file is copied to `.1`, then
+/// emptied in place.
+fn copy_truncate(path: &Path, dir: &Path) {
+    std::fs::copy(path, dir.join("policy_action.log.1")).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+}
+
 fn texts(lines: &[Line]) -> Vec<String> {
     lines
         .iter()
@@ -84,13 +96,7 @@ fn copy_truncate_starts_a_new_generation() {
     append(&p, "x1\nx2\n");
     let mut t = FileTailer::new(&p, None).unwrap();
     let before = t.poll().unwrap();
-    std::fs::copy(&p, d.path().join("policy_action.log.1")).unwrap();
-    OpenOptions::new()
-        .write(true)
-        .open(&p)
-        .unwrap()
-        .set_len(0)
-        .unwrap();
+    copy_truncate(&p, d.path());
     append(&p, "y1\n");
     let after = t.poll().unwrap();
     assert_eq!(texts(&after), ["y1"]);
@@ -204,13 +210,7 @@ fn copy_truncate_reads_unread_lines_from_the_copy() {
     let mut t = FileTailer::new(&p, None).unwrap();
     let first = t.poll().unwrap();
     append(&p, "c2\nc3\n"); // written, not read yet
-    std::fs::copy(&p, d.path().join("policy_action.log.1")).unwrap();
-    OpenOptions::new()
-        .write(true)
-        .open(&p)
-        .unwrap()
-        .set_len(0)
-        .unwrap();
+    copy_truncate(&p, d.path());
     append(&p, "d1\n");
     let lines = t.poll().unwrap();
     assert_eq!(texts(&lines), ["c2", "c3", "d1"]);
@@ -294,13 +294,7 @@ fn interleaved_writes_rotations_and_polls_lose_and_repeat_nothing() {
                         .unwrap();
                     }
                 }
-                std::fs::copy(&p, d.path().join("policy_action.log.1")).unwrap();
-                OpenOptions::new()
-                    .write(true)
-                    .open(&p)
-                    .unwrap()
-                    .set_len(0)
-                    .unwrap();
+                copy_truncate(&p, d.path());
             } else {
                 rotate(d.path(), 5);
             }
@@ -413,13 +407,7 @@ fn copy_truncate_racing_the_reader_loses_nothing() {
             let p = dir.join("policy_action.log");
             for i in 1..400 {
                 if i == 200 {
-                    std::fs::copy(&p, dir.join("policy_action.log.1")).unwrap();
-                    OpenOptions::new()
-                        .write(true)
-                        .open(&p)
-                        .unwrap()
-                        .set_len(0)
-                        .unwrap();
+                    copy_truncate(&p, &dir);
                 }
                 append(&p, &format!("l{i:04}\n"));
             }

@@ -74,6 +74,13 @@ impl Served {
         }
     }
 
+    /// An ingest stream to this collector (plaintext, no token).
+    pub async fn stream(&self) -> Stream {
+        Stream::open(channel(self.grpc).await, None)
+            .await
+            .expect("ingest stream opens")
+    }
+
     /// Stops serving and closes the collector (everything buffered is flushed).
     pub async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
