@@ -11,20 +11,25 @@
 //! [`EncodedKeyAggregateExec`] replaces a partial `AggregateExec` (rule:
 //! [`EncodedKeyAggregation`]) when every group expression has such an identity word (string and
 //! binary views, dictionary keys, integers, dates, timestamps, booleans) and every aggregate is
-//! `count` or an integer/float `sum`. Per batch it
+//! `count`, an integer/float `sum`, or `min`/`max` of an integer (to 64 bits signed), date or
+//! timestamp. Per batch it
 //!
 //! 1. maps each row's identity words to a batch-local group (a small hash table over words),
 //! 2. interns one representative row per local group into DataFusion's own `GroupValues`
 //!    (the same hashing of real values the built-in operator uses, but a few hundred rows per
 //!    batch instead of thousands), and
-//! 3. sums the batch's rows per local group, then adds those into the groups' states.
+//! 3. folds the batch's rows per local group (count, sum, min, max), then those into the
+//!    groups' states.
 //!
 //! Equal words imply equal values, never the converse: values encoded differently (plain pages,
 //! a second dictionary) only make more local groups, which step 2 merges. Its output is exactly
 //! the partial aggregate's (group columns, then each aggregate's state), so the final aggregate
 //! above is unchanged. Like the built-in operator it passes rows through as states when the
 //! groups turn out to be nearly as many as the rows (the `skip_partial_aggregation_*`
-//! settings), and emits what it holds early when its memory reservation is refused.
+//! settings), and emits what it holds early when its memory reservation is refused. When the
+//! encodings do not repeat (computed strings longer than a view's inline 12 bytes, plain
+//! pages: more local groups than half the rows after the first 16,384), it interns every row
+//! directly, as the built-in does, rather than pay for local grouping on top.
 
 use std::fmt;
 use std::hash::BuildHasher;
@@ -72,6 +77,10 @@ use hashbrown::hash_table::Entry;
 /// built-in operator.
 const MAX_GROUP_COLUMNS: usize = 4;
 
+/// Rows after which the operator checks that batches do group by their encodings (at most
+/// half as many local groups as rows), and otherwise interns rows directly.
+const DIRECT_PROBE_ROWS: usize = 16_384;
+
 /// Local groups a batch's table holds without growing.
 const TABLE_CAPACITY: usize = 1024;
 
@@ -118,9 +127,27 @@ enum Aggregate {
     CountRows,
     /// `count(expr)`: rows where `expr` is not null.
     CountValues(Arc<dyn PhysicalExpr>),
-    /// `sum(expr)` of the state's type (`Int64`, `UInt64` or `Float64`), wrapping like
-    /// DataFusion's; null when no value was seen.
-    Sum(Arc<dyn PhysicalExpr>, DataType),
+    /// `sum`, `min` or `max` of `expr`, whose state has the given type; null when no value
+    /// was seen. Sums are of `Int64`, `UInt64` or `Float64` (wrapping like DataFusion's);
+    /// minima and maxima of integers up to 64 bits signed, dates and timestamps.
+    Fold(FoldOp, Arc<dyn PhysicalExpr>, DataType),
+}
+
+impl Aggregate {
+    fn argument(&self) -> Option<&Arc<dyn PhysicalExpr>> {
+        match self {
+            Aggregate::CountRows => None,
+            Aggregate::CountValues(e) | Aggregate::Fold(_, e, _) => Some(e),
+        }
+    }
+}
+
+/// How a [`Aggregate::Fold`] combines values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FoldOp {
+    Sum,
+    Min,
+    Max,
 }
 
 /// A partial aggregation grouping each batch by its values' encodings first; see the module
@@ -214,10 +241,41 @@ fn aggregate_of(
                 DataType::Int64 | DataType::UInt64 | DataType::Float64
             ) && arg.data_type(input_schema)? == *state_type =>
         {
-            Some(Aggregate::Sum(Arc::clone(arg), state_type.clone()))
+            Some(Aggregate::Fold(
+                FoldOp::Sum,
+                Arc::clone(arg),
+                state_type.clone(),
+            ))
+        }
+        name @ ("min" | "max")
+            if fits_i64(state_type) && arg.data_type(input_schema)? == *state_type =>
+        {
+            let op = if name == "min" {
+                FoldOp::Min
+            } else {
+                FoldOp::Max
+            };
+            Some(Aggregate::Fold(op, Arc::clone(arg), state_type.clone()))
         }
         _ => None,
     })
+}
+
+/// Whether values of `t` convert to `Int64` and back without loss (and order the same way).
+fn fits_i64(t: &DataType) -> bool {
+    matches!(
+        t,
+        DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::UInt8
+            | DataType::UInt16
+            | DataType::UInt32
+            | DataType::Date32
+            | DataType::Date64
+            | DataType::Timestamp(_, _)
+    )
 }
 
 /// Whether arrays of `t` have an identity word per row (equal words, equal values).
@@ -440,51 +498,210 @@ impl LocalGroups {
 #[derive(Debug)]
 enum States {
     Count(Vec<i64>),
-    SumI64(Vec<i64>, Vec<bool>),
-    SumU64(Vec<u64>, Vec<bool>),
-    SumF64(Vec<f64>, Vec<bool>),
+    FoldI64(Fold<Int64Type>),
+    FoldU64(Fold<UInt64Type>),
+    FoldF64(Fold<Float64Type>),
+}
+
+/// Sums, minima or maxima in `T` (the state's type, or `Int64` standing for a narrower integer,
+/// a date or a timestamp, converted back on emission), and whether each group saw a value.
+#[derive(Debug)]
+struct Fold<T: ArrowPrimitiveType> {
+    op: FoldOp,
+    values: Vec<T::Native>,
+    seen: Vec<bool>,
+    /// The state's type.
+    output: DataType,
+}
+
+impl<T: ArrowPrimitiveType> Fold<T>
+where
+    T::Native: ArrowNativeTypeOp,
+{
+    fn new(op: FoldOp, output: &DataType) -> Fold<T> {
+        Fold {
+            op,
+            values: Vec::new(),
+            seen: Vec::new(),
+            output: output.clone(),
+        }
+    }
+
+    fn start(&self) -> T::Native {
+        match self.op {
+            FoldOp::Sum => T::Native::ZERO,
+            FoldOp::Min => T::Native::MAX_TOTAL_ORDER,
+            FoldOp::Max => T::Native::MIN_TOTAL_ORDER,
+        }
+    }
+
+    fn resize(&mut self, groups: usize) {
+        let start = self.start();
+        self.values.resize(groups, start);
+        self.seen.resize(groups, false);
+    }
+
+    /// The argument's values in `T`.
+    fn values_of(&self, values: Option<&ArrayRef>) -> DfResult<PrimitiveArray<T>> {
+        let Some(v) = values else {
+            return internal_err!("{:?} without its argument", self.op);
+        };
+        let v = if *v.data_type() == T::DATA_TYPE {
+            Arc::clone(v)
+        } else {
+            datafusion::arrow::compute::cast(v, &T::DATA_TYPE)?
+        };
+        Ok(v.as_primitive::<T>().clone())
+    }
+
+    fn update(
+        &mut self,
+        values: Option<&ArrayRef>,
+        local: &LocalGroups,
+        global: &[usize],
+    ) -> DfResult<()> {
+        let values = self.values_of(values)?;
+        match self.op {
+            FoldOp::Sum => {
+                self.fold_locally(&values, local, global, ArrowNativeTypeOp::add_wrapping)
+            }
+            FoldOp::Min => {
+                self.fold_locally(
+                    &values,
+                    local,
+                    global,
+                    |a, b| {
+                        if b.is_lt(a) { b } else { a }
+                    },
+                )
+            }
+            FoldOp::Max => {
+                self.fold_locally(
+                    &values,
+                    local,
+                    global,
+                    |a, b| {
+                        if b.is_gt(a) { b } else { a }
+                    },
+                )
+            }
+        }
+        Ok(())
+    }
+
+    fn fold_locally(
+        &mut self,
+        values: &PrimitiveArray<T>,
+        local: &LocalGroups,
+        global: &[usize],
+        combine: impl Fn(T::Native, T::Native) -> T::Native + Copy,
+    ) {
+        let v = values.values();
+        let start = self.start();
+        let (per_local, seen_local) = match values.logical_nulls() {
+            Some(nulls) => {
+                let add = |acc: T::Native, row: usize| {
+                    if nulls.is_valid(row) {
+                        combine(acc, v[row])
+                    } else {
+                        acc
+                    }
+                };
+                let seen =
+                    per_local_group(local, false, |s, row| s | nulls.is_valid(row), |a, b| a | b);
+                (per_local_group(local, start, add, combine), Some(seen))
+            }
+            // Every local group has a row, so a value.
+            None => (
+                per_local_group(local, start, |acc, row| combine(acc, v[row]), combine),
+                None,
+            ),
+        };
+        for (l, x) in per_local.into_iter().enumerate() {
+            if seen_local.as_ref().is_none_or(|s| s[l]) {
+                let g = global[l];
+                self.values[g] = combine(self.values[g], x);
+                self.seen[g] = true;
+            }
+        }
+    }
+
+    /// Adds each row into its group directly (`group_of_row`).
+    fn update_rows(&mut self, values: Option<&ArrayRef>, group_of_row: &[usize]) -> DfResult<()> {
+        let values = self.values_of(values)?;
+        let op = self.op;
+        let v = values.values();
+        let nulls = values.logical_nulls();
+        for (row, &g) in group_of_row.iter().enumerate() {
+            if nulls.as_ref().is_some_and(|n| n.is_null(row)) {
+                continue;
+            }
+            let (acc, x) = (self.values[g], v[row]);
+            self.values[g] = match op {
+                FoldOp::Sum => acc.add_wrapping(x),
+                FoldOp::Min if x.is_lt(acc) => x,
+                FoldOp::Max if x.is_gt(acc) => x,
+                _ => acc,
+            };
+            self.seen[g] = true;
+        }
+        Ok(())
+    }
+
+    fn take(&mut self) -> DfResult<ArrayRef> {
+        let nulls = NullBuffer::new(BooleanBuffer::from(std::mem::take(&mut self.seen)));
+        let array: ArrayRef = Arc::new(PrimitiveArray::<T>::new(
+            std::mem::take(&mut self.values).into(),
+            Some(nulls).filter(|n| n.null_count() > 0),
+        ));
+        Ok(if self.output == T::DATA_TYPE {
+            array
+        } else {
+            datafusion::arrow::compute::cast(&array, &self.output)?
+        })
+    }
+
+    fn bytes(&self) -> usize {
+        self.values.capacity() * std::mem::size_of::<T::Native>() + self.seen.capacity()
+    }
 }
 
 impl States {
     fn new(a: &Aggregate) -> States {
         match a {
             Aggregate::CountRows | Aggregate::CountValues(_) => States::Count(Vec::new()),
-            Aggregate::Sum(_, DataType::Int64) => States::SumI64(Vec::new(), Vec::new()),
-            Aggregate::Sum(_, DataType::UInt64) => States::SumU64(Vec::new(), Vec::new()),
-            Aggregate::Sum(..) => States::SumF64(Vec::new(), Vec::new()),
+            Aggregate::Fold(op, _, t @ DataType::UInt64) => States::FoldU64(Fold::new(*op, t)),
+            Aggregate::Fold(op, _, t @ DataType::Float64) => States::FoldF64(Fold::new(*op, t)),
+            Aggregate::Fold(op, _, t) => States::FoldI64(Fold::new(*op, t)),
         }
     }
 
     fn resize(&mut self, groups: usize) {
         match self {
             States::Count(c) => c.resize(groups, 0),
-            States::SumI64(s, seen) => {
-                s.resize(groups, 0);
-                seen.resize(groups, false);
-            }
-            States::SumU64(s, seen) => {
-                s.resize(groups, 0);
-                seen.resize(groups, false);
-            }
-            States::SumF64(s, seen) => {
-                s.resize(groups, 0.0);
-                seen.resize(groups, false);
-            }
+            States::FoldI64(f) => f.resize(groups),
+            States::FoldU64(f) => f.resize(groups),
+            States::FoldF64(f) => f.resize(groups),
         }
     }
 
     fn bytes(&self) -> usize {
         match self {
             States::Count(c) => c.capacity() * 8,
-            States::SumI64(s, seen) => s.capacity() * 8 + seen.capacity(),
-            States::SumU64(s, seen) => s.capacity() * 8 + seen.capacity(),
-            States::SumF64(s, seen) => s.capacity() * 8 + seen.capacity(),
+            States::FoldI64(f) => f.bytes(),
+            States::FoldU64(f) => f.bytes(),
+            States::FoldF64(f) => f.bytes(),
         }
     }
 
     /// Adds the rows of a batch: `values` (the aggregate's argument, `None` for rows) per
     /// local group of `local`, then into the groups `global[local group]`.
-    fn update(&mut self, values: Option<&ArrayRef>, local: &LocalGroups, global: &[usize]) {
+    fn update(
+        &mut self,
+        values: Option<&ArrayRef>,
+        local: &LocalGroups,
+        global: &[usize],
+    ) -> DfResult<()> {
         match self {
             States::Count(counts) => {
                 let per_local = match values.and_then(|v| v.logical_nulls()) {
@@ -499,80 +716,45 @@ impl States {
                 for (l, n) in per_local.into_iter().enumerate() {
                     counts[global[l]] += n;
                 }
+                Ok(())
             }
-            States::SumI64(sums, seen) => {
-                let v = values.expect("sum has an argument");
-                sum_into(v.as_primitive::<Int64Type>(), local, global, sums, seen);
+            States::FoldI64(f) => f.update(values, local, global),
+            States::FoldU64(f) => f.update(values, local, global),
+            States::FoldF64(f) => f.update(values, local, global),
+        }
+    }
+
+    /// Adds the rows of a batch each into its group (`group_of_row`), with no local grouping.
+    fn update_rows(&mut self, values: Option<&ArrayRef>, group_of_row: &[usize]) -> DfResult<()> {
+        match self {
+            States::Count(counts) => {
+                match values.and_then(|v| v.logical_nulls()) {
+                    Some(nulls) => {
+                        for (&g, valid) in group_of_row.iter().zip(nulls.iter()) {
+                            counts[g] += i64::from(valid);
+                        }
+                    }
+                    None => {
+                        for &g in group_of_row {
+                            counts[g] += 1;
+                        }
+                    }
+                }
+                Ok(())
             }
-            States::SumU64(sums, seen) => {
-                let v = values.expect("sum has an argument");
-                sum_into(v.as_primitive::<UInt64Type>(), local, global, sums, seen);
-            }
-            States::SumF64(sums, seen) => {
-                let v = values.expect("sum has an argument");
-                sum_into(v.as_primitive::<Float64Type>(), local, global, sums, seen);
-            }
+            States::FoldI64(f) => f.update_rows(values, group_of_row),
+            States::FoldU64(f) => f.update_rows(values, group_of_row),
+            States::FoldF64(f) => f.update_rows(values, group_of_row),
         }
     }
 
     /// The state array of the groups held, which are then forgotten.
-    fn take(&mut self) -> ArrayRef {
-        fn sums<T: ArrowPrimitiveType>(s: &mut Vec<T::Native>, seen: &mut Vec<bool>) -> ArrayRef {
-            let nulls = NullBuffer::new(BooleanBuffer::from(std::mem::take(seen)));
-            Arc::new(PrimitiveArray::<T>::new(
-                std::mem::take(s).into(),
-                Some(nulls).filter(|n| n.null_count() > 0),
-            ))
-        }
+    fn take(&mut self) -> DfResult<ArrayRef> {
         match self {
-            States::Count(c) => Arc::new(Int64Array::from(std::mem::take(c))),
-            States::SumI64(s, seen) => sums::<Int64Type>(s, seen),
-            States::SumU64(s, seen) => sums::<UInt64Type>(s, seen),
-            States::SumF64(s, seen) => sums::<Float64Type>(s, seen),
-        }
-    }
-}
-
-fn sum_into<T: ArrowPrimitiveType>(
-    values: &PrimitiveArray<T>,
-    local: &LocalGroups,
-    global: &[usize],
-    sums: &mut [T::Native],
-    seen: &mut [bool],
-) where
-    T::Native: ArrowNativeTypeOp,
-{
-    let v = values.values();
-    let (per_local, seen_local) = match values.logical_nulls() {
-        Some(nulls) => {
-            let add = |sum: T::Native, row: usize| {
-                if nulls.is_valid(row) {
-                    sum.add_wrapping(v[row])
-                } else {
-                    sum
-                }
-            };
-            let seen =
-                per_local_group(local, false, |s, row| s | nulls.is_valid(row), |a, b| a | b);
-            let sums = per_local_group(local, T::Native::ZERO, add, T::Native::add_wrapping);
-            (sums, Some(seen))
-        }
-        // Every local group has a row, so a value.
-        None => (
-            per_local_group(
-                local,
-                T::Native::ZERO,
-                |sum, row| sum.add_wrapping(v[row]),
-                T::Native::add_wrapping,
-            ),
-            None,
-        ),
-    };
-    for (l, x) in per_local.into_iter().enumerate() {
-        if seen_local.as_ref().is_none_or(|s| s[l]) {
-            let g = global[l];
-            sums[g] = sums[g].add_wrapping(x);
-            seen[g] = true;
+            States::Count(c) => Ok(Arc::new(Int64Array::from(std::mem::take(c)))),
+            States::FoldI64(f) => f.take(),
+            States::FoldU64(f) => f.take(),
+            States::FoldF64(f) => f.take(),
         }
     }
 }
@@ -622,10 +804,15 @@ struct Aggregator {
     rows_seen: usize,
     /// Groups nearly as many as rows: batches pass through as states.
     pass_through: bool,
+    /// Local groups found so far (for choosing `direct`).
+    local_groups_seen: usize,
+    /// Local groups nearly as many as rows: rows are interned directly.
+    direct: bool,
     batch_size: usize,
     reservation: MemoryReservation,
     local_groups_metric: Count,
     skipped_rows_metric: Count,
+    direct_metric: Count,
 }
 
 impl Aggregator {
@@ -643,11 +830,10 @@ impl Aggregator {
         let values = self
             .aggregates
             .iter()
-            .map(|a| match a {
-                Aggregate::CountRows => Ok(None),
-                Aggregate::CountValues(e) | Aggregate::Sum(e, _) => {
-                    e.evaluate(batch)?.into_array(rows).map(Some)
-                }
+            .map(|a| {
+                a.argument()
+                    .map(|e| e.evaluate(batch)?.into_array(rows))
+                    .transpose()
             })
             .collect::<DfResult<Vec<_>>>()?;
         if self.pass_through {
@@ -655,29 +841,51 @@ impl Aggregator {
             return Ok(vec![self.rows_as_states(group_arrays, &values, rows)?]);
         }
 
-        for (array, words) in group_arrays.iter().zip(&mut self.words) {
-            identity_words(array, words)?;
+        if self.direct {
+            // The built-in operator's way: every row interned.
+            self.groups
+                .intern(&group_arrays, &mut self.global_of_local)?;
+            let held = self.groups.len();
+            for (states, values) in self.states.iter_mut().zip(&values) {
+                states.resize(held);
+                states.update_rows(values.as_ref(), &self.global_of_local)?;
+            }
+        } else {
+            for (array, words) in group_arrays.iter().zip(&mut self.words) {
+                identity_words(array, words)?;
+            }
+            self.local.group(&self.words, rows, &self.hasher);
+            self.local_groups_metric.add(self.local.len());
+            self.local_groups_seen += self.local.len();
+            let firsts = UInt32Array::from(self.local.first_rows.clone());
+            let representatives = group_arrays
+                .iter()
+                .map(|a| take(a, &firsts, None))
+                .collect::<Result<Vec<_>, _>>()?;
+            self.groups
+                .intern(&representatives, &mut self.global_of_local)?;
+            let held = self.groups.len();
+            for (states, values) in self.states.iter_mut().zip(&values) {
+                states.resize(held);
+                states.update(values.as_ref(), &self.local, &self.global_of_local)?;
+            }
         }
-        self.local.group(&self.words, rows, &self.hasher);
-        self.local_groups_metric.add(self.local.len());
-        let firsts = UInt32Array::from(self.local.first_rows.clone());
-        let representatives = group_arrays
-            .iter()
-            .map(|a| take(a, &firsts, None))
-            .collect::<Result<Vec<_>, _>>()?;
-        self.groups
-            .intern(&representatives, &mut self.global_of_local)?;
-        let held = self.groups.len();
-        for (states, values) in self.states.iter_mut().zip(&values) {
-            states.resize(held);
-            states.update(values.as_ref(), &self.local, &self.global_of_local);
-        }
+        let rows_before = self.rows_seen;
         self.rows_seen += rows;
+        if rows_before < DIRECT_PROBE_ROWS
+            && self.rows_seen >= DIRECT_PROBE_ROWS
+            && self.local_groups_seen * 2 > self.rows_seen
+        {
+            // The values' encodings do not repeat (computed strings, plain pages): local
+            // grouping would only add its cost to interning nearly every row anyway.
+            self.direct = true;
+            self.direct_metric.add(1);
+        }
 
         let mut out = Vec::new();
         if self.rows_seen >= self.probe_rows
             && self.probe_rows > 0
-            && held as f64 >= self.probe_ratio * self.rows_seen as f64
+            && self.groups.len() as f64 >= self.probe_ratio * self.rows_seen as f64
         {
             // Nearly a group per row: aggregating here only costs; pass the rest through.
             self.pass_through = true;
@@ -705,7 +913,9 @@ impl Aggregator {
             return Ok(Vec::new());
         }
         let mut columns = self.groups.emit(EmitTo::All)?;
-        columns.extend(self.states.iter_mut().map(States::take));
+        for states in &mut self.states {
+            columns.push(states.take()?);
+        }
         let all = RecordBatch::try_new(Arc::clone(&self.schema), columns)?;
         let step = self.batch_size.max(1);
         Ok((0..all.num_rows())
@@ -731,7 +941,8 @@ impl Aggregator {
                     };
                     datafusion::arrow::compute::cast(&valid, &DataType::Int64)?
                 }
-                (Aggregate::Sum(..), Some(v)) => Arc::clone(v),
+                // A sum, minimum or maximum of one value is the value (state type = input's).
+                (Aggregate::Fold(..), Some(v)) => Arc::clone(v),
                 _ => return internal_err!("aggregate without its argument"),
             });
         }
@@ -775,12 +986,7 @@ impl ExecutionPlan for EncodedKeyAggregateExec {
     ) -> DfResult<TreeNodeRecursion> {
         let mut roots: Vec<&Arc<dyn PhysicalExpr>> =
             self.group_exprs.iter().map(|(e, _)| e).collect();
-        for a in &self.aggregates {
-            match a {
-                Aggregate::CountRows => {}
-                Aggregate::CountValues(e) | Aggregate::Sum(e, _) => roots.push(e),
-            }
-        }
+        roots.extend(self.aggregates.iter().filter_map(Aggregate::argument));
         apply_expression_roots(roots, f)
     }
 
@@ -835,6 +1041,8 @@ impl ExecutionPlan for EncodedKeyAggregateExec {
             probe_ratio: execution.skip_partial_aggregation_probe_ratio_threshold,
             rows_seen: 0,
             pass_through: false,
+            local_groups_seen: 0,
+            direct: false,
             batch_size: execution.batch_size.into(),
             reservation: MemoryConsumer::new(format!("EncodedKeyAggregateExec[{partition}]"))
                 .register(context.memory_pool()),
@@ -842,6 +1050,8 @@ impl ExecutionPlan for EncodedKeyAggregateExec {
                 .counter("batch_local_groups", partition),
             skipped_rows_metric: MetricBuilder::new(&self.metrics)
                 .counter("skipped_aggregation_rows", partition),
+            direct_metric: MetricBuilder::new(&self.metrics)
+                .counter("direct_partitions", partition),
         };
         let input = self.input.execute(partition, context)?;
         // Batches flow through as they are emitted; the held groups follow the last input.
@@ -1022,6 +1232,11 @@ mod tests {
     }
 
     fn context(with_rule: bool, config: SessionConfig) -> SessionContext {
+        context_of(with_rule, config, 3000)
+    }
+
+    /// A session over [`table`] with `rows_per_batch`, with or without the rule.
+    fn context_of(with_rule: bool, config: SessionConfig, rows_per_batch: usize) -> SessionContext {
         let mut builder = SessionStateBuilder::new()
             .with_config(config.with_target_partitions(2))
             .with_default_features();
@@ -1029,7 +1244,7 @@ mod tests {
             builder = builder.with_physical_optimizer_rule(Arc::new(EncodedKeyAggregation));
         }
         let ctx = SessionContext::new_with_state(builder.build());
-        ctx.register_table("t", table(3000)).unwrap();
+        ctx.register_table("t", table(rows_per_batch)).unwrap();
         ctx
     }
 
@@ -1079,7 +1294,7 @@ mod tests {
             .map_or(0, |v| v.as_usize())
     }
 
-    const AGREEING: [&str; 8] = [
+    const AGREEING: [&str; 9] = [
         "SELECT ns, plain, count(*), count(n), sum(n), sum(u), sum(f), count(f) FROM t GROUP BY ns, plain",
         "SELECT ns, count(*) AS c FROM t GROUP BY ns",
         "SELECT dict, b, count(*), sum(n) FROM t GROUP BY dict, b",
@@ -1087,6 +1302,8 @@ mod tests {
         "SELECT small, ns, dict, plain, count(small), sum(small) FROM t GROUP BY 1, 2, 3, 4",
         "SELECT plain, sum(n) AS s FROM t WHERE n > 100 GROUP BY plain HAVING sum(n) > 0",
         "SELECT ns, sum(n) FROM (SELECT ns, n FROM t UNION ALL SELECT plain, n + 1 FROM t) GROUP BY ns",
+        "SELECT ns, dict, min(ts), max(ts), min(small), max(small), min(n), max(n), min(b_int) \
+         FROM (SELECT *, CAST(b AS INT) AS b_int FROM t) GROUP BY ns, dict",
         // Planned as a grouping by (ns, n) below a count.
         "SELECT ns, count(DISTINCT n) FROM t GROUP BY ns",
     ];
@@ -1124,7 +1341,9 @@ mod tests {
     async fn unsupported_aggregates_keep_the_built_in_operator() {
         let ctx = context(true, SessionConfig::new());
         for sql in [
-            "SELECT ns, min(n) FROM t GROUP BY ns",
+            "SELECT ns, min(plain) FROM t GROUP BY ns",
+            "SELECT ns, max(f) FROM t GROUP BY ns",
+            "SELECT ns, max(u) FROM t GROUP BY ns",
             "SELECT ns, sum(n) FILTER (WHERE n > 0) FROM t GROUP BY ns",
             "SELECT f, count(*) FROM t GROUP BY f",
             "SELECT count(*), sum(n) FROM t",
@@ -1154,6 +1373,28 @@ mod tests {
             }
             assert!(metric(&plan, "skipped_aggregation_rows") > 0, "{sql}");
         }
+    }
+
+    #[tokio::test]
+    async fn rows_whose_encodings_do_not_repeat_are_interned_directly() {
+        // Computed strings longer than a view's 12 inline bytes: a view per row, so a local
+        // group per row; after the probe the operator interns rows as the built-in does.
+        let sql = "SELECT plain || '-' || ns || '-made-long' AS k, count(*), sum(n), min(ts), \
+                   max(small) FROM t GROUP BY 1";
+        let ours = context_of(true, SessionConfig::new(), 12_000);
+        let theirs = context_of(false, SessionConfig::new(), 12_000);
+        let (expected, _) = run(&theirs, sql).await;
+        let (got, plan) = run(&ours, sql).await;
+        assert!(expected.len() > 10);
+        assert_eq!(got, expected);
+        assert_eq!(
+            metric(&plan, "direct_partitions"),
+            2,
+            "both partitions went direct"
+        );
+        // Dictionary views keep grouping locally.
+        let (_, plan) = run(&ours, "SELECT ns, count(*) FROM t GROUP BY ns").await;
+        assert_eq!(metric(&plan, "direct_partitions"), 0);
     }
 
     #[tokio::test]
