@@ -281,20 +281,10 @@ fn fits_i64(t: &DataType) -> bool {
 /// Whether arrays of `t` have an identity word per row (equal words, equal values).
 fn has_identity_word(t: &DataType) -> bool {
     match t {
-        DataType::Utf8View | DataType::BinaryView | DataType::Boolean => true,
+        DataType::Utf8View | DataType::BinaryView | DataType::Boolean | DataType::UInt64 => true,
         DataType::Dictionary(key, _) => key.is_dictionary_key_type(),
-        DataType::Int8
-        | DataType::Int16
-        | DataType::Int32
-        | DataType::Int64
-        | DataType::UInt8
-        | DataType::UInt16
-        | DataType::UInt32
-        | DataType::UInt64
-        | DataType::Date32
-        | DataType::Date64
-        | DataType::Timestamp(_, _) => true,
-        _ => false,
+        // The integer itself (widened) is the word.
+        t => fits_i64(t),
     }
 }
 
