@@ -484,6 +484,16 @@ impl LocalGroups {
     }
 }
 
+/// The smaller of two values (total order, as DataFusion's `min`).
+fn smaller<N: ArrowNativeTypeOp>(a: N, b: N) -> N {
+    if b.is_lt(a) { b } else { a }
+}
+
+/// The larger of two values (total order, as DataFusion's `max`).
+fn larger<N: ArrowNativeTypeOp>(a: N, b: N) -> N {
+    if b.is_gt(a) { b } else { a }
+}
+
 /// The states of one aggregate over the groups held.
 #[derive(Debug)]
 enum States {
@@ -552,29 +562,9 @@ where
     ) -> DfResult<()> {
         let values = self.values_of(values)?;
         match self.op {
-            FoldOp::Sum => {
-                self.fold_locally(&values, local, global, ArrowNativeTypeOp::add_wrapping)
-            }
-            FoldOp::Min => {
-                self.fold_locally(
-                    &values,
-                    local,
-                    global,
-                    |a, b| {
-                        if b.is_lt(a) { b } else { a }
-                    },
-                )
-            }
-            FoldOp::Max => {
-                self.fold_locally(
-                    &values,
-                    local,
-                    global,
-                    |a, b| {
-                        if b.is_gt(a) { b } else { a }
-                    },
-                )
-            }
+            FoldOp::Sum => self.fold_locally(&values, local, global, T::Native::add_wrapping),
+            FoldOp::Min => self.fold_locally(&values, local, global, smaller),
+            FoldOp::Max => self.fold_locally(&values, local, global, larger),
         }
         Ok(())
     }
@@ -619,23 +609,28 @@ where
     /// Adds each row into its group directly (`group_of_row`).
     fn update_rows(&mut self, values: Option<&ArrayRef>, group_of_row: &[usize]) -> DfResult<()> {
         let values = self.values_of(values)?;
-        let op = self.op;
+        match self.op {
+            FoldOp::Sum => self.fold_rows(&values, group_of_row, T::Native::add_wrapping),
+            FoldOp::Min => self.fold_rows(&values, group_of_row, smaller),
+            FoldOp::Max => self.fold_rows(&values, group_of_row, larger),
+        }
+        Ok(())
+    }
+
+    fn fold_rows(
+        &mut self,
+        values: &PrimitiveArray<T>,
+        group_of_row: &[usize],
+        combine: impl Fn(T::Native, T::Native) -> T::Native,
+    ) {
         let v = values.values();
         let nulls = values.logical_nulls();
         for (row, &g) in group_of_row.iter().enumerate() {
-            if nulls.as_ref().is_some_and(|n| n.is_null(row)) {
-                continue;
+            if nulls.as_ref().is_none_or(|n| n.is_valid(row)) {
+                self.values[g] = combine(self.values[g], v[row]);
+                self.seen[g] = true;
             }
-            let (acc, x) = (self.values[g], v[row]);
-            self.values[g] = match op {
-                FoldOp::Sum => acc.add_wrapping(x),
-                FoldOp::Min if x.is_lt(acc) => x,
-                FoldOp::Max if x.is_gt(acc) => x,
-                _ => acc,
-            };
-            self.seen[g] = true;
         }
-        Ok(())
     }
 
     fn take(&mut self) -> DfResult<ArrayRef> {
@@ -753,8 +748,9 @@ impl States {
 const LANES: usize = 4;
 
 /// Folds each row of a batch into its local group's accumulator with `add(accumulator, row)`,
-/// starting from `zero`, `merge` combining two accumulators. Consecutive rows go to different copies of the accumulators (merged
-/// at the end), so an update never waits for the previous row's store to the same group.
+/// starting from `zero`, `merge` combining two accumulators. Consecutive rows go to different
+/// copies of the accumulators (merged at the end), so an update never waits for the previous
+/// row's store to the same group.
 fn per_local_group<N: Copy>(
     local: &LocalGroups,
     zero: N,

@@ -28,6 +28,7 @@ use datafusion::functions::expr_fn::{contains, lower, regexp_like};
 use datafusion::logical_expr::{Expr as DfExpr, ScalarUDF, col, lit};
 use verdict_filter::Filter;
 use verdict_filter::ast::{Comparator, Comparison, Expr, Number, Operand, Value, ValueExpr};
+use verdict_filter::case_fold::fold;
 use verdict_filter::catalogue::{Absence, Field, FieldType};
 
 use crate::case_fold::equals_ignoring_case;
@@ -217,7 +218,6 @@ fn compare_value(name: &str, field_type: FieldType, op: Comparator, v: &Value) -
             }
         }
         FieldType::String | FieldType::Enum(_) => {
-            let folded = || lit(v.text.to_lowercase());
             match op {
                 Comparator::Eq => {
                     let eq = equals_ignoring_case(column.clone(), &v.text);
@@ -239,7 +239,7 @@ fn compare_value(name: &str, field_type: FieldType, op: Comparator, v: &Value) -
                     })
                 }
                 Comparator::Ne => Some(!equals_ignoring_case(column, &v.text)),
-                Comparator::Has => Some(contains(lower(column), folded())),
+                Comparator::Has => Some(contains(lower(column), lit(fold(&v.text)))),
                 Comparator::Matches => Some(regexp_like(column, lit(v.text.clone()), None)),
                 Comparator::NotMatches => Some(!regexp_like(column, lit(v.text.clone()), None)),
                 // Ordering of text compares case-folded strings by code point; DataFusion's
