@@ -8,11 +8,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
+use verdict_cluster::PolicySnapshot;
 use verdict_policy::engine::EnforcementMode;
 use verdict_policy::{Engine, IpBlockMode};
 use verdict_probe::kernel::compile::{NodeContext, Numbering, compile};
 use verdict_probe::kernel::maps::KernelMaps;
-use verdict_probe::snapshot::PolicySnapshot;
 use verdict_probe::synthetic::large_cluster_yaml;
 
 fn main() -> anyhow::Result<()> {

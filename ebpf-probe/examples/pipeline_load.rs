@@ -9,10 +9,10 @@
 
 use std::time::{Duration, Instant};
 
+use verdict_cluster::{ClusterSource, SourceError, StateUpdate};
 use verdict_policy::IpBlockMode;
 use verdict_probe::agent::{Agent, AgentConfig};
 use verdict_probe::clock::Clock;
-use verdict_probe::cluster_source::{ClusterSource, SourceError, StateUpdate};
 use verdict_probe::pipeline::PipelineConfig;
 use verdict_probe::synthetic;
 

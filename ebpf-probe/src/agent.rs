@@ -20,12 +20,12 @@ use tokio::task::JoinHandle;
 use verdict_policy::IpBlockMode;
 
 use crate::clock::Clock;
-use crate::cluster_source::{ClusterSource, PolicyCompiler, SourceError};
 use crate::event::VerdictEvent;
 use crate::log_writer::LogWriter;
 use crate::metrics::Metrics;
 use crate::pipeline::{LoggingPipeline, PipelineConfig};
-use crate::snapshot::PolicySnapshot;
+use verdict_cluster::PolicySnapshot;
+use verdict_cluster::{ClusterSource, PolicyCompiler, SourceError};
 
 /// Where `policy_action.log` goes by default (GKE's path).
 pub const DEFAULT_LOG_PATH: &str = "/var/log/network/policy_action.log";

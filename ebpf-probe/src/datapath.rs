@@ -21,7 +21,7 @@ use verdict_policy::engine::{EnforcementMode, Flow, Reason};
 use verdict_schema::{Protocol, Timestamp};
 
 use crate::event::VerdictEvent;
-use crate::snapshot::PolicySnapshot;
+use verdict_cluster::PolicySnapshot;
 
 /// Idle time after which a UDP/ICMP 5-tuple starts a new connection.
 pub const DEFAULT_IDLE_WINDOW: Duration = Duration::from_secs(30);

@@ -15,7 +15,7 @@ use verdict_schema::{Direction, Protocol, Timestamp};
 pub struct VerdictEvent {
     /// When the connection's first packet was seen.
     pub timestamp: Timestamp,
-    /// The policy generation the decision used (see [`crate::snapshot`]).
+    /// The policy generation the decision used (see [`verdict_cluster::snapshot`]).
     pub generation: u64,
     pub src_ip: IpAddr,
     pub dest_ip: IpAddr,

@@ -4,8 +4,6 @@
 //!
 //! - [`event`]: the verdict event every datapath produces.
 //! - [`datapath`]: the [`datapath::Datapath`] trait and the userspace datapath.
-//! - [`snapshot`]: numbered policy generations (compiled engines).
-//! - [`cluster_source`]: cluster state behind one trait (a watched manifest folder today).
 //! - [`pipeline`]: logging decision, enrichment, deny aggregation, rate limit, loss markers.
 //! - [`aggregation`], [`rate_limit`]: the two bounded stages of the pipeline.
 //! - [`log_writer`]: the writer thread and GKE's rotation (10 MB, 5 kept).
@@ -19,7 +17,6 @@
 pub mod agent;
 pub mod aggregation;
 pub mod clock;
-pub mod cluster_source;
 pub mod datapath;
 pub mod event;
 pub mod kernel;
@@ -29,5 +26,4 @@ pub mod metrics;
 pub mod pipeline;
 pub mod rate_limit;
 pub mod shutdown;
-pub mod snapshot;
 pub mod synthetic;

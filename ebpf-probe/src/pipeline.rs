@@ -29,7 +29,7 @@ use crate::event::VerdictEvent;
 use crate::log_writer::Output;
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiter;
-use crate::snapshot::{Generations, PolicySnapshot};
+use verdict_cluster::{Generations, PolicySnapshot};
 
 /// GKE's per-node limit.
 pub const DEFAULT_RATE_LIMIT: u32 = 500;

@@ -12,7 +12,7 @@ use verdict_schema::{Protocol, Timestamp};
 
 use crate::datapath::{Attempt, DEFAULT_IDLE_WINDOW, UserspaceDatapath};
 use crate::event::VerdictEvent;
-use crate::snapshot::PolicySnapshot;
+use verdict_cluster::PolicySnapshot;
 
 pub const NAMESPACES: usize = 50;
 pub const PODS_PER_NAMESPACE: usize = 20;

@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use verdict_cluster::ManifestDirSource;
 use verdict_policy::IpBlockMode;
 use verdict_policy::engine::EnforcementMode;
 use verdict_probe::agent::{Agent, AgentConfig};
 use verdict_probe::clock::Clock;
-use verdict_probe::cluster_source::ManifestDirSource;
 use verdict_probe::datapath::{Attempt, DEFAULT_IDLE_WINDOW, Datapath, UserspaceDatapath};
 use verdict_probe::log_writer::{DEFAULT_KEEP, DEFAULT_MAX_BYTES, RotatingFile};
 use verdict_probe::pipeline::PipelineConfig;

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
+use verdict_cluster::PolicySnapshot;
 use verdict_policy::engine::EnforcementMode;
 use verdict_policy::manifests::load_str;
 use verdict_policy::{Engine, IpBlockMode};
 use verdict_probe::datapath::{Attempt, DEFAULT_IDLE_WINDOW, Datapath, UserspaceDatapath};
 use verdict_probe::event::VerdictEvent;
 use verdict_probe::pipeline::{LoggingPipeline, PipelineConfig};
-use verdict_probe::snapshot::PolicySnapshot;
 use verdict_schema::{LossMarker, LossReason, PolicyActionRecord, Protocol, Timestamp};
 
 fn repo() -> &'static Path {

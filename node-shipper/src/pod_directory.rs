@@ -1,6 +1,6 @@
 //! Who an IP address is, from cluster state: the pod that holds it (with its workload and
 //! node), else a Service or a node by name. Built from a [`ClusterState`] (which a
-//! [`verdict_probe::cluster_source::ClusterSource`] produces), replaced whole on every change.
+//! [`verdict_cluster::ClusterSource`] produces), replaced whole on every change.
 //!
 //! IPs that are none of these are named by reverse DNS ([`ReverseDns`], cached) for Kubernetes
 //! Events only; records keep `{"instance": IP}` as GKE writes non-pod endpoints.

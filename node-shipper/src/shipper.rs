@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use verdict_probe::cluster_source::{ClusterSource, ManifestDirSource};
+use verdict_cluster::{ClusterSource, ManifestDirSource};
 use verdict_schema::proto::v1;
 
 use crate::config::Config;

@@ -20,11 +20,11 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use verdict_cluster::ManifestDirSource;
 use verdict_policy::IpBlockMode;
 use verdict_policy::engine::EnforcementMode;
 use verdict_probe::agent::{Agent, AgentConfig, DEFAULT_EVENT_QUEUE};
 use verdict_probe::clock::Clock;
-use verdict_probe::cluster_source::ManifestDirSource;
 use verdict_probe::datapath::{Datapath, UserspaceDatapath};
 use verdict_probe::pipeline::PipelineConfig;
 use verdict_probe::shutdown::StopSignals;
@@ -260,7 +260,7 @@ async fn start_node(options: &DemoOptions, dirs: &DemoDirs) -> anyhow::Result<(N
 struct InProcessNode {
     agent: Agent,
     datapath: UserspaceDatapath,
-    snapshots: tokio::sync::watch::Receiver<Arc<verdict_probe::snapshot::PolicySnapshot>>,
+    snapshots: tokio::sync::watch::Receiver<Arc<verdict_cluster::PolicySnapshot>>,
     generator: TrafficGenerator,
     started: Instant,
     attempts: Vec<verdict_probe::datapath::Attempt>,

@@ -22,7 +22,7 @@ use super::compile::{CompileError, NodeContext, Numbering, Tables, compile};
 use super::maps::{ApplyStats, KernelError, KernelMaps};
 use crate::datapath::Datapath;
 use crate::event::VerdictEvent;
-use crate::snapshot::PolicySnapshot;
+use verdict_cluster::PolicySnapshot;
 
 /// Generations kept to translate late events.
 const HISTORY: usize = 32;

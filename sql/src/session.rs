@@ -75,7 +75,7 @@ impl std::fmt::Debug for QueryEngine {
 }
 
 impl QueryEngine {
-    /// Registers the lake's tables and the views (the built-in ones of `sql/*.sql`, then any
+    /// Registers the lake's tables and the views (the built-in ones of `sql/views/*.sql`, then any
     /// `extra_views` `(name, SELECT text)`, which may replace a built-in one).
     pub async fn new(
         lake: Arc<dyn Lake>,
@@ -138,7 +138,7 @@ impl QueryEngine {
             ctx.sql(&format!("CREATE OR REPLACE VIEW {name} AS {body}"))
                 .await
                 .map_err(|e| {
-                    QueryError::InvalidRequest(format!("view {name} (sql/{name}.sql): {e}"))
+                    QueryError::InvalidRequest(format!("view {name} (sql/views/{name}.sql): {e}"))
                 })?;
             names.push(name.clone());
         }

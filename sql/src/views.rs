@@ -1,26 +1,26 @@
-//! The SQL views of `sql/*.sql`, built into the binary so a collector needs no files beside
+//! The SQL views of `sql/views/*.sql`, built into the binary so a collector needs no files beside
 //! it. Each file holds one query; the view's name is the file's stem.
 
 use crate::error::{QueryError, Result};
 
-/// `(name, SELECT text)` of every view in `sql/`, in load order.
+/// `(name, SELECT text)` of every view in `sql/views/`, in load order.
 pub const BUILT_IN: &[(&str, &str)] = &[
     (
         "denies_by_namespace",
-        include_str!("../../../sql/denies_by_namespace.sql"),
+        include_str!("../views/denies_by_namespace.sql"),
     ),
     (
         "allows_by_policy",
-        include_str!("../../../sql/allows_by_policy.sql"),
+        include_str!("../views/allows_by_policy.sql"),
     ),
-    ("top_talkers", include_str!("../../../sql/top_talkers.sql")),
+    ("top_talkers", include_str!("../views/top_talkers.sql")),
     (
         "namespace_matrix",
-        include_str!("../../../sql/namespace_matrix.sql"),
+        include_str!("../views/namespace_matrix.sql"),
     ),
     (
         "deny_rate_per_minute",
-        include_str!("../../../sql/deny_rate_per_minute.sql"),
+        include_str!("../views/deny_rate_per_minute.sql"),
     ),
 ];
 

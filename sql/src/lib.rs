@@ -1,5 +1,5 @@
 //! Queries over Verdict's Parquet lake: the Logging query language translated to DataFusion,
-//! a SQL session over committed files plus rows not yet flushed, the SQL views of `sql/`, and
+//! a SQL session over committed files plus rows not yet flushed, the SQL views of `sql/views/`, and
 //! the HTTP query API the collector serves.
 //!
 //! Modules:
@@ -13,7 +13,7 @@
 //!   (string views of dictionary pages, dictionary keys) before their values.
 //! - [`session`]: [`QueryEngine`], the DataFusion session with tables, views and limits.
 //! - [`entries`]: `entries:list` (filter queries returning LogEntries, keyset pages).
-//! - [`views`]: the views of `sql/*.sql`, built in.
+//! - [`views`]: the views of `sql/views/*.sql`, built in.
 //! - [`api`]: the axum routes (`/v2/entries:list`, `/v1/sql`, `/v1/tail`) and authentication.
 //! - [`error`]: [`QueryError`] and its HTTP mapping.
 

@@ -1,21 +1,14 @@
-//! Where cluster state comes from, behind one trait: today a watched folder of manifests; the
-//! Kubernetes API (kube-rs watchers) implements the same trait later.
-//!
-//! [`PolicyCompiler`] turns successive states into [`PolicySnapshot`]s. It applies GKE's rule for
-//! a NetworkLogging that fails validation: the previous valid configuration stays in force and the
-//! error (GKE's text) is reported. A state that cannot be loaded at all keeps the previous
-//! snapshot in force too.
+//! Where cluster state comes from, behind one trait ([`ClusterSource`]): a consistent state
+//! first, then a new whole state at every change. [`ManifestDirSource`] watches a folder of
+//! manifests (tests, the demo, offline use); a Kubernetes API source implements the same trait.
+//! See docs/design.md, "Contract 4: configuration".
 
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
+use verdict_policy::ClusterState;
 use verdict_policy::manifests::load_dir_lenient;
-use verdict_policy::{ClusterState, Engine, IpBlockMode};
-use verdict_schema::NetworkLogging;
-
-use crate::snapshot::PolicySnapshot;
 
 /// A new cluster state, with what was wrong in it but did not stop it.
 #[derive(Debug, Clone, Default)]
@@ -96,50 +89,5 @@ impl ClusterSource for ManifestDirSource {
             }
             tokio::time::sleep(self.interval).await;
         }
-    }
-}
-
-/// Compiles states into numbered snapshots, keeping the last valid NetworkLogging.
-#[derive(Debug)]
-pub struct PolicyCompiler {
-    mode: IpBlockMode,
-    generation: u64,
-    last_valid_logging: Option<NetworkLogging>,
-}
-
-/// What compiling a state produced.
-#[derive(Debug)]
-pub struct Compiled {
-    pub snapshot: Arc<PolicySnapshot>,
-    /// Set when the state's NetworkLogging was invalid and the previous one was kept.
-    pub network_logging_error: Option<String>,
-}
-
-impl PolicyCompiler {
-    pub fn new(mode: IpBlockMode) -> Self {
-        PolicyCompiler {
-            mode,
-            generation: 0,
-            last_valid_logging: None,
-        }
-    }
-
-    pub fn compile(&mut self, mut update: StateUpdate) -> Result<Compiled, verdict_policy::Error> {
-        let network_logging_error = update.rejected_network_logging.take();
-        if network_logging_error.is_some() {
-            update.state.network_logging = self.last_valid_logging.clone();
-        }
-        let engine = Engine::build(&update.state, self.mode)?;
-        if network_logging_error.is_none() {
-            self.last_valid_logging = update.state.network_logging.clone();
-        }
-        self.generation += 1;
-        Ok(Compiled {
-            snapshot: Arc::new(PolicySnapshot {
-                generation: self.generation,
-                engine,
-            }),
-            network_logging_error,
-        })
     }
 }

@@ -1,4 +1,4 @@
-//! The SQL views of `sql/*.sql` (and SQL errors) pinned by the sqllogictest-style files in
+//! The SQL views of `sql/views/*.sql` (and SQL errors) pinned by the sqllogictest-style files in
 //! `sql/tests/*.slt`, run over the conformance fixture entries: half in Parquet files laid out
 //! like the lake, half unflushed, so every view reads both.
 //!
@@ -126,7 +126,7 @@ fn render(out: &verdict_query::QueryOutput) -> Vec<String> {
 }
 
 fn slt_files() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sql/tests");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.unwrap().path())

@@ -1,0 +1,18 @@
+//! `verdict-cluster`: cluster state for the parts that enforce or name things — the node agent
+//! (`verdict-probe`), the shipper's iptables source and the CLI — without linking any of them to
+//! a kernel loader, a query engine or a Kafka client.
+//!
+//! - [`source`]: the [`ClusterSource`] trait (a consistent state, then a new state per change)
+//!   and [`ManifestDirSource`], a watched folder of manifests.
+//! - [`compiler`]: [`PolicyCompiler`], states → numbered [`PolicySnapshot`]s, keeping the last
+//!   valid NetworkLogging in force.
+//! - [`snapshot`]: [`PolicySnapshot`] and [`Generations`], the current generation plus the
+//!   superseded ones kept for late events.
+
+pub mod compiler;
+pub mod snapshot;
+pub mod source;
+
+pub use compiler::{Compiled, PolicyCompiler};
+pub use snapshot::{Generations, PolicySnapshot};
+pub use source::{ClusterSource, ManifestDirSource, SourceError, StateUpdate};
