@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# One shared target dir (override with CARGO_TARGET_DIR); debug builds only (DESIGN.md).
+# One shared target dir (override with CARGO_TARGET_DIR); debug builds only (release builds are for benchmarks).
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 

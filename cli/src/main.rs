@@ -243,12 +243,7 @@ struct ExplainArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Library warnings (and, in the demo's node process, the datapath's readiness) on stderr.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    verdict_service::logging::init("warn");
     let result = match cli.command {
         Command::Policy(PolicyCommand::Check(a)) => policy_check::run(
             &a.cluster.manifests,

@@ -11,6 +11,7 @@ use verdict_collector::manifest::{Change, CommitKind, CommitLog, FileEntry};
 use verdict_collector::storage::Storage;
 use verdict_collector::{Collector, Config, Hour, Table};
 use verdict_schema::LogEntry;
+use verdict_service::shutdown::CancellationToken;
 
 fn verdict(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_verdict"))
@@ -167,7 +168,7 @@ async fn collector_with_fixtures(
     Arc<Collector>,
     std::net::SocketAddr,
     std::net::SocketAddr,
-    tokio::sync::oneshot::Sender<()>,
+    CancellationToken,
 ) {
     let mut config = Config {
         data_dir: dir.join("data"),
@@ -225,18 +226,16 @@ async fn collector_with_fixtures(
     })
     .await
     .unwrap();
-    let (grpc, http) = verdict_collector::bind(&config).await.unwrap();
-    let addr = http.local_addr().unwrap();
-    let grpc_addr = grpc.local_addr().unwrap();
+    let listeners = verdict_collector::Listeners::bind(&config).await.unwrap();
+    let addr = listeners.http.local_addr().unwrap();
+    let grpc_addr = listeners.grpc.local_addr().unwrap();
     let (collector, _) = Collector::open(config).await.unwrap();
     let collector = Arc::new(collector);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let stop = CancellationToken::new();
     let c = Arc::clone(&collector);
-    tokio::spawn(async move {
-        c.serve(grpc, http, async move {
-            let _ = stopped.await;
-        })
-        .await
+    tokio::spawn({
+        let stop = stop.clone();
+        async move { c.serve(listeners, stop).await }
     });
     (collector, addr, grpc_addr, stop)
 }
@@ -350,7 +349,7 @@ async fn read_and_sql_against_a_collector() {
     let bad = run(s(&["sql", "DROP TABLE policy_action", "--collector", &url])).await;
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("got DROP TABLE"));
-    let _ = stop.send(());
+    stop.cancel();
     collector.close().await.unwrap();
 }
 
@@ -459,6 +458,6 @@ async fn tail_prints_new_matching_entries() {
     }
     child.kill().unwrap();
     let _ = child.wait();
-    let _ = stop.send(());
+    stop.cancel();
     collector.close().await.unwrap();
 }

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use arrow_array::RecordBatch;
 
-use crate::manifest::{FileEntry, SourceKey, SourceWatermark};
+use crate::manifest::{FileEntry, SourceKey, SourceWatermark, forget_idle_sources};
 use crate::table::{Hour, Table};
 
 /// Buffered rows of the flow and loss tables, by hour.
@@ -163,6 +163,42 @@ impl Shared {
     /// Committed files and unflushed rows of `table`, consistent with each other.
     pub fn snapshot(&self, table: Table) -> TableSnapshot {
         snapshot_locked(&self.lock(), table)
+    }
+
+    /// Freezes the active rows for a flush (or returns the frozen rows of a flush that failed,
+    /// to be retried), with the watermarks as of them; `None` when nothing is buffered.
+    /// Watermarks of sources idle longer than `source_retention` (as of `now_nanos`) are
+    /// forgotten first; the second value says how many.
+    pub fn freeze(
+        &self,
+        now_nanos: i64,
+        source_retention: std::time::Duration,
+    ) -> Option<(Arc<Frozen>, usize)> {
+        let mut s = self.lock();
+        if let Some(f) = &s.frozen {
+            return Some((Arc::clone(f), 0));
+        }
+        if s.active.is_empty() {
+            return None;
+        }
+        let rows = std::mem::take(&mut s.active);
+        let forgotten = forget_idle_sources(&mut s.watermarks, now_nanos, source_retention);
+        let frozen = Arc::new(Frozen {
+            rows,
+            wal_lsn: s.applied_lsn,
+            watermarks: s.watermarks.clone(),
+        });
+        s.frozen = Some(Arc::clone(&frozen));
+        Some((frozen, forgotten))
+    }
+
+    /// The nodes that still have a watermark.
+    pub fn live_nodes(&self) -> std::collections::HashSet<String> {
+        self.lock()
+            .watermarks
+            .keys()
+            .map(|(node, _)| node.clone())
+            .collect()
     }
 
     /// Snapshots of two tables taken under one lock: consistent with each other (a flush cannot

@@ -13,16 +13,16 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use verdict_schema::Timestamp;
 
-use crate::collector::Inner;
+use crate::config::{CompactionConfig, ParquetConfig};
 use crate::error::{Error, Result};
-use crate::flush::{discard, upload};
+use crate::lake::Lake;
 use crate::manifest::{Change, CommitKind, FileEntry};
+use crate::metrics::MaintenanceMetrics;
 use crate::parquet_file;
 use crate::rollup;
 use crate::table::{Hour, Table};
@@ -67,20 +67,24 @@ pub fn plan(
     out
 }
 
-/// Merges `inputs` (all of `table`/`hour`) into one committed file.
-async fn merge(inner: &Inner, table: Table, hour: Hour, inputs: Vec<FileEntry>) -> Result<bool> {
+/// Merges `inputs` (all of `table`/`hour`) into one committed file. Returns false when an
+/// input was removed meanwhile (nothing changed).
+async fn merge(
+    lake: &Lake,
+    parquet: &ParquetConfig,
+    table: Table,
+    hour: Hour,
+    inputs: Vec<FileEntry>,
+) -> Result<bool> {
     let mut batches = Vec::new();
     for f in &inputs {
-        let Some(bytes) = inner.storage.get(&f.path).await? else {
+        let Some(decoded) = lake.read(f).await? else {
             // Removed meanwhile (retention): nothing to merge.
             return Ok(false);
         };
-        let decoded = tokio::task::spawn_blocking(move || parquet_file::decode(bytes))
-            .await
-            .map_err(|e| Error::io("decoding task", std::io::Error::other(e)))??;
         batches.extend(decoded);
     }
-    let cfg = inner.config.parquet.clone();
+    let cfg = parquet.clone();
     let expected_rows: u64 = inputs.iter().map(|f| f.rows).sum();
     let encoded = tokio::task::spawn_blocking(move || match table {
         Table::Rollups => {
@@ -101,54 +105,49 @@ async fn merge(inner: &Inner, table: Table, hour: Hour, inputs: Vec<FileEntry>) 
             ),
         });
     }
-    let added = upload(inner, vec![(table, hour, encoded)]).await?;
-    let removed: Vec<String> = inputs.iter().map(|f| f.path.clone()).collect();
-    {
-        let mut log = inner.commit_log.lock().await;
-        if !removed.iter().all(|p| log.state().files.contains_key(p)) {
-            drop(log);
-            discard(inner, &added).await;
-            return Ok(false);
-        }
-        let change = Change {
-            kind: CommitKind::Compaction,
-            checkpoint: None,
-            added: added.clone(),
-            removed: removed.clone(),
-        };
-        // On error the output stays (an ambiguous failure may have committed it); if it was
-        // not committed, the next start deletes it.
-        log.commit(change).await?;
-        let committed = Arc::new(log.state().files.clone());
-        inner.shared.lock().committed = committed;
+    let added = lake.upload(vec![(table, hour, encoded)]).await?;
+    let change = Change {
+        kind: CommitKind::Compaction,
+        checkpoint: None,
+        added: added.clone(),
+        removed: inputs.iter().map(|f| f.path.clone()).collect(),
+    };
+    // On error the output stays (an ambiguous failure may have committed it); if it was not
+    // committed, the next start deletes it.
+    if lake.commit(change).await? {
+        Ok(true)
+    } else {
+        lake.discard(&added).await;
+        Ok(false)
     }
-    for p in &removed {
-        if let Err(e) = inner.storage.delete(p).await {
-            tracing::warn!(path = %p, error = %e, "could not delete a compacted file (removed at next start)");
-        }
-    }
-    inner.metrics.compactions.fetch_add(1, Ordering::Relaxed);
-    inner
-        .metrics
-        .files_compacted
-        .fetch_add(removed.len() as u64, Ordering::Relaxed);
-    Ok(true)
 }
 
 /// Compacts every partition that needs it (as of `now_nanos`); returns the merges done.
-pub async fn compact_once(inner: &Inner, now_nanos: i64) -> Result<usize> {
-    let files = Arc::clone(&inner.shared.lock().committed);
-    let c = &inner.config.compaction;
+pub async fn compact_once(
+    lake: &Lake,
+    config: &CompactionConfig,
+    parquet: &ParquetConfig,
+    metrics: &MaintenanceMetrics,
+    now_nanos: i64,
+) -> Result<usize> {
+    let files = lake.committed();
     let mut done = 0;
-    for (table, hour, inputs) in plan(&files, now_nanos, c.min_files, c.target_file_bytes.0) {
-        match merge(inner, table, hour, inputs).await {
-            Ok(true) => done += 1,
+    for (table, hour, inputs) in plan(
+        &files,
+        now_nanos,
+        config.min_files,
+        config.target_file_bytes.0,
+    ) {
+        let merged = inputs.len() as u64;
+        match merge(lake, parquet, table, hour, inputs).await {
+            Ok(true) => {
+                done += 1;
+                metrics.compactions.inc();
+                metrics.compacted_files.inc_by(merged);
+            }
             Ok(false) => {}
             Err(e) => {
-                inner
-                    .metrics
-                    .compaction_failures
-                    .fetch_add(1, Ordering::Relaxed);
+                metrics.compaction_failures.inc();
                 return Err(e);
             }
         }
@@ -156,18 +155,24 @@ pub async fn compact_once(inner: &Inner, now_nanos: i64) -> Result<usize> {
     Ok(done)
 }
 
-/// Compacts every `compaction.interval` until `shutdown`.
-pub async fn run(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
-    let every = inner.config.compaction.interval;
+/// Compacts every `compaction.interval` until `stop`.
+pub async fn run(
+    lake: Arc<Lake>,
+    config: CompactionConfig,
+    parquet: ParquetConfig,
+    metrics: Arc<crate::metrics::Metrics>,
+    stop: CancellationToken,
+) {
     loop {
         tokio::select! {
-            _ = crate::collector::stopped(&mut shutdown) => return,
-            _ = tokio::time::sleep(every) => {}
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(config.interval) => {}
         }
-        if let Err(e) = compact_once(&inner, Timestamp::now().unix_nanos()).await {
+        let now = Timestamp::now().unix_nanos();
+        if let Err(e) = compact_once(&lake, &config, &parquet, &metrics.maintenance, now).await {
             tracing::warn!(error = %e, "compaction failed; retried at the next interval");
             tokio::select! {
-                _ = crate::collector::stopped(&mut shutdown) => return,
+                _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }

@@ -21,6 +21,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::sinks::SinkDefinition;
+
 /// Prefix of environment variables that override settings.
 pub const ENV_PREFIX: &str = "VERDICT_COLLECTOR__";
 
@@ -78,9 +80,11 @@ pub struct Config {
     pub dedup: DedupConfig,
     pub query: QueryConfig,
     /// Sinks (`[[sinks]]`): routes of records to Kafka, Pub/Sub or object storage, see
-    /// `sinks::config::SinkConfig`. Each definition is validated on its own: a bad one is
-    /// reported by name and skipped, the others run. Re-read on SIGHUP.
-    pub sinks: Vec<toml::Table>,
+    /// `sinks::definition::SinkConfig`. Each definition is validated on its own when read: a bad
+    /// one is kept as rejected (reported by name and skipped), the others run. Re-read on
+    /// SIGHUP.
+    #[serde(deserialize_with = "crate::sinks::definition::deserialize_definitions")]
+    pub sinks: Vec<SinkDefinition>,
 }
 
 impl Default for Config {
@@ -103,7 +107,7 @@ impl Default for Config {
     }
 }
 
-/// The node → collector ingest endpoint (DESIGN.md Contract 3).
+/// The node → collector ingest endpoint (docs/design.md, "Contract 3: node to collector").
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GrpcConfig {
@@ -161,7 +165,7 @@ pub struct TlsConfig {
     pub client_ca_file: Option<PathBuf>,
 }
 
-/// The HTTP endpoint (`/metrics`, `/healthz`; the query API of a later issue).
+/// The HTTP endpoint: `/metrics`, `/healthz`, `/sinks` and the query API.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
@@ -465,7 +469,9 @@ pub struct StorageOptions(pub BTreeMap<String, String>);
 impl StorageOptions {
     fn is_secret_key(key: &str) -> bool {
         let k = key.to_ascii_lowercase();
-        ["secret", "token", "password", "sas", "credential", "key"]
+        // Azure's SAS settings are `*sas_key`/`*sas_token`: "key" and "token" cover them
+        // (a bare "sas" would also hide Kafka's `sasl.username`).
+        ["secret", "token", "password", "credential", "key"]
             .iter()
             .any(|w| k.contains(w))
             && !k.ends_with("key_id")

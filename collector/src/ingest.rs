@@ -1,4 +1,5 @@
-//! The gRPC ingest service, `verdict.ingest.v1.Ingest/Stream` (DESIGN.md Contract 3).
+//! The gRPC ingest service, `verdict.ingest.v1.Ingest/Stream` (docs/design.md, "Contract 3:
+//! node to collector").
 //!
 //! Every batch is answered with exactly one `BatchResult`, in the order the batches arrived.
 //! A bad batch gets a `Rejection` and the stream goes on: the service reads each message as raw
@@ -14,7 +15,6 @@
 //! resent by the shipper (and deduplicated if they did become durable).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -22,8 +22,10 @@ use bytes::{Buf, Bytes};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
+use prometheus_client::metrics::counter::Counter;
 use prost::Message as _;
-use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, Streaming};
 use tonic::{Request, Response, Status};
 use verdict_schema::Timestamp;
@@ -82,8 +84,8 @@ pub struct IngestState {
     pub prepare_permits: Arc<Semaphore>,
     /// Bounds concurrent streams.
     pub stream_permits: Arc<Semaphore>,
-    /// Turns true at shutdown: handlers stop reading, answer what they hold, and end.
-    pub shutdown: watch::Receiver<bool>,
+    /// Cancelled at shutdown: handlers stop reading, answer what they hold, and end.
+    pub shutdown: CancellationToken,
 }
 
 impl IngestState {
@@ -92,7 +94,7 @@ impl IngestState {
         writer: WriterSender,
         shared: Arc<Shared>,
         metrics: Arc<Metrics>,
-        shutdown: watch::Receiver<bool>,
+        shutdown: CancellationToken,
     ) -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         IngestState {
@@ -120,7 +122,7 @@ impl IngestState {
         rejection: Rejection,
         records: usize,
     ) -> v1::BatchResult {
-        self.metrics.rejected(rejection.code, records as u64);
+        self.metrics.ingest.rejected(rejection.code, records as u64);
         let durable_sequence = self
             .shared
             .lock()
@@ -154,9 +156,7 @@ impl IngestState {
     ) -> BoxFuture<'static, Result<v1::BatchResult, Status>> {
         let arrived = Instant::now();
         let encoded_len = message.len();
-        self.metrics
-            .batches_received
-            .fetch_add(1, Ordering::Relaxed);
+        self.metrics.ingest.batches_received.inc();
         let batch = match v1::Batch::decode(message) {
             Ok(b) => b,
             Err(e) => {
@@ -173,9 +173,7 @@ impl IngestState {
             }
         };
         let records = batch.records.len();
-        self.metrics
-            .records_received
-            .fetch_add(records as u64, Ordering::Relaxed);
+        self.metrics.ingest.records_received.inc_by(records as u64);
         let batch_id = batch.batch_id;
         let source_id = batch
             .source
@@ -234,7 +232,9 @@ impl IngestState {
             };
             if let Some(newest) = prepared.newest_event {
                 let lag = (receive.unix_nanos() - newest) as f64 / 1e9;
-                this.metrics.source_lag(&prepared.key.0, lag.max(0.0));
+                this.metrics
+                    .ingest
+                    .source_lag(&prepared.key.0, lag.max(0.0));
             }
             let (reply, outcome) = oneshot::channel();
             let writer = this
@@ -255,7 +255,10 @@ impl IngestState {
                 .await
                 .map_err(|_| Error::ShuttingDown.to_status())?
                 .map_err(|e| e.to_status())?;
-            this.metrics.ack_seconds.observe(arrived.elapsed());
+            this.metrics
+                .ingest
+                .ack_seconds
+                .observe(arrived.elapsed().as_secs_f64());
             Ok(v1::BatchResult {
                 batch_id,
                 source_id,
@@ -273,7 +276,7 @@ impl IngestState {
         mut incoming: Streaming<Bytes>,
         out: mpsc::Sender<Result<v1::BatchResult, Status>>,
     ) {
-        let mut shutdown = self.shutdown.clone();
+        let shutdown = self.shutdown.clone();
         let mut pending: FuturesOrdered<BoxFuture<'static, Result<v1::BatchResult, Status>>> =
             FuturesOrdered::new();
         let mut last_batch_id = None;
@@ -296,7 +299,7 @@ impl IngestState {
                         }
                     }
                 }
-                _ = crate::collector::stopped(&mut shutdown), if reading => {
+                _ = shutdown.cancelled(), if reading => {
                     reading = false;
                     end = Some(Error::ShuttingDown.to_status());
                 }
@@ -364,11 +367,11 @@ impl tonic::server::StreamingService<Bytes> for StreamMethod {
                 })?;
             let (tx, mut rx) = mpsc::channel(state.max_in_flight.max(1));
             let metrics = Arc::clone(&state.metrics);
-            metrics.streams_active.fetch_add(1, Ordering::Relaxed);
-            metrics.streams_total.fetch_add(1, Ordering::Relaxed);
+            metrics.ingest.streams_active.inc();
+            metrics.ingest.streams.inc();
             tokio::spawn(async move {
                 state.run_stream(request.into_inner(), tx).await;
-                metrics.streams_active.fetch_sub(1, Ordering::Relaxed);
+                metrics.ingest.streams_active.dec();
                 drop(permit);
             });
             let stream: ResponseStream =
@@ -411,7 +414,7 @@ where
 #[derive(Clone)]
 pub struct TokenAuth {
     tokens: Arc<Vec<Secret>>,
-    metrics: Arc<Metrics>,
+    failures: Counter,
 }
 
 impl std::fmt::Debug for TokenAuth {
@@ -423,10 +426,11 @@ impl std::fmt::Debug for TokenAuth {
 }
 
 impl TokenAuth {
-    pub fn new(tokens: Vec<Secret>, metrics: Arc<Metrics>) -> Self {
+    /// Checks against `tokens` (none: every stream is let in); refusals count in `failures`.
+    pub fn new(tokens: Vec<Secret>, failures: Counter) -> Self {
         TokenAuth {
             tokens: Arc::new(tokens),
-            metrics,
+            failures,
         }
     }
 }
@@ -460,7 +464,7 @@ impl tonic::service::Interceptor for TokenAuth {
         if ok {
             Ok(request)
         } else {
-            self.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
+            self.failures.inc();
             Err(Status::unauthenticated(if presented.is_none() {
                 "missing `authorization: Bearer TOKEN` metadata"
             } else {
@@ -477,7 +481,8 @@ mod tests {
 
     #[test]
     fn tokens_are_checked() {
-        let mut auth = TokenAuth::new(vec![Secret::new("t0k")], Arc::new(Metrics::new()));
+        let failures = Counter::default();
+        let mut auth = TokenAuth::new(vec![Secret::new("t0k")], failures.clone());
         let with = |v: &str| {
             let mut r = Request::new(());
             r.metadata_mut().insert("authorization", v.parse().unwrap());
@@ -489,7 +494,8 @@ mod tests {
         assert!(e.message().contains("not accepted"));
         let e = auth.call(Request::new(())).unwrap_err();
         assert!(e.message().contains("missing"));
-        let mut open = TokenAuth::new(vec![], Arc::new(Metrics::new()));
+        assert_eq!(failures.get(), 2);
+        let mut open = TokenAuth::new(vec![], Counter::default());
         assert!(open.call(Request::new(())).is_ok());
         assert!(!constant_time_eq(b"ab", b"abc"));
     }

@@ -16,40 +16,8 @@ struct Args {
     print_config: bool,
 }
 
-/// Resolves at SIGINT or SIGTERM. The SIGTERM handler is registered when this is called (not
-/// when first polled), so a signal sent right after the "listening" line is not fatal.
-fn shutdown_signal() -> impl std::future::Future<Output = ()> {
-    #[cfg(unix)]
-    let term_signal = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
-    async move {
-        let ctrl_c = async {
-            let _ = tokio::signal::ctrl_c().await;
-        };
-        #[cfg(unix)]
-        let term = async {
-            match term_signal {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending::<()>().await,
-            }
-        };
-        #[cfg(not(unix))]
-        let term = std::future::pending::<()>();
-        tokio::select! {
-            () = ctrl_c => {}
-            () = term => {}
-        }
-    }
-}
-
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    verdict_service::logging::init("info");
     let args = Args::parse();
     let config = match verdict_collector::Config::load(args.config.as_deref(), std::env::vars()) {
         Ok(c) => c,
@@ -91,20 +59,21 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// Binds, announces the bound addresses on stdout (ports may be 0 in the configuration), opens
-/// the collector (recovering what a previous run left), serves until SIGINT/SIGTERM, flushes.
-/// On SIGHUP the configuration file is read again and its `[[sinks]]` applied (other settings
-/// need a restart).
+/// Binds, opens the collector (recovering what a previous run left), announces the bound
+/// addresses on stdout (ports may be 0 in the configuration), serves until SIGINT/SIGTERM and
+/// flushes. On SIGHUP the configuration file is read again and its `[[sinks]]` applied (other
+/// settings need a restart).
 async fn serve(
     config: verdict_collector::Config,
     path: Option<PathBuf>,
 ) -> verdict_collector::Result<()> {
-    let (grpc, http) = verdict_collector::bind(&config).await?;
-    let addrs = (grpc.local_addr(), http.local_addr());
+    // Signal handlers first: a stop request that comes early is never fatal.
+    let shutdown = verdict_service::shutdown::on_signals()
+        .map_err(|e| verdict_collector::Error::io("installing signal handlers", e))?;
+    let listeners = verdict_collector::Listeners::bind(&config).await?;
+    let addrs = (listeners.grpc.local_addr(), listeners.http.local_addr());
     let (collector, recovery) = verdict_collector::Collector::open(config).await?;
     let collector = std::sync::Arc::new(collector);
-    // Signal handlers are in place before the "listening" line is printed.
-    let shutdown = shutdown_signal();
     #[cfg(unix)]
     let reloader = {
         let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
@@ -120,11 +89,10 @@ async fn serve(
         println!("verdict-collector listening grpc={g} http={h}");
     }
     tracing::info!(?recovery, "ready");
-    let served = collector.serve(grpc, http, shutdown).await;
+    let result = collector.run(listeners, shutdown).await;
     #[cfg(unix)]
     reloader.abort();
-    let closed = collector.close().await;
-    served.and(closed)
+    result
 }
 
 /// Re-reads the configuration file on every SIGHUP and applies its sinks. A file that no longer

@@ -14,6 +14,7 @@
 //! writes its log; instances sharing a storage root have distinct instance ids.
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -27,7 +28,8 @@ pub const CHECKPOINT_EVERY: u64 = 50;
 /// Commits kept in the log before the latest checkpoint (for inspection; not needed to load).
 const KEEP_COMMITS_BEFORE_CHECKPOINT: u64 = 10;
 
-/// (node name, source id): the unit of exactly-once (DESIGN.md Contract 3).
+/// (node name, source id): the unit of exactly-once (docs/design.md, "Contract 3: node to
+/// collector").
 pub type SourceKey = (String, String);
 
 /// One committed Parquet file.
@@ -50,6 +52,18 @@ pub struct SourceWatermark {
     pub sequence: u64,
     /// Receive time (ns) of the source's last batch; drives forgetting idle sources.
     pub last_seen: i64,
+}
+
+/// Forgets watermarks of sources idle longer than `retention` (as of `now_nanos`).
+pub fn forget_idle_sources(
+    marks: &mut HashMap<SourceKey, SourceWatermark>,
+    now_nanos: i64,
+    retention: Duration,
+) -> usize {
+    let cutoff = now_nanos.saturating_sub(i64::try_from(retention.as_nanos()).unwrap_or(i64::MAX));
+    let before = marks.len();
+    marks.retain(|_, w| w.last_seen >= cutoff);
+    before - marks.len()
 }
 
 /// The committed state.
@@ -142,7 +156,7 @@ pub struct CommitLog {
 impl CommitLog {
     /// Loads the committed state (the latest checkpoint, then every later commit).
     pub async fn open(storage: Storage, instance_id: &str) -> Result<CommitLog> {
-        let prefix = format!("_verdict/{instance_id}");
+        let prefix = format!("{}/{instance_id}", crate::storage::METADATA_DIR);
         let mut log = CommitLog {
             storage,
             prefix,

@@ -1,26 +1,27 @@
-//! The collector's side of the query API: its lake as a [`verdict_query::Lake`] (committed files
-//! from the commit log plus unflushed rows, one consistent snapshot per scan; new flow rows for
-//! live tail) and the [`verdict_query::QueryEngine`] built from `[query]`.
+//! The collector's side of the query API: its [`Lake`] as a [`verdict_query::Lake`] (committed
+//! files plus unflushed rows, one consistent snapshot per scan; new flow rows for live tail) and
+//! the [`verdict_query::QueryEngine`] built from `[query]`.
 
 use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use verdict_query::lake::LakeError;
-use verdict_query::{Lake, LakeFile, LakeSnapshot, LakeTableDef, QueryEngine, QueryLimits};
+use verdict_query::{LakeFile, LakeSnapshot, LakeTableDef, QueryEngine, QueryLimits};
 
-use crate::collector::Inner;
+use crate::config::QueryConfig;
 use crate::error::{Error, Result};
+use crate::lake::Lake;
 use crate::table::Table;
 
-/// The lake of a running collector.
+/// The lake of a running collector, as the query engine sees it.
 #[derive(Debug)]
 pub struct CollectorLake {
-    inner: Arc<Inner>,
+    lake: Arc<Lake>,
 }
 
 impl CollectorLake {
-    pub fn new(inner: Arc<Inner>) -> CollectorLake {
-        CollectorLake { inner }
+    pub fn new(lake: Arc<Lake>) -> CollectorLake {
+        CollectorLake { lake }
     }
 }
 
@@ -31,7 +32,7 @@ fn time_column(table: Table) -> &'static str {
     }
 }
 
-impl Lake for CollectorLake {
+impl verdict_query::Lake for CollectorLake {
     fn tables(&self) -> Vec<LakeTableDef> {
         Table::ALL
             .into_iter()
@@ -48,7 +49,7 @@ impl Lake for CollectorLake {
             .into_iter()
             .find(|t| t.dir() == name)
             .ok_or_else(|| format!("no table {name}"))?;
-        let snapshot = crate::collector::snapshot_of(&self.inner, table).map_err(Box::new)?;
+        let snapshot = self.lake.snapshot(table).map_err(Box::new)?;
         let files = snapshot
             .files
             .into_iter()
@@ -61,7 +62,7 @@ impl Lake for CollectorLake {
                     (f.min_time, f.max_time)
                 };
                 LakeFile {
-                    path: self.inner.storage.path(&f.path),
+                    path: self.lake.storage().path(&f.path),
                     size: f.bytes,
                     min_time,
                     max_time,
@@ -75,17 +76,16 @@ impl Lake for CollectorLake {
     }
 
     fn object_store(&self) -> Arc<dyn object_store::ObjectStore> {
-        self.inner.storage.object_store()
+        self.lake.storage().object_store()
     }
 
     fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<RecordBatch>> {
-        Some(self.inner.shared.applied_flows.subscribe())
+        Some(self.lake.subscribe_applied_flows())
     }
 }
 
 /// Builds the query engine of `[query]` over the collector's lake.
-pub async fn engine(inner: &Arc<Inner>) -> Result<QueryEngine> {
-    let q = &inner.config.query;
+pub async fn engine(lake: Arc<Lake>, q: &QueryConfig) -> Result<QueryEngine> {
     let extra = match &q.views_dir {
         Some(dir) => verdict_query::views::read_dir(dir)
             .map_err(|e| Error::setting_caused("query.views_dir", "cannot read the views", e))?,
@@ -96,21 +96,15 @@ pub async fn engine(inner: &Arc<Inner>) -> Result<QueryEngine> {
         max_memory_bytes: usize::try_from(q.max_memory.0).unwrap_or(usize::MAX),
         timeout: q.timeout,
     };
-    QueryEngine::new(
-        Arc::new(CollectorLake::new(Arc::clone(inner))),
-        limits,
-        &extra,
-    )
-    .await
-    .map_err(|e| Error::setting_caused("query", "cannot start the query engine", e))
+    QueryEngine::new(Arc::new(CollectorLake::new(lake)), limits, &extra)
+        .await
+        .map_err(|e| Error::setting_caused("query", "cannot start the query engine", e))
 }
 
 /// The API settings of `[query]`.
-pub fn api_settings(inner: &Inner) -> verdict_query::ApiSettings {
+pub fn api_settings(q: &QueryConfig) -> verdict_query::ApiSettings {
     verdict_query::ApiSettings {
-        auth_tokens: inner
-            .config
-            .query
+        auth_tokens: q
             .auth_tokens
             .iter()
             .map(|t| t.expose().to_owned())

@@ -1,17 +1,17 @@
-//! Retention: partitions whose hour ended longer ago than their table's retention are removed
-//! — first from the commit log (one commit), then from storage.
+//! The retention task: partitions whose hour ended longer ago than their table's retention are
+//! removed — first from the lake (one commit), then from storage.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use verdict_schema::Timestamp;
 
-use crate::collector::Inner;
 use crate::config::RetentionConfig;
 use crate::error::Result;
+use crate::lake::Lake;
 use crate::manifest::{Change, CommitKind, FileEntry};
+use crate::metrics::MaintenanceMetrics;
 use crate::table::Table;
 
 fn keep(cfg: &RetentionConfig, table: Table) -> Duration {
@@ -31,40 +31,33 @@ pub fn expired(cfg: &RetentionConfig, f: &FileEntry, now_nanos: i64) -> bool {
 }
 
 /// Deletes every expired file (as of `now_nanos`); returns how many.
-pub async fn apply_once(inner: &Inner, now_nanos: i64) -> Result<usize> {
-    let cfg = &inner.config.retention;
-    let removed: Vec<String> = {
-        let mut log = inner.commit_log.lock().await;
-        let removed: Vec<String> = log
-            .state()
-            .files
-            .values()
-            .filter(|f| expired(cfg, f, now_nanos))
-            .map(|f| f.path.clone())
-            .collect();
-        if removed.is_empty() {
-            return Ok(0);
-        }
-        log.commit(Change {
-            kind: CommitKind::Retention,
-            checkpoint: None,
-            added: Vec::new(),
-            removed: removed.clone(),
-        })
-        .await?;
-        let committed = Arc::new(log.state().files.clone());
-        inner.shared.lock().committed = committed;
-        removed
-    };
-    for p in &removed {
-        if let Err(e) = inner.storage.delete(p).await {
-            tracing::warn!(path = %p, error = %e, "could not delete an expired file (removed at next start)");
-        }
+pub async fn apply_once(
+    lake: &Lake,
+    config: &RetentionConfig,
+    metrics: &MaintenanceMetrics,
+    now_nanos: i64,
+) -> Result<usize> {
+    let removed: Vec<String> = lake
+        .committed()
+        .values()
+        .filter(|f| expired(config, f, now_nanos))
+        .map(|f| f.path.clone())
+        .collect();
+    if removed.is_empty() {
+        return Ok(0);
     }
-    inner
-        .metrics
-        .retention_files_deleted
-        .fetch_add(removed.len() as u64, Ordering::Relaxed);
+    let change = Change {
+        kind: CommitKind::Retention,
+        checkpoint: None,
+        added: Vec::new(),
+        removed: removed.clone(),
+    };
+    // Refused only when a compaction replaced some of these files meanwhile: its output is
+    // just as expired and goes at the next interval.
+    if !lake.commit(change).await? {
+        return Ok(0);
+    }
+    metrics.retention_deleted_files.inc_by(removed.len() as u64);
     tracing::info!(
         files = removed.len(),
         "retention removed expired partitions"
@@ -72,15 +65,21 @@ pub async fn apply_once(inner: &Inner, now_nanos: i64) -> Result<usize> {
     Ok(removed.len())
 }
 
-/// Applies retention at start and every `retention.interval` until `shutdown`.
-pub async fn run(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
+/// Applies retention at start and every `retention.interval` until `stop`.
+pub async fn run(
+    lake: Arc<Lake>,
+    config: RetentionConfig,
+    metrics: Arc<crate::metrics::Metrics>,
+    stop: CancellationToken,
+) {
     loop {
-        if let Err(e) = apply_once(&inner, Timestamp::now().unix_nanos()).await {
+        let now = Timestamp::now().unix_nanos();
+        if let Err(e) = apply_once(&lake, &config, &metrics.maintenance, now).await {
             tracing::warn!(error = %e, "retention failed; retried at the next interval");
         }
         tokio::select! {
-            _ = crate::collector::stopped(&mut shutdown) => return,
-            _ = tokio::time::sleep(inner.config.retention.interval) => {}
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(config.interval) => {}
         }
     }
 }

@@ -24,6 +24,10 @@ use crate::table::{Hour, Table};
 const MULTIPART_THRESHOLD: usize = 32 << 20;
 const MULTIPART_CHUNK: usize = 16 << 20;
 
+/// The folder under the storage root that holds Verdict's own metadata (commit logs, start-up
+/// probes), `_verdict/INSTANCE/…`; everything else is table data.
+pub const METADATA_DIR: &str = "_verdict";
+
 /// The opened storage root.
 #[derive(Debug, Clone)]
 pub struct Storage {
@@ -169,7 +173,7 @@ impl Storage {
 
     /// Checks that the store accepts a write, a read and a delete under the root.
     pub async fn probe(&self, instance_id: &str) -> Result<()> {
-        let rel = format!("_verdict/{instance_id}/probe");
+        let rel = format!("{METADATA_DIR}/{instance_id}/probe");
         let fail = |what: &str, e: object_store::Error| {
             Error::setting_caused(
                 "storage.url",

@@ -35,12 +35,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::task::task_tracker::TaskTrackerToken;
 use verdict_schema::Timestamp;
 
 use crate::buffer::{Shared, unflushed_bytes, unflushed_rows};
 use crate::decode::PreparedBatch;
 use crate::error::{Error, Result};
-use crate::manifest::{SourceKey, SourceWatermark};
+use crate::manifest::{SourceKey, SourceWatermark, forget_idle_sources};
 use crate::metrics::Metrics;
 use crate::table::Table;
 use crate::wal::{WalEntry, WalWriter, frame_entry};
@@ -74,18 +75,6 @@ pub struct WriterSettings {
     pub source_retention: Duration,
 }
 
-/// Forgets watermarks of sources idle longer than `retention` (as of `now_nanos`).
-pub fn forget_idle_sources(
-    marks: &mut HashMap<SourceKey, SourceWatermark>,
-    now_nanos: i64,
-    retention: Duration,
-) -> usize {
-    let cutoff = now_nanos.saturating_sub(i64::try_from(retention.as_nanos()).unwrap_or(i64::MAX));
-    let before = marks.len();
-    marks.retain(|_, w| w.last_seen >= cutoff);
-    before - marks.len()
-}
-
 enum Plan {
     /// Written as entry `lsn`, records `skip..` new.
     Apply { skip: usize, watermark: u64 },
@@ -93,7 +82,9 @@ enum Plan {
     Duplicate { watermark: u64 },
 }
 
-/// Starts the writer thread. `written` are the watermarks after WAL replay.
+/// Starts the writer thread. `written` are the watermarks after WAL replay. The thread runs
+/// until every sender of `rx` is gone and the queue is drained; it holds `running` (a token of
+/// the collector's task set) until then, so waiting for the task set waits for it.
 pub fn spawn(
     mut wal: WalWriter,
     mut written: HashMap<SourceKey, SourceWatermark>,
@@ -101,10 +92,12 @@ pub fn spawn(
     metrics: Arc<Metrics>,
     settings: WriterSettings,
     mut rx: mpsc::Receiver<WriteRequest>,
-) -> std::thread::JoinHandle<()> {
+    running: TaskTrackerToken,
+) -> Result<()> {
     std::thread::Builder::new()
         .name("verdict-wal-writer".into())
         .spawn(move || {
+            let _running = running;
             let mut buf: Vec<u8> = Vec::with_capacity(settings.max_group_bytes.min(64 << 20));
             let mut last_expiry = Instant::now();
             while let Some(first) = rx.blocking_recv() {
@@ -173,10 +166,11 @@ pub fn spawn(
                     continue;
                 }
                 if !buf.is_empty() {
-                    metrics.wal_commit_seconds.observe(started.elapsed());
-                    metrics.wal_group_commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    metrics.wal_bytes.fetch_add(buf.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                    metrics.wal_entries.fetch_add(entries, std::sync::atomic::Ordering::Relaxed);
+                    let w = &metrics.writer;
+                    w.wal_commit_seconds.observe(started.elapsed().as_secs_f64());
+                    w.wal_group_commits.inc();
+                    w.wal_bytes.inc_by(buf.len() as u64);
+                    w.wal_entries.inc_by(entries);
                 }
 
                 // Apply in LSN order, then answer.
@@ -217,9 +211,8 @@ pub fn spawn(
                     // No receiver left is fine: tail clients come and go.
                     let _ = shared.applied_flows.send(batch);
                 }
-                metrics.unflushed_rows.store(rows as u64, std::sync::atomic::Ordering::Relaxed);
-                metrics.unflushed_bytes.store(mem as u64, std::sync::atomic::Ordering::Relaxed);
-                metrics.sources.store(sources as u64, std::sync::atomic::Ordering::Relaxed);
+                metrics.buffer.set_unflushed(rows, mem);
+                metrics.buffer.sources.set(i64::try_from(sources).unwrap_or(i64::MAX));
                 if rows >= settings.flush_rows {
                     shared.flush_wanted.notify_one();
                 }
@@ -248,11 +241,9 @@ pub fn spawn(
                         h.records += stored[0] + stored[1];
                     });
                 }
-                metrics.stored(Table::Flows, stored[0]);
-                metrics.stored(Table::Loss, stored[1]);
-                metrics
-                    .records_deduplicated
-                    .fetch_add(duplicates, std::sync::atomic::Ordering::Relaxed);
+                metrics.writer.stored(Table::Flows, stored[0]);
+                metrics.writer.stored(Table::Loss, stored[1]);
+                metrics.writer.records_deduplicated.inc_by(duplicates);
 
                 if last_expiry.elapsed() > Duration::from_secs(60) {
                     last_expiry = Instant::now();
@@ -265,5 +256,6 @@ pub fn spawn(
             }
             tracing::debug!("write-ahead log writer stopped");
         })
-        .expect("spawning the WAL writer thread")
+        .map_err(|e| Error::io("starting the write-ahead log writer thread", e))?;
+    Ok(())
 }

@@ -169,10 +169,14 @@ async fn unusable_tls_files_are_named_at_start() {
         client_ca_file: None,
     });
     let (collector, _) = verdict_collector::Collector::open(cfg).await.unwrap();
-    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listeners = verdict_collector::Listeners {
+        grpc: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        http: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    };
+    let stopped = verdict_service::shutdown::CancellationToken::new();
+    stopped.cancel();
     let e = collector
-        .serve(grpc, http, async {})
+        .serve(listeners, stopped)
         .await
         .unwrap_err()
         .to_string();

@@ -16,6 +16,7 @@ use std::time::Duration;
 use serde_json::Value;
 use support::{Served, Stream, batch, channel, config, eventually, flow_json, json_record, metric};
 use verdict_collector::Collector;
+use verdict_collector::sinks::SinkDefinition;
 use verdict_schema::log_entry::insert_id;
 use verdict_schema::proto::v1;
 
@@ -24,14 +25,15 @@ const BASE: i64 = 1_767_229_140;
 const NODE: &str = "node-a";
 const SOURCE: &str = "node-a-policy-action-gen1";
 
-fn sink_tables(text: &str) -> Vec<toml::Table> {
+fn sink_tables(text: &str) -> Vec<SinkDefinition> {
     let t: toml::Table = text.parse().expect("test TOML");
-    t["sinks"]
+    let raw: Vec<toml::Table> = t["sinks"]
         .as_array()
         .unwrap()
         .iter()
         .map(|v| v.as_table().unwrap().clone())
-        .collect()
+        .collect();
+    verdict_collector::sinks::definition::parse_definitions(&raw)
 }
 
 /// What a sink should receive for one record.

@@ -113,12 +113,7 @@ async fn main() {
         let cpu = (cpu_seconds() - cpu0) / elapsed;
         // Records generated (rotation keeps only the newest 5 × 10 MB on disk, so count them
         // from the metrics), and check that what is on disk parses.
-        let generated = metrics
-            .generated_logs_allow
-            .load(std::sync::atomic::Ordering::Relaxed)
-            + metrics
-                .generated_logs_deny
-                .load(std::sync::atomic::Ordering::Relaxed);
+        let generated = metrics.generated_logs_allow.get() + metrics.generated_logs_deny.get();
         let on_disk = std::fs::read_to_string(dir.path().join("policy_action.log")).expect("log");
         assert!(
             on_disk

@@ -126,7 +126,7 @@ impl Agent {
                             let _ = snap_tx.send(c.snapshot);
                         }
                         Err(e) => {
-                            metrics.state_errors.fetch_add(1, Ordering::Relaxed);
+                            metrics.state_errors.inc();
                             tracing::error!(error = %e, "cluster state rejected; the previous one stays in force");
                             *status.state_error.lock().expect("status lock") = Some(e.to_string());
                         }
@@ -178,13 +178,13 @@ impl Agent {
 fn note_network_logging(error: &Option<String>, metrics: &Metrics, status: &AgentStatus) {
     match error {
         Some(e) => {
-            metrics.config_errors.fetch_add(1, Ordering::Relaxed);
-            metrics.config_valid.store(0, Ordering::Relaxed);
+            metrics.config_errors.inc();
+            metrics.config_valid.set(0);
             tracing::warn!(error = %e, "InvalidNetworkLogging: the previous configuration stays in force");
             *status.network_logging_error.lock().expect("status lock") = Some(e.clone());
         }
         None => {
-            metrics.config_valid.store(1, Ordering::Relaxed);
+            metrics.config_valid.set(1);
             *status.network_logging_error.lock().expect("status lock") = None;
         }
     }

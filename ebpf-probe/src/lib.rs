@@ -8,10 +8,12 @@
 //! - [`aggregation`], [`rate_limit`]: the two bounded stages of the pipeline.
 //! - [`log_writer`]: the writer thread and GKE's rotation (10 MB, 5 kept).
 //! - [`metrics`]: `policy_logging_*` counters on `:9990/metrics`.
-//! - [`agent`]: everything wired together, with clean shutdown.
+//! - [`agent`]: the pipeline, the writer and the cluster-state watcher wired together, with
+//!   clean shutdown.
+//! - [`node`]: the agent as a service: [`node::Node`] start/run with a datapath and the metrics
+//!   endpoint, and [`node::run`].
 //! - [`clock`]: wall time that follows tokio's (pausable) clock.
 //! - [`synthetic`]: a synthetic cluster and traffic mix for benchmarks.
-//! - [`shutdown`]: SIGINT/SIGTERM as a stop request.
 //! - [`lab`]: network namespaces plugged like a routed CNI's pods (kernel tests, `verdict demo`).
 
 pub mod agent;
@@ -23,7 +25,7 @@ pub mod kernel;
 pub mod lab;
 pub mod log_writer;
 pub mod metrics;
+pub mod node;
 pub mod pipeline;
 pub mod rate_limit;
-pub mod shutdown;
 pub mod synthetic;

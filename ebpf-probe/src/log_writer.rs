@@ -11,7 +11,6 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use tokio::sync::mpsc;
 use verdict_schema::{Disposition, LossMarker, LossReason, PolicyActionRecord, Timestamp};
@@ -167,9 +166,7 @@ impl LogWriter {
                         tracing::error!(error = %e, "writing policy_action.log failed");
                         let markers = write_failure_markers(failed, &node_name);
                         let n: u64 = markers.iter().map(|m| m.dropped_records).sum();
-                        metrics
-                            .write_failures
-                            .fetch_add(n.max(1), Ordering::Relaxed);
+                        metrics.write_failures.inc_by(n.max(1));
                         let mut buf = Vec::new();
                         for m in markers {
                             let _ = serde_json::to_writer(&mut buf, &m);

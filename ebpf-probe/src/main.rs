@@ -10,20 +10,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
-use tokio::io::AsyncBufReadExt;
-use verdict_cluster::ManifestDirSource;
 use verdict_policy::IpBlockMode;
 use verdict_policy::engine::EnforcementMode;
-use verdict_probe::agent::{Agent, AgentConfig, DEFAULT_EVENT_QUEUE, DEFAULT_LOG_PATH};
-use verdict_probe::clock::Clock;
-use verdict_probe::datapath::{Attempt, Datapath, UserspaceDatapath};
-use verdict_probe::kernel::compile::NodeContext;
-use verdict_probe::kernel::datapath::{EbpfDatapath, run_with_agent};
+use verdict_probe::agent::{AgentConfig, DEFAULT_EVENT_QUEUE, DEFAULT_LOG_PATH};
 use verdict_probe::log_writer::{DEFAULT_KEEP, DEFAULT_MAX_BYTES};
+use verdict_probe::node::{AttemptInput, DatapathChoice, Listeners, NodeConfig};
 use verdict_probe::pipeline::{
     DEFAULT_MAX_AGGREGATION_ENTRIES, DEFAULT_RATE_LIMIT, PipelineConfig,
 };
-use verdict_probe::shutdown::StopSignals;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -115,15 +109,10 @@ enum IpBlockArg {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    verdict_service::logging::init("info");
     let args = Args::parse();
     // Installed before anything else so a stop request that comes early is never fatal.
-    let mut stop = StopSignals::install()?;
+    let shutdown = verdict_service::shutdown::on_signals()?;
     if args.uninstall {
         verdict_probe::kernel::datapath::uninstall_everywhere(&args.bpf_pin_dir)?;
         eprintln!(
@@ -132,144 +121,57 @@ async fn main() -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let manifests = args.manifests.clone().expect("required unless --uninstall");
-    let config = AgentConfig {
-        log_path: args.log_path.clone(),
-        max_log_bytes: args.max_log_bytes,
-        keep_log_files: args.keep_log_files,
-        pipeline: PipelineConfig {
-            node_name: args.node_name.clone().unwrap_or_default(),
-            rate_limit: args.rate_limit,
-            aggregation_window: args.deny_aggregation_window,
-            max_aggregation_entries: args.max_deny_aggregation_entries,
-            ..PipelineConfig::default()
-        }
-        .with_generation_grace(args.attribution_grace),
-        ipblock_mode: match args.ipblock_mode {
-            IpBlockArg::DataplaneV2 => IpBlockMode::DataplaneV2,
-            IpBlockArg::Calico => IpBlockMode::Calico,
-        },
-        event_queue: DEFAULT_EVENT_QUEUE,
-    };
-    let mode = match args.mode {
-        Mode::Enforce => EnforcementMode::Enforce,
-        Mode::Audit => EnforcementMode::Audit,
-    };
-    let source = ManifestDirSource::new(manifests, args.reload_interval);
-    let agent = Agent::start(config, source, Clock::new())
-        .await
-        .context("starting the agent")?;
-
     let listener = tokio::net::TcpListener::bind(&args.metrics_addr)
         .await
         .with_context(|| format!("binding metrics address {}", args.metrics_addr))?;
     tracing::info!(addr = %listener.local_addr()?, log = %args.log_path.display(), "verdict-probe running");
-    let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
-    let metrics_task = tokio::spawn(verdict_probe::metrics::serve(
-        listener,
-        agent.metrics.clone(),
-        async move {
-            let _ = metrics_stopped.await;
+    let config = NodeConfig {
+        manifests: args.manifests.clone().expect("required unless --uninstall"),
+        reload_interval: args.reload_interval,
+        agent: AgentConfig {
+            log_path: args.log_path.clone(),
+            max_log_bytes: args.max_log_bytes,
+            keep_log_files: args.keep_log_files,
+            pipeline: PipelineConfig {
+                node_name: args.node_name.clone().unwrap_or_default(),
+                rate_limit: args.rate_limit,
+                aggregation_window: args.deny_aggregation_window,
+                max_aggregation_entries: args.max_deny_aggregation_entries,
+                ..PipelineConfig::default()
+            }
+            .with_generation_grace(args.attribution_grace),
+            ipblock_mode: match args.ipblock_mode {
+                IpBlockArg::DataplaneV2 => IpBlockMode::DataplaneV2,
+                IpBlockArg::Calico => IpBlockMode::Calico,
+            },
+            event_queue: DEFAULT_EVENT_QUEUE,
         },
-    ));
-
-    let want_ebpf = match args.datapath {
-        DatapathArg::Ebpf => true,
-        DatapathArg::Userspace => false,
-        DatapathArg::Auto => args.attempts.is_none(),
+        datapath: match args.datapath {
+            DatapathArg::Auto => DatapathChoice::Auto,
+            DatapathArg::Ebpf => DatapathChoice::Ebpf,
+            DatapathArg::Userspace => DatapathChoice::Userspace,
+        },
+        bpf_pin_dir: args.bpf_pin_dir.clone(),
+        uplinks: args.uplink.clone(),
+        node_name: args.node_name.clone(),
+        mode: match args.mode {
+            Mode::Enforce => EnforcementMode::Enforce,
+            Mode::Audit => EnforcementMode::Audit,
+        },
+        udp_idle_window: args.udp_idle_window,
+        attempts: args.attempts.as_ref().map(|p| {
+            if p.as_os_str() == "-" {
+                AttemptInput::Stdin
+            } else {
+                AttemptInput::File(p.clone())
+            }
+        }),
     };
-    if want_ebpf {
-        let node = NodeContext {
-            node_name: args.node_name.clone().unwrap_or_default(),
-            default_mode: mode,
-            idle_ns: u64::try_from(args.udp_idle_window.as_nanos()).unwrap_or(u64::MAX),
-        };
-        let loaded = if node.node_name.is_empty() {
-            Err(anyhow::anyhow!(
-                "the eBPF datapath needs --node-name (or $NODE_NAME) to know which pods are local"
-            ))
-        } else {
-            EbpfDatapath::load(
-                &args.bpf_pin_dir,
-                node,
-                args.uplink.clone(),
-                agent.snapshots.borrow().clone(),
-            )
-            .map_err(anyhow::Error::from)
-        };
-        match loaded {
-            Ok(ebpf) => {
-                run_with_agent(ebpf, &agent, stop.requested()).await?;
-                agent.shutdown().await;
-                let _ = metrics_stop.send(());
-                let _ = metrics_task.await;
-                return Ok(());
-            }
-            Err(e) if args.datapath == DatapathArg::Ebpf => {
-                return Err(e.context("starting the eBPF datapath"));
-            }
-            Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), "eBPF datapath unavailable; datapath: userspace")
-            }
-        }
-    } else {
-        tracing::info!("datapath: userspace, ready");
-    }
-    let mut datapath = UserspaceDatapath::new(
-        agent.snapshots.borrow().clone(),
-        args.node_name.clone(),
-        mode,
-        args.udp_idle_window,
-    );
-    let input: Option<Box<dyn tokio::io::AsyncBufRead + Unpin + Send>> = match &args.attempts {
-        None => None,
-        Some(p) if p.as_os_str() == "-" => {
-            Some(Box::new(tokio::io::BufReader::new(tokio::io::stdin())))
-        }
-        Some(p) => Some(Box::new(tokio::io::BufReader::new(
-            tokio::fs::File::open(p)
-                .await
-                .with_context(|| format!("opening {}", p.display()))?,
-        ))),
+    let listeners = Listeners {
+        metrics: Some(listener),
     };
-    let mut snapshots = agent.snapshots.clone();
-    match input {
-        Some(input) => {
-            let mut lines = input.lines();
-            let mut events = Vec::new();
-            let mut line_no = 0usize;
-            let mut snapshots_open = true;
-            loop {
-                tokio::select! {
-                    _ = stop.requested() => break,
-                    changed = snapshots.changed(), if snapshots_open => match changed {
-                        Ok(()) => datapath.install(snapshots.borrow_and_update().clone()),
-                        Err(_) => snapshots_open = false,
-                    },
-                    line = lines.next_line() => {
-                        let Some(line) = line? else { break };
-                        line_no += 1;
-                        if line.trim().is_empty() {
-                            continue;
-                        }
-                        let attempt: Attempt = serde_json::from_str(&line).with_context(|| format!("attempts line {line_no}"))?;
-                        datapath.process(&attempt, agent.clock.now(), &mut events);
-                        for ev in events.drain(..) {
-                            agent.events.send(ev).await?;
-                        }
-                    }
-                }
-            }
-        }
-        None => {
-            tracing::info!(
-                "userspace datapath without --attempts: nothing to judge; waiting for a stop signal"
-            );
-            stop.requested().await;
-        }
-    }
-    agent.shutdown().await;
-    let _ = metrics_stop.send(());
-    let _ = metrics_task.await;
+    verdict_probe::node::run(config, listeners, shutdown)
+        .await
+        .context("the node agent")?;
     Ok(())
 }

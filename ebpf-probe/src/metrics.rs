@@ -1,160 +1,159 @@
 //! Prometheus metrics of the node agent, served on `:9990/metrics` as GKE's anetd does; names
-//! start with `policy_logging_` (seed 000 greps anetd's metrics for that prefix).
+//! start with `policy_logging_` (seed 000 greps anetd's metrics for that prefix), the agent's
+//! own with `verdict_probe_`.
 //!
-//! The pipeline keeps plain counters and publishes them here once per batch, so the hot path does
-//! no atomic work per event; the writer thread adds its write failures directly.
+//! The pipeline keeps plain counters and publishes them here once per batch (as increments), so
+//! the hot path does no atomic work per event; the writer thread counts its write failures
+//! directly.
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
-#[derive(Debug, Default)]
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use verdict_service::metrics::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DispositionLabel {
+    disposition: &'static str,
+}
+
+/// The agent's metrics and the registry they are served from.
+#[derive(Debug)]
 pub struct Metrics {
-    pub allowed_connections: AtomicU64,
-    pub denied_connections: AtomicU64,
-    pub audit_denied_connections: AtomicU64,
-    pub generated_logs_allow: AtomicU64,
-    pub generated_logs_deny: AtomicU64,
-    pub ratelimit_dropped_logs: AtomicU64,
-    pub ratelimit_dropped_connections: AtomicU64,
-    pub aggregation_failures: AtomicU64,
-    pub write_failures: AtomicU64,
-    pub lost_events: AtomicU64,
-    pub unknown_generation_events: AtomicU64,
-    pub aggregation_table_entries: AtomicU64,
-    pub config_errors: AtomicU64,
-    pub config_valid: AtomicU64,
-    pub state_errors: AtomicU64,
-    pub policy_generation: AtomicU64,
+    pub allowed_connections: Counter,
+    pub denied_connections: Counter,
+    pub audit_denied_connections: Counter,
+    pub generated_logs_allow: Counter,
+    pub generated_logs_deny: Counter,
+    pub ratelimit_dropped_logs: Counter,
+    pub ratelimit_dropped_connections: Counter,
+    pub aggregation_failures: Counter,
+    pub write_failures: Counter,
+    pub lost_events: Counter,
+    pub unknown_generation_events: Counter,
+    pub aggregation_table_entries: Gauge,
+    pub config_errors: Counter,
+    pub config_valid: Gauge,
+    pub state_errors: Counter,
+    pub policy_generation: Gauge,
+    registry: Arc<Registry>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
 }
 
 impl Metrics {
+    /// Every metric, registered in a registry of its own.
     pub fn new() -> Self {
-        let m = Metrics::default();
-        m.config_valid.store(1, Ordering::Relaxed);
-        m
-    }
-
-    /// The Prometheus text exposition.
-    pub fn render(&self) -> String {
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let mut s = String::with_capacity(2048);
-        let mut one = |name: &str, kind: &str, help: &str, value: u64| {
-            let _ = writeln!(
-                s,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
+        let mut r = Registry::default();
+        let mut counter = |name: &str, help: &str| {
+            let c = Counter::default();
+            r.register(name, help, c.clone());
+            c
         };
-        one(
-            "policy_logging_allowed_connections_total",
-            "counter",
+        let allowed_connections = counter(
+            "policy_logging_allowed_connections",
             "Connections allowed by a policy of an isolated pod on this node (each direction counted where it is enforced).",
-            g(&self.allowed_connections),
         );
-        one(
-            "policy_logging_denied_connections_total",
-            "counter",
+        let denied_connections = counter(
+            "policy_logging_denied_connections",
             "Connections denied by policy on this node (dropped unless in audit mode).",
-            g(&self.denied_connections),
         );
-        one(
-            "policy_logging_audit_denied_connections_total",
-            "counter",
+        let audit_denied_connections = counter(
+            "policy_logging_audit_denied_connections",
             "Denied connections let through because their pod is in audit mode.",
-            g(&self.audit_denied_connections),
         );
-        one(
-            "policy_logging_ratelimit_dropped_logs_total",
-            "counter",
+        let ratelimit_dropped_logs = counter(
+            "policy_logging_ratelimit_dropped_logs",
             "Policy-action records dropped by the log rate limit.",
-            g(&self.ratelimit_dropped_logs),
         );
-        one(
-            "policy_logging_ratelimit_dropped_connections_total",
-            "counter",
+        let ratelimit_dropped_connections = counter(
+            "policy_logging_ratelimit_dropped_connections",
             "Connections whose records were dropped by the log rate limit.",
-            g(&self.ratelimit_dropped_connections),
         );
-        one(
-            "policy_logging_aggregation_failures_total",
-            "counter",
+        let aggregation_failures = counter(
+            "policy_logging_aggregation_failures",
             "Denied connections dropped because the deny aggregation table was full.",
-            g(&self.aggregation_failures),
         );
-        one(
-            "policy_logging_write_failures_total",
-            "counter",
+        let write_failures = counter(
+            "policy_logging_write_failures",
             "Records lost because writing policy_action.log failed.",
-            g(&self.write_failures),
         );
-        one(
-            "policy_logging_lost_events_total",
-            "counter",
+        let lost_events = counter(
+            "policy_logging_lost_events",
             "Verdict events lost between the datapath and the logging pipeline.",
-            g(&self.lost_events),
         );
-        one(
-            "policy_logging_unknown_generation_events_total",
-            "counter",
+        let unknown_generation_events = counter(
+            "policy_logging_unknown_generation_events",
             "Events whose policy generation had expired (judged with the oldest known).",
-            g(&self.unknown_generation_events),
         );
-        one(
-            "policy_logging_aggregation_entries",
-            "gauge",
-            "Open deny aggregation windows.",
-            g(&self.aggregation_table_entries),
-        );
-        one(
-            "policy_logging_config_errors_total",
-            "counter",
+        let config_errors = counter(
+            "policy_logging_config_errors",
             "Invalid NetworkLogging objects rejected (the previous configuration stayed in force).",
-            g(&self.config_errors),
         );
-        one(
-            "policy_logging_config_valid",
-            "gauge",
-            "1 when the current NetworkLogging is in force, 0 when the last one was rejected.",
-            g(&self.config_valid),
-        );
-        one(
-            "verdict_probe_state_errors_total",
-            "counter",
+        let state_errors = counter(
+            "verdict_probe_state_errors",
             "Cluster states that could not be loaded (the previous one stayed in force).",
-            g(&self.state_errors),
         );
-        one(
+        let mut gauge = |name: &str, help: &str| {
+            let g = Gauge::default();
+            r.register(name, help, g.clone());
+            g
+        };
+        let aggregation_table_entries = gauge(
+            "policy_logging_aggregation_entries",
+            "Open deny aggregation windows.",
+        );
+        let config_valid = gauge(
+            "policy_logging_config_valid",
+            "1 when the current NetworkLogging is in force, 0 when the last one was rejected.",
+        );
+        let policy_generation = gauge(
             "verdict_probe_policy_generation",
-            "gauge",
             "Generation of the policy state in force.",
-            g(&self.policy_generation),
         );
-        let _ = writeln!(
-            s,
-            "# HELP policy_logging_generated_logs_total Policy-action records generated.\n# TYPE policy_logging_generated_logs_total counter\npolicy_logging_generated_logs_total{{disposition=\"allow\"}} {}\npolicy_logging_generated_logs_total{{disposition=\"deny\"}} {}",
-            g(&self.generated_logs_allow),
-            g(&self.generated_logs_deny)
+        config_valid.set(1);
+        let generated = Family::<DispositionLabel, Counter>::default();
+        r.register(
+            "policy_logging_generated_logs",
+            "Policy-action records generated.",
+            generated.clone(),
         );
-        s
+        let [generated_logs_allow, generated_logs_deny] = ["allow", "deny"]
+            .map(|disposition| generated.get_or_create_owned(&DispositionLabel { disposition }));
+        Metrics {
+            allowed_connections,
+            denied_connections,
+            audit_denied_connections,
+            generated_logs_allow,
+            generated_logs_deny,
+            ratelimit_dropped_logs,
+            ratelimit_dropped_connections,
+            aggregation_failures,
+            write_failures,
+            lost_events,
+            unknown_generation_events,
+            aggregation_table_entries,
+            config_errors,
+            config_valid,
+            state_errors,
+            policy_generation,
+            registry: Arc::new(r),
+        }
     }
-}
 
-/// Serves `/metrics` (and `/healthz`) until `shutdown` resolves.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    metrics: std::sync::Arc<Metrics>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    use axum::routing::get;
-    let app = axum::Router::new()
-        .route(
-            "/metrics",
-            get(move || {
-                let m = metrics.clone();
-                async move { ([("content-type", "text/plain; version=0.0.4")], m.render()) }
-            }),
-        )
-        .route("/healthz", get(|| async { "ok" }));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    /// The registry holding every metric (what `/metrics` serves).
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// The text exposition.
+    pub fn render(&self) -> String {
+        verdict_service::metrics::render(&self.registry)
+    }
 }

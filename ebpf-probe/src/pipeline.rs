@@ -1,5 +1,5 @@
-//! The logging pipeline: verdict events in, GKE policy-action lines out — exactly DESIGN.md
-//! "Logging semantics":
+//! The logging pipeline: verdict events in, GKE policy-action lines out — exactly
+//! docs/design.md, "Logging semantics (GKE Dataplane V2)":
 //!
 //! 1. judge logging with the engine's decision (NetworkLogging, delegate annotations, kubelet
 //!    probes, unisolated pods) using the policy generation the event was decided with;
@@ -16,7 +16,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use verdict_policy::engine::{EnforcementMode, Flow, SideVerdict};
@@ -154,6 +153,8 @@ pub struct LoggingPipeline {
     limiter: RateLimiter,
     losses: LossCounter,
     counters: Counters,
+    /// The counters as last published.
+    published: Counters,
     output: Output,
     expired: Vec<PolicyActionRecord>,
 }
@@ -172,6 +173,7 @@ impl LoggingPipeline {
                 ..LossCounter::default()
             },
             counters: Counters::default(),
+            published: Counters::default(),
             output: Output::default(),
             expired: Vec::new(),
         }
@@ -326,24 +328,60 @@ impl LoggingPipeline {
         !self.output.records.is_empty() || !self.output.loss_markers.is_empty()
     }
 
-    /// Publishes the counters to the shared metrics.
-    pub fn publish(&self, m: &Metrics) {
-        let c = &self.counters;
-        let set = |a: &std::sync::atomic::AtomicU64, v: u64| a.store(v, Ordering::Relaxed);
-        set(&m.allowed_connections, c.allowed_connections);
-        set(&m.denied_connections, c.denied_connections);
-        set(&m.audit_denied_connections, c.audit_denied_connections);
-        set(&m.generated_logs_allow, c.generated_allow);
-        set(&m.generated_logs_deny, c.generated_deny);
-        set(&m.ratelimit_dropped_logs, c.ratelimit_dropped_logs);
-        set(
+    /// Publishes the counters to the shared metrics (what changed since the last publish).
+    pub fn publish(&mut self, m: &Metrics) {
+        let (c, p) = (&self.counters, &self.published);
+        let add = |counter: &prometheus_client::metrics::counter::Counter, now: u64, then: u64| {
+            if now > then {
+                counter.inc_by(now - then);
+            }
+        };
+        add(
+            &m.allowed_connections,
+            c.allowed_connections,
+            p.allowed_connections,
+        );
+        add(
+            &m.denied_connections,
+            c.denied_connections,
+            p.denied_connections,
+        );
+        add(
+            &m.audit_denied_connections,
+            c.audit_denied_connections,
+            p.audit_denied_connections,
+        );
+        add(
+            &m.generated_logs_allow,
+            c.generated_allow,
+            p.generated_allow,
+        );
+        add(&m.generated_logs_deny, c.generated_deny, p.generated_deny);
+        add(
+            &m.ratelimit_dropped_logs,
+            c.ratelimit_dropped_logs,
+            p.ratelimit_dropped_logs,
+        );
+        add(
             &m.ratelimit_dropped_connections,
             c.ratelimit_dropped_connections,
+            p.ratelimit_dropped_connections,
         );
-        set(&m.aggregation_failures, c.aggregation_failures);
-        set(&m.lost_events, c.lost_events);
-        set(&m.unknown_generation_events, c.unknown_generation_events);
-        set(&m.aggregation_table_entries, self.aggregator.len() as u64);
-        set(&m.policy_generation, self.generations.current().generation);
+        add(
+            &m.aggregation_failures,
+            c.aggregation_failures,
+            p.aggregation_failures,
+        );
+        add(&m.lost_events, c.lost_events, p.lost_events);
+        add(
+            &m.unknown_generation_events,
+            c.unknown_generation_events,
+            p.unknown_generation_events,
+        );
+        m.aggregation_table_entries
+            .set(i64::try_from(self.aggregator.len()).unwrap_or(i64::MAX));
+        m.policy_generation
+            .set(i64::try_from(self.generations.current().generation).unwrap_or(i64::MAX));
+        self.published = self.counters.clone();
     }
 }

@@ -333,13 +333,11 @@ async fn metrics_are_served_with_the_policy_logging_prefix() {
     let agent = start(&s, config(&s.log)).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(verdict_probe::metrics::serve(
+    let stop = verdict_service::shutdown::CancellationToken::new();
+    let server = tokio::spawn(verdict_service::metrics::serve(
         listener,
-        agent.metrics.clone(),
-        async move {
-            let _ = stopped.await;
-        },
+        agent.metrics.registry().clone(),
+        stop.clone(),
     ));
     let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
     conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
@@ -360,7 +358,7 @@ async fn metrics_are_served_with_the_policy_logging_prefix() {
     ] {
         assert!(body.contains(name), "missing {name}");
     }
-    let _ = stop.send(());
+    stop.cancel();
     server.await.unwrap().unwrap();
     agent.shutdown().await;
 }

@@ -163,11 +163,12 @@ async fn main() -> Result<()> {
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let text = text.replace("@TMP@", &dir.path().display().to_string());
         let table: toml::Table = text.parse()?;
-        config.sinks = table
+        let raw: Vec<toml::Table> = table
             .get("sinks")
             .and_then(|v| v.as_array())
             .map(|a| a.iter().filter_map(|v| v.as_table().cloned()).collect())
             .unwrap_or_default();
+        config.sinks = verdict_collector::sinks::definition::parse_definitions(&raw);
     }
     let (collector, _) = Collector::open(config).await?;
     let collector = std::sync::Arc::new(collector);
@@ -175,18 +176,16 @@ async fn main() -> Result<()> {
     if let Some(bad) = report.iter().find(|s| s.state == "rejected") {
         bail!("sink {} rejected: {:?}", bad.name, bad.error);
     }
-    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = grpc.local_addr()?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let listeners = verdict_collector::Listeners {
+        grpc: tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+        http: tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+    };
+    let addr = listeners.grpc.local_addr()?;
+    let stop = verdict_service::shutdown::CancellationToken::new();
     let server = {
         let c = std::sync::Arc::clone(&collector);
-        tokio::spawn(async move {
-            c.serve(grpc, http, async move {
-                let _ = stop_rx.await;
-            })
-            .await
-        })
+        let stop = stop.clone();
+        tokio::spawn(async move { c.serve(listeners, stop).await })
     };
 
     let per_node = args.records / args.nodes as u64;
@@ -235,7 +234,7 @@ async fn main() -> Result<()> {
         out.push_str(&format!(" lag_{}={}", s.name, s.lag_records.unwrap_or(-1)));
     }
     println!("{out}");
-    let _ = stop_tx.send(());
+    stop.cancel();
     server.await??;
     collector.close().await?;
     Ok(())

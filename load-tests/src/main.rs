@@ -408,18 +408,16 @@ async fn main() -> Result<()> {
     let parquet_cfg = config.parquet.clone();
     let (collector, _) = Collector::open(config).await?;
     let collector = Arc::new(collector);
-    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = grpc.local_addr()?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let listeners = verdict_collector::Listeners {
+        grpc: tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+        http: tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+    };
+    let addr = listeners.grpc.local_addr()?;
+    let stop = verdict_service::shutdown::CancellationToken::new();
     let server = {
         let c = Arc::clone(&collector);
-        tokio::spawn(async move {
-            c.serve(grpc, http, async move {
-                let _ = stop_rx.await;
-            })
-            .await
-        })
+        let stop = stop.clone();
+        tokio::spawn(async move { c.serve(listeners, stop).await })
     };
 
     let mut rng = Rng(42);
@@ -510,7 +508,7 @@ async fn main() -> Result<()> {
         1e6 / ours_writer
     );
 
-    let _ = stop_tx.send(());
+    stop.cancel();
     server.await??;
     collector.close().await?;
 

@@ -6,13 +6,12 @@
 //! Run: `cargo bench -p verdict-shipper --bench read_encode`
 
 use std::hint::black_box;
-use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use prost::Message;
 use verdict_schema::proto::v1;
 use verdict_shipper::input::{Input, LogFileInput};
-use verdict_shipper::metrics::InputMetrics;
+use verdict_shipper::metrics::Metrics;
 
 const LINES: usize = 20_000;
 
@@ -54,9 +53,10 @@ fn bench(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("shipper");
     g.throughput(Throughput::Elements(LINES as u64));
+    let all_metrics = Metrics::default();
     g.bench_function("read_batch_encode_20k_lines", |b| {
         b.iter(|| {
-            let metrics = Arc::new(InputMetrics::default());
+            let metrics = all_metrics.input(LogFileInput::POLICY_ACTION);
             let mut input = LogFileInput::open(
                 LogFileInput::POLICY_ACTION,
                 &path,

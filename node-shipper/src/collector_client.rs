@@ -1,6 +1,7 @@
-//! The gRPC side of DESIGN.md Contract 3: one HTTP/2 channel to the collector (plaintext or
-//! TLS, optionally mutual), and per input one bidirectional `Ingest/Stream` carrying its
-//! batches, with the bearer token in `authorization`. Reconnection waits follow [`Backoff`].
+//! The gRPC side of Contract 3 (docs/design.md, "Contract 3: node to collector"): one HTTP/2
+//! channel to the collector (plaintext or TLS, optionally mutual), and per input one bidirectional
+//! `Ingest/Stream` carrying its batches, with the bearer token in `authorization`. Reconnection
+//! waits follow [`Backoff`].
 //!
 //! Batches go out through [`BatchCodec`] rather than the generated client's codec: a batch is
 //! shared with the shipping loop (`Arc`), so sending it — and sending it again after a broken

@@ -1,8 +1,8 @@
 //! Inputs: what the shipper reads records from, and the positions it checkpoints.
 //!
-//! An input yields *runs*: consecutive records of one source (DESIGN.md Contract 3), each with
-//! its sequence. A source is one file generation (its [`Origin`] is the tailer's
-//! [`Generation`]) or one boot's `/dev/kmsg`. A [`Position`] is a source plus the last
+//! An input yields *runs*: consecutive records of one source (docs/design.md, "Contract 3: node to
+//! collector"), each with its sequence. A source is one file generation (its [`Origin`] is the
+//! tailer's [`Generation`]) or one boot's `/dev/kmsg`. A [`Position`] is a source plus the last
 //! acknowledged sequence: written only after the collector acknowledged it, and where the input
 //! resumes after a restart.
 //!
@@ -229,9 +229,7 @@ impl Input for LogFileInput {
         if self.tailer.unaccounted_rotations != self.unaccounted_seen {
             let n = self.tailer.unaccounted_rotations - self.unaccounted_seen;
             self.unaccounted_seen = self.tailer.unaccounted_rotations;
-            self.metrics
-                .rotations_unaccounted
-                .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            self.metrics.rotations_unaccounted.inc_by(n);
             tracing::warn!(input = self.name, path = %self.tailer.path().display(),
                 "{n} rotated generation(s) were gone before they could be read");
         }
@@ -275,10 +273,7 @@ impl Input for LogFileInput {
                 }
             }
         }
-        use std::sync::atomic::Ordering::Relaxed;
-        self.metrics
-            .records_read
-            .fetch_add(read - malformed, Relaxed);
+        self.metrics.records_read.inc_by(read - malformed);
         if malformed > 0 {
             self.metrics.count_drop(DropReason::Malformed, malformed);
         }

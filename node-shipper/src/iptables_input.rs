@@ -22,7 +22,6 @@ use std::io::Read;
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 
 use tokio::sync::{mpsc, watch};
 use verdict_schema::proto::v1;
@@ -283,7 +282,7 @@ impl Translator {
                 if tx.try_send(n).is_err()
                     && let Some(m) = &self.all_metrics
                 {
-                    m.events.dropped_queue_full.fetch_add(1, Relaxed);
+                    m.events.dropped_queue_full.inc();
                 }
             }
         }
@@ -360,7 +359,7 @@ impl Input for IptablesInput {
             }
         }
         let (read, malformed, repeats) = tr.counts;
-        self.metrics.records_read.fetch_add(read, Relaxed);
+        self.metrics.records_read.inc_by(read);
         self.metrics.count_drop(DropReason::Malformed, malformed);
         self.metrics.count_drop(DropReason::Repeat, repeats);
         Ok(runs)

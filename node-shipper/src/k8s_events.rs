@@ -11,7 +11,6 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -290,7 +289,7 @@ pub async fn run(
     let m = &metrics.events;
     while let Some(n) = notices.recv().await {
         if !limit.admit() {
-            m.dropped_rate_limit.fetch_add(1, Relaxed);
+            m.dropped_rate_limit.inc();
             continue;
         }
         let peer = match &n.peer_name {
@@ -308,11 +307,11 @@ pub async fn run(
         for attempt in 1..=config.max_attempts {
             match client.post_event(&n.pod.namespace, &event).await {
                 PostOutcome::Created => {
-                    m.posted.fetch_add(1, Relaxed);
+                    m.posted.inc();
                     break;
                 }
                 PostOutcome::Refused(why) => {
-                    m.dropped_api_error.fetch_add(1, Relaxed);
+                    m.dropped_api_error.inc();
                     tracing::warn!(
                         "Event for pod {}/{} refused: {why}",
                         n.pod.namespace,
@@ -321,7 +320,7 @@ pub async fn run(
                     break;
                 }
                 PostOutcome::Retry(why) if attempt == config.max_attempts => {
-                    m.dropped_api_error.fetch_add(1, Relaxed);
+                    m.dropped_api_error.inc();
                     tracing::warn!(
                         "Event for pod {}/{} dropped after {attempt} attempts: {why}",
                         n.pod.namespace,
@@ -329,7 +328,7 @@ pub async fn run(
                     );
                 }
                 PostOutcome::Retry(why) => {
-                    m.retries.fetch_add(1, Relaxed);
+                    m.retries.inc();
                     tracing::debug!("Event post failed (retry in {wait:?}): {why}");
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(config.max_backoff);

@@ -1,8 +1,8 @@
 //! `verdict-shipper`, the node shipper: it tails node-local logs (`policy_action.log`, the loss
-//! markers in `policy_action_loss.log`, and iptables LOG lines of dropped packets), streams them
-//! in batches over gRPC to the collector (DESIGN.md Contract 3) and checkpoints only positions
-//! the collector acknowledged, so every record reaches the collector at least once and, through
-//! its per-source watermarks, is stored exactly once.
+//! markers in `policy_action_loss.log`, and iptables LOG lines of dropped packets), streams them in
+//! batches over gRPC to the collector (docs/design.md, "Contract 3: node to collector") and
+//! checkpoints only positions the collector acknowledged, so every record reaches the collector at
+//! least once and, through its per-source watermarks, is stored exactly once.
 //!
 //! - [`tailer`]: one log file followed across rename and copy-truncate rotations, lines with
 //!   their source (file generation) and sequence (byte offset), checkpoints.
@@ -32,4 +32,4 @@ pub mod tailer;
 
 pub use config::Config;
 pub use error::{Error, Result};
-pub use shipper::{Shipper, ShipperHandle};
+pub use shipper::{Listeners, Shipper, ShipperHandle, run};

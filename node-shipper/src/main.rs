@@ -9,7 +9,7 @@ use clap::Parser;
 use verdict_shipper::config::{
     BackoffConfig, BatchConfig, Config, EventsConfig, Identity, IptablesConfig, Secret, TlsConfig,
 };
-use verdict_shipper::{Shipper, config};
+use verdict_shipper::{Listeners, Shipper, config};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -174,12 +174,7 @@ impl Args {
 }
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    verdict_service::logging::init("info");
     let config = match Args::parse().into_config() {
         Ok(c) => c,
         Err(e) => {
@@ -206,7 +201,19 @@ fn main() -> std::process::ExitCode {
         }
     };
     runtime.block_on(async move {
-        let handle = match Shipper::start(config).await {
+        // Signal handlers first: a stop request that comes early is never fatal.
+        let shutdown = match verdict_service::shutdown::on_signals() {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("verdict-shipper: cannot install signal handlers: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        };
+        let started = match Listeners::bind(&config).await {
+            Ok(listeners) => Shipper::start(config, listeners).await,
+            Err(e) => Err(e),
+        };
+        let handle = match started {
             Ok(h) => h,
             Err(e) => {
                 eprintln!("verdict-shipper: {e}");
@@ -222,18 +229,7 @@ fn main() -> std::process::ExitCode {
         );
         use std::io::Write as _;
         let _ = std::io::stdout().flush();
-        wait_for_signal().await;
-        tracing::info!("shutting down: flushing and writing checkpoints");
-        handle.shutdown().await;
+        handle.run(shutdown).await;
         std::process::ExitCode::SUCCESS
     })
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

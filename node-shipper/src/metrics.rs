@@ -2,10 +2,19 @@
 //! only by input (`policy_action`, `policy_action_loss`, `iptables`) and drop reason.
 //!
 //! Counters are updated once per read or per batch, never per record in a loop of atomics.
+//! Families are `prometheus-client` types registered once in [`Metrics::new`]; an input's series
+//! appear when the input is opened.
 
-use std::fmt::Write as _;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use verdict_service::metrics::Registry;
 
 /// Why records were dropped instead of shipped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,48 +47,117 @@ impl DropReason {
     }
 }
 
-/// Counters and gauges of one input.
-#[derive(Debug, Default)]
+/// A gauge with a float value.
+pub type FloatGauge = Gauge<f64, AtomicU64>;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InputLabel {
+    input: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InputReasonLabel {
+    input: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+/// Counters and gauges of one input (series of the input's label in every family).
+#[derive(Debug)]
 pub struct InputMetrics {
-    pub records_read: AtomicU64,
-    pub records_shipped: AtomicU64,
-    pub records_acked: AtomicU64,
-    pub records_retried: AtomicU64,
-    dropped: [AtomicU64; 4],
-    pub batches_acked: AtomicU64,
-    pub stream_failures: AtomicU64,
+    pub records_read: Counter,
+    pub records_shipped: Counter,
+    pub records_acked: Counter,
+    pub records_retried: Counter,
+    dropped: [Counter; 4],
+    pub batches_acked: Counter,
+    pub stream_failures: Counter,
     /// Rotated generations that could not be found (lines in them were not read).
-    pub rotations_unaccounted: AtomicU64,
-    pub lag_bytes: AtomicU64,
-    pub lag_millis: AtomicU64,
+    pub rotations_unaccounted: Counter,
+    pub lag_bytes: Gauge,
+    pub lag_seconds: FloatGauge,
     /// Unix time (ms) of the last checkpoint written; 0 before the first.
     pub checkpoint_unix_millis: AtomicU64,
 }
 
 impl InputMetrics {
     pub fn count_drop(&self, reason: DropReason, n: u64) {
-        self.dropped[reason as usize].fetch_add(n, Ordering::Relaxed);
+        self.dropped[reason as usize].inc_by(n);
     }
 
     pub fn dropped(&self, reason: DropReason) -> u64 {
-        self.dropped[reason as usize].load(Ordering::Relaxed)
+        self.dropped[reason as usize].get()
     }
 }
 
 /// Kubernetes Event posting (iptables source, `--post-events`).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct EventMetrics {
-    pub posted: AtomicU64,
-    pub retries: AtomicU64,
-    pub dropped_rate_limit: AtomicU64,
-    pub dropped_queue_full: AtomicU64,
-    pub dropped_api_error: AtomicU64,
+    pub posted: Counter,
+    pub retries: Counter,
+    pub dropped_rate_limit: Counter,
+    pub dropped_queue_full: Counter,
+    pub dropped_api_error: Counter,
 }
 
+/// The families inputs add their series to.
 #[derive(Debug, Default)]
+struct InputFamilies {
+    records_read: Family<InputLabel, Counter>,
+    records_shipped: Family<InputLabel, Counter>,
+    records_acked: Family<InputLabel, Counter>,
+    records_retried: Family<InputLabel, Counter>,
+    records_dropped: Family<InputReasonLabel, Counter>,
+    stream_failures: Family<InputLabel, Counter>,
+    rotations_unaccounted: Family<InputLabel, Counter>,
+    lag_bytes: Family<InputLabel, Gauge>,
+    lag_seconds: Family<InputLabel, FloatGauge>,
+}
+
+type Inputs = Arc<Mutex<Vec<(&'static str, Arc<InputMetrics>)>>>;
+
+/// The shipper's metrics and the registry they are served from.
+#[derive(Debug)]
 pub struct Metrics {
-    inputs: std::sync::Mutex<Vec<(&'static str, Arc<InputMetrics>)>>,
+    families: InputFamilies,
+    inputs: Inputs,
     pub events: EventMetrics,
+    registry: Arc<Registry>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// `verdict_shipper_checkpoint_age_seconds`, computed at each scrape from the inputs' last
+/// checkpoint times.
+#[derive(Debug)]
+struct CheckpointAge(Inputs);
+
+impl Collector for CheckpointAge {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let inputs = self.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut family = encoder.encode_descriptor(
+            "verdict_shipper_checkpoint_age_seconds",
+            "Seconds since the input's checkpoint was last written (-1: never).",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (input, m) in inputs {
+            let age = match m.checkpoint_unix_millis.load(Ordering::Relaxed) {
+                0 => -1.0,
+                at => now_millis().saturating_sub(at) as f64 / 1000.0,
+            };
+            ConstGauge::new(age).encode(family.encode_family(&InputLabel { input })?)?;
+        }
+        Ok(())
+    }
 }
 
 fn now_millis() -> u64 {
@@ -89,154 +167,132 @@ fn now_millis() -> u64 {
 }
 
 impl Metrics {
-    /// The metrics of input `name` (created on first use).
+    /// Every family, registered in a registry of its own.
+    pub fn new() -> Self {
+        let mut r = Registry::default();
+        let f = InputFamilies::default();
+        r.register(
+            "verdict_shipper_records_read",
+            "Records read from the input (iptables: drop lines matching a prefix).",
+            f.records_read.clone(),
+        );
+        r.register(
+            "verdict_shipper_records_shipped",
+            "Records sent to the collector for the first time.",
+            f.records_shipped.clone(),
+        );
+        r.register(
+            "verdict_shipper_records_acked",
+            "Records the collector acknowledged as durable.",
+            f.records_acked.clone(),
+        );
+        r.register(
+            "verdict_shipper_records_retried",
+            "Records sent again after a stream broke before their acknowledgement.",
+            f.records_retried.clone(),
+        );
+        r.register(
+            "verdict_shipper_stream_failures",
+            "Streams to the collector that could not be opened or broke.",
+            f.stream_failures.clone(),
+        );
+        r.register(
+            "verdict_shipper_rotations_unaccounted",
+            "Rotated log generations that were gone before they could be read.",
+            f.rotations_unaccounted.clone(),
+        );
+        r.register(
+            "verdict_shipper_lag_bytes",
+            "Bytes written to the input's files that are not acknowledged yet.",
+            f.lag_bytes.clone(),
+        );
+        r.register(
+            "verdict_shipper_lag_seconds",
+            "Age of the oldest record read and not acknowledged yet (0 when caught up).",
+            f.lag_seconds.clone(),
+        );
+        r.register(
+            "verdict_shipper_records_dropped",
+            "Records not shipped, by reason.",
+            f.records_dropped.clone(),
+        );
+        let inputs: Inputs = Arc::default();
+        r.register_collector(Box::new(CheckpointAge(Arc::clone(&inputs))));
+        let mut counter = |name: &str, help: &str| {
+            let c = Counter::default();
+            r.register(name, help, c.clone());
+            c
+        };
+        let posted = counter(
+            "verdict_shipper_events_posted",
+            "Kubernetes Events (PacketDrop) created.",
+        );
+        let retries = counter(
+            "verdict_shipper_events_retries",
+            "Event posts retried after a failure.",
+        );
+        let dropped = Family::<ReasonLabel, Counter>::default();
+        r.register(
+            "verdict_shipper_events_dropped",
+            "Events not posted, by reason.",
+            dropped.clone(),
+        );
+        let [dropped_rate_limit, dropped_queue_full, dropped_api_error] =
+            ["rate_limit", "queue_full", "api_error"]
+                .map(|reason| dropped.get_or_create_owned(&ReasonLabel { reason }));
+        Metrics {
+            families: f,
+            inputs,
+            events: EventMetrics {
+                posted,
+                retries,
+                dropped_rate_limit,
+                dropped_queue_full,
+                dropped_api_error,
+            },
+            registry: Arc::new(r),
+        }
+    }
+
+    /// The metrics of input `name` (its series are created on first use).
     pub fn input(&self, name: &'static str) -> Arc<InputMetrics> {
         let mut inputs = self.inputs.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((_, m)) = inputs.iter().find(|(n, _)| *n == name) {
             return Arc::clone(m);
         }
-        let m = Arc::new(InputMetrics::default());
+        let f = &self.families;
+        let l = InputLabel { input: name };
+        let m = Arc::new(InputMetrics {
+            records_read: f.records_read.get_or_create_owned(&l),
+            records_shipped: f.records_shipped.get_or_create_owned(&l),
+            records_acked: f.records_acked.get_or_create_owned(&l),
+            records_retried: f.records_retried.get_or_create_owned(&l),
+            dropped: DropReason::ALL.map(|r| {
+                f.records_dropped.get_or_create_owned(&InputReasonLabel {
+                    input: name,
+                    reason: r.as_str(),
+                })
+            }),
+            batches_acked: Counter::default(),
+            stream_failures: f.stream_failures.get_or_create_owned(&l),
+            rotations_unaccounted: f.rotations_unaccounted.get_or_create_owned(&l),
+            lag_bytes: f.lag_bytes.get_or_create_owned(&l),
+            lag_seconds: f.lag_seconds.get_or_create_owned(&l),
+            checkpoint_unix_millis: AtomicU64::new(0),
+        });
         inputs.push((name, Arc::clone(&m)));
         m
     }
 
-    /// The Prometheus text exposition.
-    pub fn render(&self) -> String {
-        let inputs = self
-            .inputs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let mut s = String::with_capacity(4096);
-        let mut family =
-            |name: &str, kind: &str, help: &str, value: &dyn Fn(&InputMetrics) -> String| {
-                let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
-                for (input, m) in &inputs {
-                    let _ = writeln!(s, "{name}{{input=\"{input}\"}} {}", value(m));
-                }
-            };
-        family(
-            "verdict_shipper_records_read_total",
-            "counter",
-            "Records read from the input (iptables: drop lines matching a prefix).",
-            &|m| g(&m.records_read).to_string(),
-        );
-        family(
-            "verdict_shipper_records_shipped_total",
-            "counter",
-            "Records sent to the collector for the first time.",
-            &|m| g(&m.records_shipped).to_string(),
-        );
-        family(
-            "verdict_shipper_records_acked_total",
-            "counter",
-            "Records the collector acknowledged as durable.",
-            &|m| g(&m.records_acked).to_string(),
-        );
-        family(
-            "verdict_shipper_records_retried_total",
-            "counter",
-            "Records sent again after a stream broke before their acknowledgement.",
-            &|m| g(&m.records_retried).to_string(),
-        );
-        family(
-            "verdict_shipper_stream_failures_total",
-            "counter",
-            "Streams to the collector that could not be opened or broke.",
-            &|m| g(&m.stream_failures).to_string(),
-        );
-        family(
-            "verdict_shipper_rotations_unaccounted_total",
-            "counter",
-            "Rotated log generations that were gone before they could be read.",
-            &|m| g(&m.rotations_unaccounted).to_string(),
-        );
-        family(
-            "verdict_shipper_lag_bytes",
-            "gauge",
-            "Bytes written to the input's files that are not acknowledged yet.",
-            &|m| g(&m.lag_bytes).to_string(),
-        );
-        family(
-            "verdict_shipper_lag_seconds",
-            "gauge",
-            "Age of the oldest record read and not acknowledged yet (0 when caught up).",
-            &|m| format!("{:.3}", g(&m.lag_millis) as f64 / 1000.0),
-        );
-        family(
-            "verdict_shipper_checkpoint_age_seconds",
-            "gauge",
-            "Seconds since the input's checkpoint was last written (-1: never).",
-            &|m| match g(&m.checkpoint_unix_millis) {
-                0 => "-1".to_owned(),
-                at => format!("{:.3}", now_millis().saturating_sub(at) as f64 / 1000.0),
-            },
-        );
-        let name = "verdict_shipper_records_dropped_total";
-        let _ = writeln!(
-            s,
-            "# HELP {name} Records not shipped, by reason.\n# TYPE {name} counter"
-        );
-        for (input, m) in &inputs {
-            for r in DropReason::ALL {
-                let _ = writeln!(
-                    s,
-                    "{name}{{input=\"{input}\",reason=\"{}\"}} {}",
-                    r.as_str(),
-                    m.dropped(r)
-                );
-            }
-        }
-        let e = &self.events;
-        let _ = writeln!(
-            s,
-            "# HELP verdict_shipper_events_posted_total Kubernetes Events (PacketDrop) created.\n# TYPE verdict_shipper_events_posted_total counter\nverdict_shipper_events_posted_total {}",
-            g(&e.posted)
-        );
-        let _ = writeln!(
-            s,
-            "# HELP verdict_shipper_events_retries_total Event posts retried after a failure.\n# TYPE verdict_shipper_events_retries_total counter\nverdict_shipper_events_retries_total {}",
-            g(&e.retries)
-        );
-        let _ = writeln!(
-            s,
-            "# HELP verdict_shipper_events_dropped_total Events not posted, by reason.\n# TYPE verdict_shipper_events_dropped_total counter"
-        );
-        for (reason, v) in [
-            ("rate_limit", &e.dropped_rate_limit),
-            ("queue_full", &e.dropped_queue_full),
-            ("api_error", &e.dropped_api_error),
-        ] {
-            let _ = writeln!(
-                s,
-                "verdict_shipper_events_dropped_total{{reason=\"{reason}\"}} {}",
-                g(v)
-            );
-        }
-        s
+    /// The registry holding every metric (what `/metrics` serves).
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
     }
-}
 
-/// Serves `/metrics` (and `/healthz`) until `shutdown` resolves.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    metrics: Arc<Metrics>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    use axum::routing::get;
-    let app = axum::Router::new()
-        .route(
-            "/metrics",
-            get(move || {
-                let m = Arc::clone(&metrics);
-                async move { ([("content-type", "text/plain; version=0.0.4")], m.render()) }
-            }),
-        )
-        .route("/healthz", get(|| async { "ok" }));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    /// The text exposition.
+    pub fn render(&self) -> String {
+        verdict_service::metrics::render(&self.registry)
+    }
 }
 
 /// Sets the checkpoint time to now.

@@ -19,11 +19,10 @@
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use tokio::sync::watch;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use verdict_schema::proto::v1;
 use verdict_schema::{LossMarker, PolicyActionRecord};
@@ -169,14 +168,14 @@ fn named_sequence(message: &str) -> Option<u64> {
     rest[..rest.find(')')?].parse().ok()
 }
 
-/// Ships `input` until `shutdown` turns true, then flushes what was read (for up to the
+/// Ships `input` until `shutdown` is cancelled, then flushes what was read (for up to the
 /// shutdown timeout) and writes the final checkpoint.
 pub async fn ship(
     mut input: Box<dyn Input>,
     channel: Channel,
     settings: ShipSettings,
     metrics: Arc<InputMetrics>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) {
     let name = input.name();
     let limits = settings.batch.clone();
@@ -220,7 +219,7 @@ pub async fn ship(
             match IngestStream::open(channel.clone(), token.as_deref()).await {
                 Ok(s) => stream = Some(s),
                 Err(status) => {
-                    metrics.stream_failures.fetch_add(1, Relaxed);
+                    metrics.stream_failures.inc();
                     let wait = backoff.fail();
                     retry_at = Instant::now() + wait;
                     tracing::warn!(input = name, code = ?status.code(),
@@ -233,18 +232,14 @@ pub async fn ship(
         if let Some(s) = stream.as_mut() {
             if in_flight.is_none() && ready {
                 let b = building.take().expect("ready implies a batch");
-                metrics
-                    .records_shipped
-                    .fetch_add(b.records.len() as u64, Relaxed);
+                metrics.records_shipped.inc_by(b.records.len() as u64);
                 in_flight = Some(InFlight::new(b, &settings.node));
             }
             if let Some(f) = in_flight.as_mut()
                 && f.batch_id.is_none()
             {
                 if f.sent_before {
-                    metrics
-                        .records_retried
-                        .fetch_add(f.records().len() as u64, Relaxed);
+                    metrics.records_retried.inc_by(f.records().len() as u64);
                 }
                 match s.send(Arc::clone(&f.batch)).await {
                     Ok(id) => {
@@ -253,7 +248,7 @@ pub async fn ship(
                     }
                     Err(status) => {
                         stream = None;
-                        metrics.stream_failures.fetch_add(1, Relaxed);
+                        metrics.stream_failures.inc();
                         retry_at = Instant::now() + backoff.fail();
                         tracing::warn!(input = name, "stream broke: {}", status.message());
                     }
@@ -283,15 +278,15 @@ pub async fn ship(
                 + in_flight.as_ref().map_or(0, |f| f.bytes);
             metrics
                 .lag_bytes
-                .store(input.unread_bytes() + in_memory as u64, Relaxed);
+                .set(i64::try_from(input.unread_bytes() + in_memory as u64).unwrap_or(i64::MAX));
             let oldest = in_flight
                 .as_ref()
                 .map(|f| f.first_read)
                 .or(building.as_ref().map(|b| b.started));
-            metrics.lag_millis.store(
-                oldest.map_or(0, |t| now.duration_since(t).as_millis() as u64),
-                Relaxed,
-            );
+            metrics.lag_seconds.set(oldest.map_or(0.0, |t| {
+                // Milliseconds, as the exposition showed them before.
+                (now.duration_since(t).as_millis() as f64) / 1000.0
+            }));
         }
         if pending_checkpoint.is_some()
             && now.duration_since(last_checkpoint) >= settings.checkpoint_interval
@@ -338,7 +333,7 @@ pub async fn ship(
                     }
                     Err(status) => {
                         stream = None;
-                        metrics.stream_failures.fetch_add(1, Relaxed);
+                        metrics.stream_failures.inc();
                         let wait = backoff.fail();
                         retry_at = Instant::now() + wait;
                         if let Some(f) = in_flight.as_mut() {
@@ -350,15 +345,13 @@ pub async fn ship(
                 }
             }
             _ = tokio::time::sleep_until(wake) => {}
-            changed = shutdown.changed(), if stopping.is_none() => {
-                if changed.is_err() || *shutdown.borrow() {
-                    stopping = Some(Instant::now() + settings.shutdown_timeout);
-                }
+            _ = shutdown.cancelled(), if stopping.is_none() => {
+                stopping = Some(Instant::now() + settings.shutdown_timeout);
             }
         }
     }
     write_checkpoint(&settings, &mut pending_checkpoint, &metrics, name).await;
-    metrics.lag_millis.store(0, Relaxed);
+    metrics.lag_seconds.set(0.0);
 }
 
 /// Applies a batch's result. Returns the batch to send again (without refused records), if any.
@@ -370,10 +363,8 @@ fn settle(
     name: &str,
 ) -> Option<InFlight> {
     let Some(rejection) = r.rejection else {
-        metrics
-            .records_acked
-            .fetch_add(f.records().len() as u64, Relaxed);
-        metrics.batches_acked.fetch_add(1, Relaxed);
+        metrics.records_acked.inc_by(f.records().len() as u64);
+        metrics.batches_acked.inc();
         if let Some(last) = f.last_sequence() {
             *pending_checkpoint = Some(f.source.origin.at(last));
         }

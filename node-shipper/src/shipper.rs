@@ -2,6 +2,8 @@
 //! spawns one shipping loop per input on the current tokio runtime (plus the metrics server,
 //! the cluster-state watcher and the Event poster when configured) and returns a
 //! [`ShipperHandle`]; [`ShipperHandle::shutdown`] flushes and writes the final checkpoints.
+//! [`run`] is both, until a shutdown token is cancelled (docs/design.md, "Services: start,
+//! serve, stop").
 //!
 //! The binary runs it on a current-thread runtime; `verdict demo` runs it in process beside the
 //! probe and the collector.
@@ -9,10 +11,11 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
 use verdict_cluster::{ClusterSource, ManifestDirSource};
 use verdict_schema::proto::v1;
+use verdict_service::shutdown::{CancellationToken, TaskTracker};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -22,12 +25,37 @@ use crate::metrics::Metrics;
 use crate::pod_directory::{PodDirectory, ReverseDns};
 use crate::ship::{ShipSettings, ship};
 
+/// The shipper's listening sockets.
+#[derive(Debug, Default)]
+pub struct Listeners {
+    /// Prometheus `/metrics` and `/healthz`; none: not served.
+    pub metrics: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds `metrics_addr` when it is set.
+    pub async fn bind(config: &Config) -> Result<Listeners> {
+        let metrics = match config.metrics_addr {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| Error::Metrics { addr, source: e })?,
+            ),
+            None => None,
+        };
+        Ok(Listeners { metrics })
+    }
+}
+
 /// The running shipper.
 #[derive(Debug)]
 pub struct ShipperHandle {
-    shutdown: watch::Sender<bool>,
-    loops: Vec<JoinHandle<()>>,
-    background: Vec<JoinHandle<()>>,
+    /// Cancelled at shutdown: the shipping loops flush and checkpoint.
+    stop_loops: CancellationToken,
+    loops: TaskTracker,
+    /// Cancelled after the loops ended: the metrics server, the watcher, the Event poster.
+    stop_background: CancellationToken,
+    background: TaskTracker,
     metrics: Arc<Metrics>,
     metrics_addr: Option<SocketAddr>,
     /// Held (locked) while the shipper runs; see [`lock_checkpoint_dir`].
@@ -76,8 +104,9 @@ pub fn lock_checkpoint_dir(dir: &std::path::Path) -> Result<std::fs::File> {
 pub struct Shipper;
 
 impl Shipper {
-    /// Validates `config`, opens every input and starts shipping.
-    pub async fn start(config: Config) -> Result<ShipperHandle> {
+    /// Validates `config`, opens every input and starts shipping (and serving metrics on
+    /// `listeners`).
+    pub async fn start(config: Config, listeners: Listeners) -> Result<ShipperHandle> {
         if let Err(mut errors) = config.validate() {
             return Err(errors.remove(0));
         }
@@ -86,27 +115,24 @@ impl Shipper {
         let dir_lock = lock_checkpoint_dir(&config.checkpoint_dir)?;
         let channel = crate::collector_client::channel(&config)?;
         let metrics = Arc::new(Metrics::default());
-        let (shutdown, shutdown_rx) = watch::channel(false);
-        let mut background = Vec::new();
+        let (stop_loops, loops) = (CancellationToken::new(), TaskTracker::new());
+        let (stop_background, background) = (CancellationToken::new(), TaskTracker::new());
 
-        let metrics_addr = match config.metrics_addr {
-            Some(addr) => {
-                let listener = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .map_err(|e| Error::Metrics { addr, source: e })?;
-                let bound = listener
-                    .local_addr()
-                    .map_err(|e| Error::Metrics { addr, source: e })?;
-                let m = Arc::clone(&metrics);
-                let mut stop = shutdown_rx.clone();
-                background.push(tokio::spawn(async move {
-                    let stopped = async move {
-                        let _ = stop.wait_for(|s| *s).await;
-                    };
-                    if let Err(e) = crate::metrics::serve(listener, m, stopped).await {
+        let metrics_addr = match listeners.metrics {
+            Some(listener) => {
+                let bound = listener.local_addr().map_err(|e| Error::Metrics {
+                    addr: config
+                        .metrics_addr
+                        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
+                    source: e,
+                })?;
+                let (registry, stop) = (Arc::clone(metrics.registry()), stop_background.clone());
+                background.spawn(async move {
+                    if let Err(e) = verdict_service::metrics::serve(listener, registry, stop).await
+                    {
                         tracing::error!("metrics server: {e}");
                     }
-                }));
+                });
                 Some(bound)
             }
             None => None,
@@ -158,9 +184,14 @@ impl Shipper {
                     }
                     Err(e) => tracing::warn!("{e} (IPs stay unnamed until it loads)"),
                 }
-                background.push(tokio::spawn(async move {
+                let stop = stop_background.clone();
+                background.spawn(async move {
                     loop {
-                        match source.next_state().await {
+                        let next = tokio::select! {
+                            _ = stop.cancelled() => return,
+                            next = source.next_state() => next,
+                        };
+                        match next {
                             Ok(u) => {
                                 if dir_tx
                                     .send(Arc::new(PodDirectory::from_state(&u.state)))
@@ -175,7 +206,7 @@ impl Shipper {
                             }
                         }
                     }
-                }));
+                });
             }
             let notices = match &ipt.events {
                 Some(ev) => {
@@ -184,14 +215,21 @@ impl Shipper {
                     let dns = ipt
                         .reverse_dns
                         .then(|| Arc::new(ReverseDns::new(ipt.dns_cache_ttl, 4096)));
-                    background.push(tokio::spawn(crate::k8s_events::run(
+                    let poster = crate::k8s_events::run(
                         rx,
                         client,
                         ev.clone(),
                         id.node_name.clone(),
                         dns,
                         Arc::clone(&metrics),
-                    )));
+                    );
+                    let stop = stop_background.clone();
+                    background.spawn(async move {
+                        tokio::select! {
+                            _ = stop.cancelled() => {}
+                            () = poster => {}
+                        }
+                    });
                     Some(tx)
                 }
                 None => None,
@@ -210,9 +248,8 @@ impl Shipper {
             inputs.push(Box::new(input));
         }
 
-        let loops = inputs
-            .into_iter()
-            .map(|input| {
+        for input in inputs {
+            {
                 let name = input.name();
                 let settings = ShipSettings {
                     node: node.clone(),
@@ -224,18 +261,19 @@ impl Shipper {
                     shutdown_timeout: config.shutdown_timeout,
                     token: config.token.clone(),
                 };
-                tokio::spawn(ship(
+                loops.spawn(ship(
                     input,
                     channel.clone(),
                     settings,
                     metrics.input(name),
-                    shutdown_rx.clone(),
-                ))
-            })
-            .collect();
+                    stop_loops.clone(),
+                ));
+            }
+        }
         Ok(ShipperHandle {
-            shutdown,
+            stop_loops,
             loops,
+            stop_background,
             background,
             metrics,
             metrics_addr,
@@ -258,13 +296,25 @@ impl ShipperHandle {
     /// Stops reading, sends what was read (up to the shutdown timeout), writes the final
     /// checkpoints and stops everything else.
     pub async fn shutdown(self) {
-        let _ = self.shutdown.send(true);
-        for l in self.loops {
-            let _ = l.await;
-        }
-        for b in self.background {
-            b.abort();
-            let _ = b.await;
-        }
+        self.stop_loops.cancel();
+        self.loops.close();
+        self.loops.wait().await;
+        self.stop_background.cancel();
+        self.background.close();
+        self.background.wait().await;
     }
+
+    /// Ships until `shutdown` is cancelled, then [`shutdown`](Self::shutdown)s.
+    pub async fn run(self, shutdown: CancellationToken) {
+        shutdown.cancelled().await;
+        tracing::info!("shutting down: flushing and writing checkpoints");
+        self.shutdown().await;
+    }
+}
+
+/// Runs a shipper with `config` (metrics on `listeners`) until `shutdown` is cancelled; then it
+/// flushes and writes the final checkpoints.
+pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> Result<()> {
+    Shipper::start(config, listeners).await?.run(shutdown).await;
+    Ok(())
 }

@@ -1,7 +1,7 @@
 //! Tailing one node-local log file (`policy_action.log`) across rotations, without loss or
 //! duplication, and saying exactly which *source* (file generation) every line came from.
 //!
-//! Invariants (DESIGN.md Contract 3):
+//! Invariants (docs/design.md, "Contract 3: node to collector"):
 //! - A **source** is one generation of the file: its id is derived from the device, the inode, a
 //!   hash of its first line and a generation counter — never from the path alone. A rename
 //!   rotation (a new inode at the path) and a copy-truncate (the same inode, shorter than what we

@@ -4,13 +4,11 @@
 
 mod support;
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use support::*;
 use verdict_collector::config::{Secret as CollectorSecret, TlsConfig as CollectorTls};
-use verdict_shipper::Shipper;
 use verdict_shipper::config::{Secret, TlsConfig};
 
 fn ca() -> CertifiedIssuer<'static, KeyPair> {
@@ -69,23 +67,23 @@ async fn mutual_tls_and_a_bearer_token() {
     cfg.collector = format!("https://{}", served.grpc);
     cfg.tls = Some(tls.clone());
     cfg.token = Some(Secret::new("guess"));
-    let wrong = Shipper::start(cfg).await.unwrap();
+    let wrong = start_shipper(cfg).await;
     let m = wrong.metrics().input("policy_action");
     eventually(Duration::from_secs(30), "refusals", || {
-        m.stream_failures.load(Relaxed) >= 2
+        m.stream_failures.get() >= 2
     })
     .await;
-    assert_eq!(m.records_acked.load(Relaxed), 0);
+    assert_eq!(m.records_acked.get(), 0);
     wrong.shutdown().await;
 
     let mut cfg = shipper_config(&logs, &dir.join("right"), served.grpc);
     cfg.collector = format!("https://{}", served.grpc);
     cfg.tls = Some(tls);
     cfg.token = Some(Secret::new("node-token"));
-    let shipper = Shipper::start(cfg).await.unwrap();
+    let shipper = start_shipper(cfg).await;
     let m = shipper.metrics().input("policy_action");
     eventually(Duration::from_secs(30), "every record acknowledged", || {
-        m.records_acked.load(Relaxed) >= 50
+        m.records_acked.get() >= 50
     })
     .await;
     shipper.shutdown().await;

@@ -9,7 +9,6 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use support::*;
@@ -152,11 +151,7 @@ async fn kill_dash_nine_mid_stream_then_restart_stores_every_record_once() {
     for i in 1..=total {
         assert_eq!(counts.get(&canonical(&flow(i))), Some(&1), "record {i}");
     }
-    let dups = served
-        .collector
-        .metrics()
-        .records_deduplicated
-        .load(Relaxed);
+    let dups = served.collector.metrics().writer.records_deduplicated.get();
     println!("records re-sent after the kills and dropped by the collector as duplicates: {dups}");
     let cp = std::fs::read_to_string(state.join("policy_action.checkpoint.json")).unwrap();
     assert!(cp.contains("\"offset\""), "{cp}");

@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use verdict_shipper::Shipper;
 use verdict_shipper::config::{EventsConfig, IptablesConfig};
 
 fn fixtures() -> PathBuf {
@@ -162,20 +161,19 @@ async fn iptables_drops_become_deny_records_and_packet_drop_events() {
         }),
         ..IptablesConfig::default()
     });
-    let shipper = Shipper::start(cfg).await.unwrap();
+    let shipper = start_shipper(cfg).await;
     let m = shipper.metrics().input("iptables");
-    use std::sync::atomic::Ordering::Relaxed;
     eventually(Duration::from_secs(60), "four drops acknowledged", || {
-        m.records_acked.load(Relaxed) >= 4
+        m.records_acked.get() >= 4
     })
     .await;
     // Line 1 names two pods (two Events), line 4 one, line 5 one, line 7 none.
     eventually(Duration::from_secs(60), "four Events posted", || {
-        shipper.metrics().events.posted.load(Relaxed) >= 4
+        shipper.metrics().events.posted.get() >= 4
     })
     .await;
     assert_eq!(
-        m.records_read.load(Relaxed),
+        m.records_read.get(),
         5,
         "drop lines with a prefix that parse"
     );
@@ -186,7 +184,7 @@ async fn iptables_drops_become_deny_records_and_packet_drop_events() {
         1,
         "line 6: SRC=10.84.1.300"
     );
-    assert_eq!(shipper.metrics().events.retries.load(Relaxed), 1);
+    assert_eq!(shipper.metrics().events.retries.get(), 1);
     shipper.shutdown().await;
 
     // The records, exactly, as the collector stored them.

@@ -7,7 +7,6 @@ mod support;
 use std::time::Duration;
 
 use support::*;
-use verdict_shipper::Shipper;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -17,9 +16,7 @@ async fn rotations_while_shipping_lose_and_repeat_nothing() {
     let logs = dir.join("logs");
     std::fs::create_dir_all(&logs).unwrap();
     let served = Served::start(collector_config(&dir)).await;
-    let shipper = Shipper::start(shipper_config(&logs, &dir, served.grpc))
-        .await
-        .unwrap();
+    let shipper = start_shipper(shipper_config(&logs, &dir, served.grpc)).await;
 
     // ~20 KB per generation: rename rotations every ~45 records, keeping 5 as GKE does;
     // a copy-truncate rotation in the middle; a partially written last line at times.
@@ -32,7 +29,7 @@ async fn rotations_while_shipping_lose_and_repeat_nothing() {
         // Never more than ~3 generations ahead of the reader (5 are kept), however slow a
         // loaded machine makes it: within the node's retention nothing may be lost.
         let end = std::time::Instant::now() + DEADLINE;
-        while read.records_read.load(std::sync::atomic::Ordering::Relaxed) + 130 < i {
+        while read.records_read.get() + 130 < i {
             assert!(std::time::Instant::now() < end, "the reader is stuck");
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
@@ -63,7 +60,7 @@ async fn rotations_while_shipping_lose_and_repeat_nothing() {
     assert!(log.rotations >= 20, "{} rotations", log.rotations);
     let m = shipper.metrics().input("policy_action");
     let done = tokio::time::timeout(DEADLINE, async {
-        while m.records_acked.load(std::sync::atomic::Ordering::Relaxed) < total {
+        while m.records_acked.get() < total {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
@@ -79,18 +76,14 @@ async fn rotations_while_shipping_lose_and_repeat_nothing() {
             .filter(|(_, l)| !counts.contains_key(&canonical(l)))
             .map(|(i, _)| i + 1)
             .collect();
-        let dups = served
-            .collector
-            .metrics()
-            .records_deduplicated
-            .load(std::sync::atomic::Ordering::Relaxed);
+        let dups = served.collector.metrics().writer.records_deduplicated.get();
         panic!(
             "not everything acknowledged; missing {missing:?}; collector duplicates {dups}\n{rendered}"
         );
     }
     let lm = shipper.metrics().input("policy_action_loss");
     eventually(DEADLINE, "every loss marker acknowledged", || {
-        lm.records_acked.load(std::sync::atomic::Ordering::Relaxed) >= total / 10
+        lm.records_acked.get() >= total / 10
     })
     .await;
     shipper.shutdown().await;
@@ -132,11 +125,7 @@ async fn rotations_while_shipping_lose_and_repeat_nothing() {
         m.dropped(verdict_shipper::metrics::DropReason::Malformed),
         0
     );
-    assert_eq!(
-        m.rotations_unaccounted
-            .load(std::sync::atomic::Ordering::Relaxed),
-        0
-    );
+    assert_eq!(m.rotations_unaccounted.get(), 0);
     served.stop().await;
 }
 
@@ -153,14 +142,14 @@ async fn collector_down_for_a_while_then_back_gets_everything_in_order() {
     // (~60 KB generations, 5 kept: the node keeps all of it).
     let mut cfg = shipper_config(&logs, &dir, grpc);
     cfg.batch.max_bytes = 16 * 1024;
-    let shipper = Shipper::start(cfg).await.unwrap();
+    let shipper = start_shipper(cfg).await;
     let mut log = RotatingLog::new(logs.join("policy_action.log"), 60_000, 5);
     for i in 1..=400 {
         log.write_line(&flow(i));
     }
     let m = shipper.metrics().input("policy_action");
     eventually(DEADLINE, "failed attempts to reach the collector", || {
-        m.stream_failures.load(std::sync::atomic::Ordering::Relaxed) >= 3
+        m.stream_failures.get() >= 3
     })
     .await;
     let addr = shipper.metrics_addr().unwrap();
@@ -193,18 +182,18 @@ async fn collector_down_for_a_while_then_back_gets_everything_in_order() {
         .await
         .unwrap();
     let collector = std::sync::Arc::new(collector);
-    let grpc_l = tokio::net::TcpListener::bind(grpc).await.unwrap();
-    let http_l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let listeners = verdict_collector::Listeners {
+        grpc: tokio::net::TcpListener::bind(grpc).await.unwrap(),
+        http: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    };
+    let stop = verdict_service::shutdown::CancellationToken::new();
     let c = std::sync::Arc::clone(&collector);
-    let server = tokio::spawn(async move {
-        c.serve(grpc_l, http_l, async move {
-            let _ = stopped.await;
-        })
-        .await
+    let server = tokio::spawn({
+        let stop = stop.clone();
+        async move { c.serve(listeners, stop).await }
     });
     let done = tokio::time::timeout(DEADLINE, async {
-        while m.records_acked.load(std::sync::atomic::Ordering::Relaxed) < 600 {
+        while m.records_acked.get() < 600 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
@@ -215,7 +204,7 @@ async fn collector_down_for_a_while_then_back_gets_everything_in_order() {
         shipper.metrics().render()
     );
     shipper.shutdown().await;
-    let _ = stop.send(());
+    stop.cancel();
     server.await.unwrap().unwrap();
     collector.flush().await.unwrap();
     let mut stored = Vec::new();
@@ -233,12 +222,7 @@ async fn collector_down_for_a_while_then_back_gets_everything_in_order() {
     for i in 1..=600 {
         assert_eq!(counts.get(&canonical(&flow(i))), Some(&1), "record {i}");
     }
-    let rejected: u64 = collector
-        .metrics()
-        .records_rejected
-        .iter()
-        .map(|a| a.load(std::sync::atomic::Ordering::Relaxed))
-        .sum();
+    let rejected: u64 = collector.metrics().ingest.records_rejected_total();
     assert_eq!(rejected, 0);
     collector.close().await.unwrap();
 }
@@ -251,7 +235,7 @@ async fn malformed_lines_are_counted_and_skipped_and_nothing_else_is_lost() {
     let served = Served::start(collector_config(&dir)).await;
     let mut cfg = shipper_config(&logs, &dir, served.grpc);
     cfg.max_line_bytes = 4096;
-    let shipper = Shipper::start(cfg).await.unwrap();
+    let shipper = start_shipper(cfg).await;
     let mut log = RotatingLog::new(logs.join("policy_action.log"), 1 << 30, 5);
     let bad = [
         "this is not JSON".to_owned(),
@@ -273,9 +257,8 @@ async fn malformed_lines_are_counted_and_skipped_and_nothing_else_is_lost() {
         }
     }
     let m = shipper.metrics().input("policy_action");
-    use std::sync::atomic::Ordering::Relaxed;
     eventually(DEADLINE, "the good records acknowledged", || {
-        m.records_acked.load(Relaxed) >= 60
+        m.records_acked.get() >= 60
     })
     .await;
     let addr = shipper.metrics_addr().unwrap();

@@ -1,12 +1,14 @@
-//! The GKE logging decision (DESIGN.md "Logging semantics"): given a side's verdict and the
-//! NetworkLogging in force, is a record written, and with which `policies`; and the record itself.
+//! The GKE logging decision (docs/design.md, "Logging semantics (GKE Dataplane V2)"): given a
+//! side's verdict and the NetworkLogging in force, is a record written, and with which `policies`;
+//! and the record itself.
 //!
 //! - allow: logged only when the pod is isolated and a policy (or the node-local rule) allowed it,
 //!   and `allow.log`; with `allow.delegate`, only if an allowing policy carries
 //!   `policy.network.gke.io/enable-logging: "true"`, listing only those. Kubelet traffic from the
 //!   pod's own node is logged with `policies: [{"name": ""}]`, and never under delegate (no policy
 //!   can carry the annotation).
-//! - deny: logged when `deny.log`; with `deny.delegate` only if the enforced pod's namespace carries
+//! - deny: logged when `deny.log`; with `deny.delegate` only if the enforced pod's namespace
+//! carries
 //!   `policy.network.gke.io/enable-deny-logging: "true"`. Deny records have no `policies`.
 //! - a pod talking to itself is never seen by the datapath and never logged.
 

@@ -1,4 +1,4 @@
-//! Verdict's contracts (DESIGN.md Contracts 1–4), shared by every other crate.
+//! Verdict's contracts (docs/design.md, Contracts 1–4), shared by every other crate.
 //!
 //! - [`record`]: the GKE policy-action flow record, byte-compatible with GKE's JSON.
 //! - [`timestamp`]: RFC 3339 timestamps with nanosecond precision (any number of digits on input).

@@ -1,6 +1,7 @@
-//! The Cloud Logging-like LogEntry envelope (DESIGN.md Contract 2): what queries, sinks and the
-//! HTTP API see. `jsonPayload` is the unchanged policy-action record (log id `policy-action`), or
-//! for the log id `policy-action-loss` a [`LossMarker`] ([`LossLogEntry`]).
+//! The Cloud Logging-like LogEntry envelope (docs/design.md, "Contract 2: the LogEntry envelope"):
+//! what queries, sinks and the HTTP API see. `jsonPayload` is the unchanged policy-action record
+//! (log id `policy-action`), or for the log id `policy-action-loss` a [`LossMarker`]
+//! ([`LossLogEntry`]).
 
 use serde::{Deserialize, Serialize};
 

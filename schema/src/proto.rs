@@ -1,6 +1,6 @@
 //! Protobuf messages and the tonic service of the node → collector ingest stream
-//! (`proto/verdict/ingest/v1/ingest.proto`, DESIGN.md Contract 3), plus conversions between the
-//! protobuf `FlowRecord` and [`PolicyActionRecord`].
+//! (`proto/verdict/ingest/v1/ingest.proto`, docs/design.md, "Contract 3: node to collector"), plus
+//! conversions between the protobuf `FlowRecord` and [`PolicyActionRecord`].
 
 #[allow(
     missing_docs,

@@ -1,4 +1,5 @@
-//! The GKE policy-action flow record (DESIGN.md Contract 1), field for field as in seed 000.
+//! The GKE policy-action flow record (docs/design.md, "Contract 1: the flow record"), field for
+//! field as in seed 000.
 //!
 //! Field order on output follows GKE's (`connection`, `disposition`, `policies`, `src`, `dest`,
 //! `count`, `node_name`, `timestamp`); absent optional fields stay absent, so a record read from a

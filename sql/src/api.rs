@@ -30,7 +30,7 @@ use datafusion::arrow::json::WriterBuilder as JsonWriterBuilder;
 use datafusion::arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use verdict_filter::Filter;
 
 use crate::entries::{ListEntriesRequest, to_log_entries};
@@ -51,17 +51,17 @@ pub struct ApiSettings {
 struct ApiState {
     engine: Arc<QueryEngine>,
     tokens: Arc<Vec<String>>,
-    /// Turns true at shutdown: tail streams end so the server can stop.
-    shutdown: watch::Receiver<bool>,
+    /// Cancelled at shutdown: tail streams end so the server can stop.
+    shutdown: CancellationToken,
 }
 
 /// The API's routes (state applied; merge into the collector's router). Serve with
 /// `into_make_service_with_connect_info::<SocketAddr>()` so loopback clients are recognised.
-/// Open tail streams end once `shutdown` turns true.
+/// Open tail streams end once `shutdown` is cancelled.
 pub fn router(
     engine: Arc<QueryEngine>,
     settings: ApiSettings,
-    shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) -> Router {
     let state = ApiState {
         engine,
@@ -359,11 +359,11 @@ async fn tail(
     let shutdown = state.shutdown.clone();
     let stream = futures::stream::unfold(
         (rx, filter, shutdown),
-        |(mut rx, filter, mut shutdown)| async move {
+        |(mut rx, filter, shutdown)| async move {
             loop {
                 let received = tokio::select! {
                     r = rx.recv() => r,
-                    _ = shutdown.wait_for(|stop| *stop) => return None,
+                    _ = shutdown.cancelled() => return None,
                 };
                 let line = match received {
                     Ok(batch) => {

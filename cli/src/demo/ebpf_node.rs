@@ -13,20 +13,21 @@ use std::io::BufRead;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use verdict_policy::Engine;
-use verdict_policy::engine::{EndpointKind, EnforcementMode};
-use verdict_probe::kernel::compile::NodeContext;
-use verdict_probe::kernel::datapath::{EbpfDatapath, run_with_agent, uninstall_everywhere};
+use verdict_policy::engine::EndpointKind;
+use verdict_probe::kernel::datapath::uninstall_everywhere;
 use verdict_probe::lab::{Lab, LabError};
-use verdict_probe::shutdown::StopSignals;
+use verdict_probe::node::{DatapathChoice, Listeners, Node};
+use verdict_service::shutdown::CancellationToken;
 
 use super::sockets::{NetnsDirectory, SocketPlayer, start_servers};
 use super::traffic::TrafficGenerator;
-use super::{DemoDirs, NODE_NAME, TICK};
+use super::{DemoDirs, TICK};
 
 pub const NODE_NETNS: &str = "vdemo-node";
 const OUTSIDE_NETNS: &str = "vdemo-outside";
@@ -178,45 +179,45 @@ impl NodeProcess {
 
 /// `verdict demo-node`: runs inside the node namespace.
 pub async fn node_main(root: PathBuf, speed: f64) -> anyhow::Result<()> {
-    let mut stop = StopSignals::install()?;
+    let stop = verdict_service::shutdown::on_signals()?;
     let dirs = DemoDirs::at(&root);
-    let agent = super::start_agent(&dirs).await?;
-    let snapshot = agent.snapshots.borrow().clone();
+    let node = Node::start(
+        super::node_config(&dirs, DatapathChoice::Ebpf, None),
+        Listeners::default(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("the eBPF datapath cannot load: {e}"))?;
+    let snapshot = node.snapshots().borrow().clone();
     let (flows, bursts) = super::shop_scenario(&snapshot.engine)?;
     let generator = TrafficGenerator::new(flows, bursts, speed);
     let addresses = generator.addresses();
     let directory = plan(&snapshot.engine, &addresses);
     start_servers(&directory, &generator.listeners())?;
-    let node = NodeContext {
-        node_name: NODE_NAME.to_owned(),
-        default_mode: EnforcementMode::Enforce,
-        idle_ns: u64::try_from(verdict_probe::datapath::DEFAULT_IDLE_WINDOW.as_nanos())
-            .unwrap_or(u64::MAX),
-    };
-    let ebpf = EbpfDatapath::load(Path::new(PIN_DIR), node, Vec::new(), snapshot.clone())
-        .map_err(|e| anyhow::anyhow!("the eBPF datapath cannot load: {e}"))?;
 
     let player = SocketPlayer::new(directory);
     let outcomes = player.outcomes.clone();
-    let (traffic_stop, mut traffic_stopped) = tokio::sync::watch::channel(false);
-    let traffic = tokio::spawn(async move {
-        let mut generator = generator;
-        let started = Instant::now();
-        let mut ticks = tokio::time::interval(TICK);
-        let mut attempts = Vec::new();
-        loop {
-            tokio::select! {
-                _ = traffic_stopped.changed() => break,
-                _ = ticks.tick() => {
-                    generator.advance(started.elapsed(), &mut attempts);
-                    for a in attempts.drain(..) {
-                        player.play(a).await;
+    let traffic_stop = CancellationToken::new();
+    let traffic = tokio::spawn({
+        let traffic_stop = traffic_stop.clone();
+        async move {
+            let mut generator = generator;
+            let started = Instant::now();
+            let mut ticks = tokio::time::interval(TICK);
+            let mut attempts = Vec::new();
+            loop {
+                tokio::select! {
+                    _ = traffic_stop.cancelled() => break,
+                    _ = ticks.tick() => {
+                        generator.advance(started.elapsed(), &mut attempts);
+                        for a in attempts.drain(..) {
+                            player.play(a).await;
+                        }
                     }
                 }
             }
         }
     });
-    let metrics = agent.metrics.clone();
+    let metrics = Arc::clone(node.metrics());
     let status = tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(5));
         every.tick().await;
@@ -226,20 +227,20 @@ pub async fn node_main(root: PathBuf, speed: f64) -> anyhow::Result<()> {
             println!(
                 "[{:>4} s] node: connections allowed {} denied {} (clients answered {}, unanswered {}) · records written {}",
                 started.elapsed().as_secs(),
-                metrics.allowed_connections.load(Ordering::Relaxed),
-                metrics.denied_connections.load(Ordering::Relaxed),
+                metrics.allowed_connections.get(),
+                metrics.denied_connections.get(),
                 outcomes.answered.load(Ordering::Relaxed),
                 outcomes.unanswered.load(Ordering::Relaxed),
-                metrics.generated_logs_allow.load(Ordering::Relaxed)
-                    + metrics.generated_logs_deny.load(Ordering::Relaxed),
+                metrics.generated_logs_allow.get() + metrics.generated_logs_deny.get(),
             );
         }
     });
-    run_with_agent(ebpf, &agent, stop.requested()).await?;
-    let _ = traffic_stop.send(true);
+    // Until SIGTERM: then traffic stops and the node drains its pipeline into the log.
+    let ran = node.run(stop).await;
+    traffic_stop.cancel();
     let _ = traffic.await;
     status.abort();
-    agent.shutdown().await;
+    ran?;
     uninstall_everywhere(Path::new(PIN_DIR)).context("removing the demo's programs and maps")?;
     Ok(())
 }

@@ -16,18 +16,15 @@ pub use ebpf_node::node_main;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use verdict_cluster::ManifestDirSource;
 use verdict_policy::IpBlockMode;
 use verdict_policy::engine::EnforcementMode;
-use verdict_probe::agent::{Agent, AgentConfig, DEFAULT_EVENT_QUEUE};
-use verdict_probe::clock::Clock;
-use verdict_probe::datapath::{Datapath, UserspaceDatapath};
+use verdict_probe::agent::{AgentConfig, DEFAULT_EVENT_QUEUE};
+use verdict_probe::node::{AttemptInput, DatapathChoice as NodeDatapath, NodeConfig};
 use verdict_probe::pipeline::PipelineConfig;
-use verdict_probe::shutdown::StopSignals;
+use verdict_service::shutdown::CancellationToken;
 
 use self::traffic::{Scenario, TrafficGenerator};
 
@@ -88,7 +85,7 @@ enum Node {
 pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     let started = Instant::now();
     let dirs = DemoDirs::prepare(&options.dir)?;
-    let mut stop = StopSignals::install()?;
+    let stop = verdict_service::shutdown::on_signals()?;
 
     // The collector: local lake and WAL under the demo folder, default everything else.
     let mut config = verdict_collector::Config {
@@ -98,39 +95,36 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     config.grpc.listen = options.grpc_listen;
     config.http.listen = options.http_listen;
     config.flush.max_age = Duration::from_secs(2);
-    let (grpc, http) = verdict_collector::bind(&config)
+    let listeners = verdict_collector::Listeners::bind(&config)
         .await
         .context("starting the collector (is another `verdict demo` or collector running? use --grpc-listen/--http-listen)")?;
     let (collector, _) = verdict_collector::Collector::open(config)
         .await
         .context("opening the collector")?;
     let collector = Arc::new(collector);
-    let (collector_stop, collector_stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = {
-        let collector = collector.clone();
-        tokio::spawn(async move {
-            collector
-                .serve(grpc, http, async move {
-                    let _ = collector_stopped.await;
-                })
-                .await
-        })
+    let collector_stop = CancellationToken::new();
+    let collector_task = {
+        let (collector, stop) = (Arc::clone(&collector), collector_stop.clone());
+        tokio::spawn(async move { collector.run(listeners, stop).await })
     };
 
     // The shipper: the node's log folder to the collector, checkpoints in the demo folder.
-    let shipper = verdict_shipper::Shipper::start(verdict_shipper::Config {
-        log_dir: Some(dirs.node_log.parent().expect("node folder").to_owned()),
-        collector: format!("http://{}", options.grpc_listen),
-        checkpoint_dir: dirs.root.join("shipper"),
-        identity: verdict_shipper::config::Identity {
-            node_name: NODE_NAME.to_owned(),
-            cluster_name: "demo".to_owned(),
-            location: "local".to_owned(),
-            project_id: "verdict-demo".to_owned(),
+    let shipper = verdict_shipper::Shipper::start(
+        verdict_shipper::Config {
+            log_dir: Some(dirs.node_log.parent().expect("node folder").to_owned()),
+            collector: format!("http://{}", options.grpc_listen),
+            checkpoint_dir: dirs.root.join("shipper"),
+            identity: verdict_shipper::config::Identity {
+                node_name: NODE_NAME.to_owned(),
+                cluster_name: "demo".to_owned(),
+                location: "local".to_owned(),
+                project_id: "verdict-demo".to_owned(),
+            },
+            metrics_addr: None,
+            ..verdict_shipper::Config::default()
         },
-        metrics_addr: None,
-        ..verdict_shipper::Config::default()
-    })
+        verdict_shipper::Listeners::default(),
+    )
     .await
     .context("starting the shipper")?;
 
@@ -154,7 +148,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = stop.requested() => break,
+            _ = stop.cancelled() => break,
             _ = sleep_until(deadline) => break,
             _ = status.tick(), if !options.status_every.is_zero() => {
                 print_status(started.elapsed(), &node, &shipper, &collector);
@@ -168,7 +162,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     }
     eprintln!("stopping: traffic, node, shipper, collector …");
     match node {
-        Node::InProcess(n) => n.agent.shutdown().await,
+        Node::InProcess(n) => n.stop().await?,
         Node::Kernel(p) => tokio::task::spawn_blocking(move || p.stop())
             .await
             .context("node process")??,
@@ -180,15 +174,17 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     shipper.shutdown().await;
-    let _ = collector_stop.send(());
-    serving
+    collector_stop.cancel();
+    collector_task
         .await
         .context("collector task")?
-        .context("collector server")?;
-    collector.close().await.context("closing the collector")?;
+        .context("collector")?;
     eprintln!(
         "stopped cleanly: {written} records written by the node, {} stored by the collector; data kept in {}",
-        collector.metrics().records_stored[0].load(Ordering::Relaxed),
+        collector
+            .metrics()
+            .writer
+            .records_stored(verdict_collector::Table::Flows),
         options.dir.display()
     );
     Ok(())
@@ -222,8 +218,18 @@ async fn start_node(options: &DemoOptions, dirs: &DemoDirs) -> anyhow::Result<(N
             Err(e) => note = format!(" (eBPF unavailable: {e:#})"),
         }
     }
-    let agent = start_agent(dirs).await?;
-    let snapshot = agent.snapshots.borrow().clone();
+    let (attempts, attempts_rx) = tokio::sync::mpsc::channel(4096);
+    let node = verdict_probe::node::Node::start(
+        node_config(
+            dirs,
+            NodeDatapath::Userspace,
+            Some(AttemptInput::Channel(attempts_rx)),
+        ),
+        verdict_probe::node::Listeners::default(),
+    )
+    .await
+    .context("starting the node agent on the demo manifests")?;
+    let snapshot = node.snapshots().borrow().clone();
     let (flows, bursts) = shop_scenario(&snapshot.engine)?;
     let changed = flows
         .iter()
@@ -235,79 +241,92 @@ async fn start_node(options: &DemoOptions, dirs: &DemoDirs) -> anyhow::Result<(N
             dirs.manifests.display()
         );
     }
-    let datapath = UserspaceDatapath::new(
-        snapshot,
-        Some(NODE_NAME.to_owned()),
-        EnforcementMode::Enforce,
-        verdict_probe::datapath::DEFAULT_IDLE_WINDOW,
-    );
-    let snapshots = agent.snapshots.clone();
+    let metrics = Arc::clone(node.metrics());
+    let node_stop = CancellationToken::new();
+    let running = tokio::spawn(node.run(node_stop.clone()));
     Ok((
         Node::InProcess(Box::new(InProcessNode {
             generator: TrafficGenerator::new(flows, bursts, options.speed),
-            datapath,
-            snapshots,
-            agent,
+            attempts,
+            metrics,
+            stop: node_stop,
+            running,
             started: Instant::now(),
-            attempts: Vec::new(),
-            events: Vec::new(),
+            due: Vec::new(),
         })),
         note,
     ))
 }
 
-/// The userspace datapath judging generated attempts in this process.
+/// The userspace datapath of a node in this process, judging generated attempts.
 struct InProcessNode {
-    agent: Agent,
-    datapath: UserspaceDatapath,
-    snapshots: tokio::sync::watch::Receiver<Arc<verdict_cluster::PolicySnapshot>>,
     generator: TrafficGenerator,
+    /// Into the node's datapath.
+    attempts: tokio::sync::mpsc::Sender<verdict_probe::datapath::Attempt>,
+    metrics: Arc<verdict_probe::metrics::Metrics>,
+    stop: CancellationToken,
+    running: tokio::task::JoinHandle<Result<(), verdict_probe::node::NodeError>>,
     started: Instant,
-    attempts: Vec<verdict_probe::datapath::Attempt>,
-    events: Vec<verdict_probe::event::VerdictEvent>,
+    due: Vec<verdict_probe::datapath::Attempt>,
 }
 
 impl InProcessNode {
-    /// Plays what is due: policy changes first, then the attempts.
+    /// Hands the node what is due (it applies policy changes itself).
     async fn play(&mut self) -> anyhow::Result<()> {
-        if self.snapshots.has_changed().unwrap_or(false) {
-            self.datapath
-                .install(self.snapshots.borrow_and_update().clone());
-        }
         self.generator
-            .advance(self.started.elapsed(), &mut self.attempts);
-        let now = self.agent.clock.now();
-        for attempt in self.attempts.drain(..) {
-            self.datapath.process(&attempt, now, &mut self.events);
-        }
-        for ev in self.events.drain(..) {
-            self.agent
-                .events
-                .send(ev)
+            .advance(self.started.elapsed(), &mut self.due);
+        for attempt in self.due.drain(..) {
+            self.attempts
+                .send(attempt)
                 .await
                 .context("node pipeline stopped")?;
         }
         Ok(())
     }
+
+    /// Stops the node: it judges what it was handed, then drains its pipeline into the log.
+    async fn stop(self) -> anyhow::Result<()> {
+        drop(self.attempts);
+        let stop = self.stop;
+        let ended = tokio::time::timeout(Duration::from_secs(5), self.running);
+        match ended.await {
+            Ok(r) => Ok(r.context("node task")??),
+            Err(_) => {
+                stop.cancel();
+                anyhow::bail!("the node did not stop within 5 s")
+            }
+        }
+    }
 }
 
-/// The node agent on the demo's manifests, writing the demo's node log.
-async fn start_agent(dirs: &DemoDirs) -> anyhow::Result<Agent> {
-    let agent_config = AgentConfig {
-        log_path: dirs.node_log.clone(),
-        max_log_bytes: verdict_probe::log_writer::DEFAULT_MAX_BYTES,
-        keep_log_files: verdict_probe::log_writer::DEFAULT_KEEP,
-        pipeline: PipelineConfig {
-            node_name: NODE_NAME.to_owned(),
-            ..PipelineConfig::default()
+/// The node's configuration for the demo's manifests and node log.
+fn node_config(
+    dirs: &DemoDirs,
+    datapath: NodeDatapath,
+    attempts: Option<AttemptInput>,
+) -> NodeConfig {
+    NodeConfig {
+        manifests: dirs.manifests.clone(),
+        reload_interval: Duration::from_secs(1),
+        agent: AgentConfig {
+            log_path: dirs.node_log.clone(),
+            max_log_bytes: verdict_probe::log_writer::DEFAULT_MAX_BYTES,
+            keep_log_files: verdict_probe::log_writer::DEFAULT_KEEP,
+            pipeline: PipelineConfig {
+                node_name: NODE_NAME.to_owned(),
+                ..PipelineConfig::default()
+            },
+            ipblock_mode: IpBlockMode::DataplaneV2,
+            event_queue: DEFAULT_EVENT_QUEUE,
         },
-        ipblock_mode: IpBlockMode::DataplaneV2,
-        event_queue: DEFAULT_EVENT_QUEUE,
-    };
-    let source = ManifestDirSource::new(dirs.manifests.clone(), Duration::from_secs(1));
-    Agent::start(agent_config, source, Clock::new())
-        .await
-        .context("starting the node agent on the demo manifests")
+        datapath,
+        bpf_pin_dir: PathBuf::from(ebpf_node::PIN_DIR),
+        uplinks: Vec::new(),
+        node_name: Some(NODE_NAME.to_owned()),
+        mode: EnforcementMode::Enforce,
+        udp_idle_window: verdict_probe::datapath::DEFAULT_IDLE_WINDOW,
+        attempts,
+    }
 }
 
 fn load_engine(manifests: &Path) -> anyhow::Result<verdict_policy::Engine> {
@@ -441,17 +460,19 @@ fn print_status(
     collector: &verdict_collector::Collector,
 ) {
     let acked = shipped_records(shipper);
-    let stored = collector.metrics().records_stored[0].load(Ordering::Relaxed);
+    let stored = collector
+        .metrics()
+        .writer
+        .records_stored(verdict_collector::Table::Flows);
     match node {
         Node::InProcess(n) => {
-            let m = &n.agent.metrics;
+            let m = &n.metrics;
             println!(
                 "[{:>4} s] node: connections allowed {} denied {} · records written {} · shipped {acked} · stored {stored}",
                 elapsed.as_secs(),
-                m.allowed_connections.load(Ordering::Relaxed),
-                m.denied_connections.load(Ordering::Relaxed),
-                m.generated_logs_allow.load(Ordering::Relaxed)
-                    + m.generated_logs_deny.load(Ordering::Relaxed),
+                m.allowed_connections.get(),
+                m.denied_connections.get(),
+                m.generated_logs_allow.get() + m.generated_logs_deny.get(),
             );
         }
         // The node process prints its own line.
@@ -468,5 +489,5 @@ fn shipped_records(shipper: &verdict_shipper::ShipperHandle) -> u64 {
         .metrics()
         .input(verdict_shipper::input::LogFileInput::POLICY_ACTION)
         .records_acked
-        .load(Ordering::Relaxed)
+        .get()
 }

@@ -35,16 +35,20 @@
 //! re-reads definitions at run time (the binary calls it on SIGHUP), restarting only sinks
 //! whose definition changed.
 //!
-//! Modules: [`config`] (definitions and validation), [`cursor`], [`dead_letter`], [`route`]
-//! (entries to filtered LogEntries), [`runner`] (the per-sink task), and one module per
-//! destination implementing [`Sink`]: [`kafka`], [`pubsub`], [`object_export`].
+//! Modules: [`definition`] (definitions and validation), [`registry`] (the destinations),
+//! [`cursor`], [`dead_letter`], [`route`] (entries to filtered LogEntries), [`runner`] (the
+//! per-sink task), and one folder per destination holding its settings and its [`Sink`]:
+//! `kafka` (cargo feature `kafka`), `pubsub` (cargo feature `pubsub`), [`object_export`].
 
-pub mod config;
 pub mod cursor;
 pub mod dead_letter;
+pub mod definition;
+#[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod object_export;
+#[cfg(feature = "pubsub")]
 pub mod pubsub;
+pub mod registry;
 pub mod route;
 pub mod runner;
 
@@ -61,10 +65,16 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+
 use crate::buffer::DurableHead;
 use crate::config::ParquetConfig;
 use crate::error::Result;
-use config::{Destination, RejectedSink, ValidSink};
+pub use definition::{RejectedSink, SinkDefinition, ValidSink};
 pub use route::Routed;
 
 /// A boxed future returned by [`Sink`] methods (the trait is used as `dyn Sink`).
@@ -169,27 +179,6 @@ impl SinkError {
 #[derive(Debug, Clone)]
 pub struct BuildContext {
     pub parquet: ParquetConfig,
-}
-
-/// Builds the destination of a valid definition.
-pub async fn build(valid: &ValidSink, cx: &BuildContext) -> Result<Box<dyn Sink>, SinkError> {
-    let c = &valid.config;
-    Ok(match &valid.destination {
-        Destination::Kafka { brokers, topic } => Box::new(
-            kafka::KafkaSink::build(brokers, topic, &c.kafka.clone().unwrap_or_default()).await?,
-        ),
-        Destination::Pubsub { topic } => {
-            Box::new(pubsub::PubsubSink::build(topic, &c.pubsub.clone().unwrap_or_default()).await?)
-        }
-        Destination::ObjectStorage { url, kind } => Box::new(object_export::ObjectExport::build(
-            &c.name,
-            url,
-            *kind,
-            c.format,
-            &c.object_storage.clone().unwrap_or_default(),
-            &cx.parquet,
-        )?),
-    })
 }
 
 /// Counters and gauges of one sink (label `sink="NAME"`), shared by its runner and `/metrics`.
@@ -305,8 +294,15 @@ impl Sinks {
     /// ones (keeping their cursors), stops removed or disabled ones, leaves unchanged ones
     /// alone. Invalid definitions are rejected by name (an invalid definition of a running
     /// sink stops it: what runs is always what the file says).
-    pub async fn apply(&self, definitions: &[toml::Table]) -> ApplyReport {
-        let (valid, rejected) = config::parse_definitions(definitions);
+    pub async fn apply(&self, definitions: &[SinkDefinition]) -> ApplyReport {
+        let mut valid = Vec::new();
+        let mut rejected = Vec::new();
+        for d in definitions {
+            match d {
+                SinkDefinition::Valid(v) => valid.push(v.as_ref().clone()),
+                SinkDefinition::Rejected(r) => rejected.push(r.clone()),
+            }
+        }
         for r in &rejected {
             tracing::error!(sink = %r.name, "{r}");
         }
@@ -444,7 +440,7 @@ impl Sinks {
                 .dead_letter_file
                 .clone()
                 .unwrap_or_else(|| {
-                    config::default_dead_letter_file(&self.settings.data_dir, &name)
+                    definition::default_dead_letter_file(&self.settings.data_dir, &name)
                 }),
         );
         let task = tokio::spawn(runner::run(runner::Runner {
@@ -578,136 +574,187 @@ impl Sinks {
         }
         out
     }
+}
 
-    /// Appends the per-sink metrics (`verdict_collector_sink_*{sink="NAME"}`) to `out`.
-    pub fn render_metrics(&self, out: &mut String) {
-        let head = *self.durable.borrow();
+/// The sinks' metrics (`verdict_collector_sink_*{sink="NAME"}`), read at each scrape from the
+/// running sinks' states: sinks come and go with reloads, and a removed sink's series go with
+/// it.
+#[derive(Debug)]
+pub struct SinkMetrics {
+    sinks: Arc<Sinks>,
+}
+
+impl SinkMetrics {
+    pub fn new(sinks: Arc<Sinks>) -> SinkMetrics {
+        SinkMetrics { sinks }
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct SinkLabel {
+    sink: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct SinkReasonLabel {
+    sink: String,
+    reason: &'static str,
+}
+
+/// Encodes one family: `name` of `kind`, one sample per label set.
+fn encode_family<L: prometheus_client::encoding::EncodeLabelSet>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    samples: impl IntoIterator<Item = (L, f64)>,
+) -> Result<(), fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, kind)?;
+    for (labels, value) in samples {
+        let sample = family.encode_family(&labels)?;
+        match kind {
+            // Counters and gauges of sinks are whole numbers except lag seconds.
+            MetricType::Counter => ConstCounter::new(value as u64).encode(sample)?,
+            _ => ConstGauge::new(value).encode(sample)?,
+        }
+    }
+    Ok(())
+}
+
+impl Collector for SinkMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
+        let sinks = &self.sinks;
+        let head = *sinks.durable.borrow();
         let now = verdict_schema::Timestamp::now().unix_nanos();
-        let states: Vec<(String, Arc<SinkState>)> = self
+        let states: Vec<(String, Arc<SinkState>)> = sinks
             .states
             .lock()
             .expect("sink states lock")
             .iter()
             .map(|(n, (_, s))| (n.clone(), Arc::clone(s)))
             .collect();
-        let rejected: Vec<String> = self
+        let rejected: Vec<String> = sinks
             .rejected
             .lock()
             .expect("sink states lock")
             .iter()
             .map(|r| r.name.clone())
             .collect();
-        type Get = fn(&SinkState) -> u64;
-        let counters: [(&str, &str, Get); 8] = [
+        let per_sink = |get: &dyn Fn(&SinkState) -> f64| {
+            states
+                .iter()
+                .map(|(sink, s)| (SinkLabel { sink: sink.clone() }, get(s)))
+                .collect::<Vec<_>>()
+        };
+        let u = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
+        type Get = fn(&SinkState) -> f64;
+        let counters: [(&str, &str, Get); 7] = [
             (
-                "records_read_total",
+                "verdict_collector_sink_records_read",
                 "Records read from the write-ahead log.",
-                |s| g2(&s.records_read),
+                |s| g2(&s.records_read) as f64,
             ),
             (
-                "records_excluded_total",
+                "verdict_collector_sink_records_excluded",
                 "Records not selected by the sink's filter or exclusions.",
-                |s| g2(&s.records_excluded),
+                |s| g2(&s.records_excluded) as f64,
             ),
             (
-                "records_delivered_total",
+                "verdict_collector_sink_records_delivered",
                 "Records the destination acknowledged.",
-                |s| g2(&s.records_delivered),
+                |s| g2(&s.records_delivered) as f64,
             ),
             (
-                "records_dead_lettered_total",
+                "verdict_collector_sink_records_dead_lettered",
                 "Records refused by the destination and written to the dead-letter file.",
-                |s| g2(&s.records_dead_lettered),
+                |s| g2(&s.records_dead_lettered) as f64,
             ),
             (
-                "entries_dropped_total",
+                "verdict_collector_sink_entries_dropped",
                 "Write-ahead log entries deleted before the sink read them.",
-                |s| g2(&s.entries_dropped),
+                |s| g2(&s.entries_dropped) as f64,
             ),
             (
-                "retries_total",
+                "verdict_collector_sink_retries",
                 "Failed sends retried (destination unavailable or records refused).",
-                |s| g2(&s.retries),
+                |s| g2(&s.retries) as f64,
             ),
-            ("batches_total", "Batches handed to the destination.", |s| {
-                g2(&s.batches)
-            }),
             (
-                "cursor_lsn",
-                "The sink's durable cursor (write-ahead log sequence number).",
-                |s| g2(&s.cursor),
+                "verdict_collector_sink_batches",
+                "Batches handed to the destination.",
+                |s| g2(&s.batches) as f64,
             ),
         ];
-        for (suffix, help, get) in counters {
-            let name = format!("verdict_collector_sink_{suffix}");
-            let kind = if suffix.ends_with("_total") {
-                "counter"
-            } else {
-                "gauge"
-            };
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (sink, s) in &states {
-                let _ = writeln!(out, "{name}{{sink=\"{sink}\"}} {}", get(s));
-            }
+        for (name, help, get) in counters {
+            encode_family(
+                &mut encoder,
+                name,
+                help,
+                MetricType::Counter,
+                per_sink(&get),
+            )?;
         }
-        let name = "verdict_collector_sink_records_dropped_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Records a sink will never send, by reason (wal_retention: deleted from the log before the sink read them; undecodable).\n# TYPE {name} counter"
-        );
-        for (sink, s) in &states {
-            let _ = writeln!(
-                out,
-                "{name}{{sink=\"{sink}\",reason=\"wal_retention\"}} {}",
-                g2(&s.records_dropped_retention)
-            );
-            let _ = writeln!(
-                out,
-                "{name}{{sink=\"{sink}\",reason=\"undecodable\"}} {}",
-                g2(&s.records_dropped_undecodable)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP verdict_collector_sink_lag_records Durable records the sink has not finished with.\n# TYPE verdict_collector_sink_lag_records gauge"
-        );
-        for (sink, s) in &states {
-            let _ = writeln!(
-                out,
-                "verdict_collector_sink_lag_records{{sink=\"{sink}\"}} {}",
-                lag(s, head, now).0
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP verdict_collector_sink_lag_seconds Age (since receipt) of the oldest record the sink has read but not finished with; 0 when caught up.\n# TYPE verdict_collector_sink_lag_seconds gauge"
-        );
-        for (sink, s) in &states {
-            let _ = writeln!(
-                out,
-                "verdict_collector_sink_lag_seconds{{sink=\"{sink}\"}} {}",
-                lag(s, head, now).1
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP verdict_collector_sink_up 1 while the destination accepts records, 0 while it fails.\n# TYPE verdict_collector_sink_up gauge"
-        );
-        for (sink, s) in &states {
-            let up = s.healthy.load(Ordering::Relaxed) && !s.failed.load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "verdict_collector_sink_up{{sink=\"{sink}\"}} {}",
-                u8::from(up)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP verdict_collector_sink_rejected 1 for a sink whose definition was rejected (see the log or GET /sinks).\n# TYPE verdict_collector_sink_rejected gauge"
-        );
-        for sink in rejected {
-            let _ = writeln!(out, "verdict_collector_sink_rejected{{sink=\"{sink}\"}} 1");
-        }
+        encode_family(
+            &mut encoder,
+            "verdict_collector_sink_cursor_lsn",
+            "The sink's durable cursor (write-ahead log sequence number).",
+            MetricType::Gauge,
+            per_sink(&|s| u(&s.cursor)),
+        )?;
+        encode_family(
+            &mut encoder,
+            "verdict_collector_sink_records_dropped",
+            "Records a sink will never send, by reason (wal_retention: deleted from the log before the sink read them; undecodable).",
+            MetricType::Counter,
+            states.iter().flat_map(|(sink, s)| {
+                [
+                    ("wal_retention", u(&s.records_dropped_retention)),
+                    ("undecodable", u(&s.records_dropped_undecodable)),
+                ]
+                .map(|(reason, v)| {
+                    (
+                        SinkReasonLabel {
+                            sink: sink.clone(),
+                            reason,
+                        },
+                        v,
+                    )
+                })
+            }),
+        )?;
+        encode_family(
+            &mut encoder,
+            "verdict_collector_sink_lag_records",
+            "Durable records the sink has not finished with.",
+            MetricType::Gauge,
+            per_sink(&|s| lag(s, head, now).0 as f64),
+        )?;
+        encode_family(
+            &mut encoder,
+            "verdict_collector_sink_lag_seconds",
+            "Age (since receipt) of the oldest record the sink has read but not finished with; 0 when caught up.",
+            MetricType::Gauge,
+            per_sink(&|s| lag(s, head, now).1),
+        )?;
+        encode_family(
+            &mut encoder,
+            "verdict_collector_sink_up",
+            "1 while the destination accepts records, 0 while it fails.",
+            MetricType::Gauge,
+            per_sink(&|s| {
+                f64::from(u8::from(
+                    s.healthy.load(Ordering::Relaxed) && !s.failed.load(Ordering::Relaxed),
+                ))
+            }),
+        )?;
+        encode_family(
+            &mut encoder,
+            "verdict_collector_sink_rejected",
+            "1 for a sink whose definition was rejected (see the log or GET /sinks).",
+            MetricType::Gauge,
+            rejected.into_iter().map(|sink| (SinkLabel { sink }, 1.0)),
+        )?;
+        Ok(())
     }
 }
 

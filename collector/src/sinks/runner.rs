@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::config::ValidSink;
 use super::cursor::CursorFile;
 use super::dead_letter::{DeadLetter, DeadLetterFile};
+use super::definition::ValidSink;
 use super::route::{Routed, Selection, route};
 use super::{BuildContext, LostEntries, Sink, SinkError, SinkState};
 use crate::buffer::DurableHead;
@@ -100,7 +100,12 @@ async fn run_inner(r: &mut Runner) -> Exit {
         }
         // A destination is built lazily and rebuilt after it was found unreachable at build.
         if sink.is_none() {
-            match super::build(&r.definition, &r.build).await {
+            match r
+                .definition
+                .destination
+                .build(&r.definition.config, &r.build)
+                .await
+            {
                 Ok(s) => {
                     sink = Some(s);
                     backoff = delivery.initial_backoff;
@@ -333,7 +338,12 @@ async fn deliver(
                 *backoff = (*backoff * 2).min(delivery.max_backoff);
                 if sink.broken() {
                     tracing::warn!(sink = %name, "the destination client is unusable after the error; building a new one");
-                    match super::build(&r.definition, &r.build).await {
+                    match r
+                        .definition
+                        .destination
+                        .build(&r.definition.config, &r.build)
+                        .await
+                    {
                         Ok(s) => *sink = s,
                         Err(e) => unhealthy(r, &name, &e),
                     }

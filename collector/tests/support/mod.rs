@@ -15,11 +15,12 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tonic::codec::{BufferSettings, Codec, EncodeBuf, Encoder};
 use tonic::transport::{Channel, Endpoint};
-use verdict_collector::{Collector, Config};
+use verdict_collector::{Collector, Config, Listeners};
 use verdict_schema::proto::v1;
+use verdict_service::shutdown::CancellationToken;
 
 /// A fresh configuration for a collector under `dir` (loopback ports are chosen at start).
 pub fn config(dir: &Path) -> Config {
@@ -43,7 +44,7 @@ pub struct Served {
     pub collector: Arc<Collector>,
     pub grpc: SocketAddr,
     pub http: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
+    stop: CancellationToken,
     server: Option<tokio::task::JoinHandle<verdict_collector::Result<()>>>,
 }
 
@@ -54,22 +55,25 @@ impl Served {
     }
 
     pub async fn serve(collector: Arc<Collector>) -> Served {
-        let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let (grpc_addr, http_addr) = (grpc.local_addr().unwrap(), http.local_addr().unwrap());
-        let (stop, stopped) = oneshot::channel::<()>();
+        let listeners = Listeners {
+            grpc: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            http: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        };
+        let (grpc_addr, http_addr) = (
+            listeners.grpc.local_addr().unwrap(),
+            listeners.http.local_addr().unwrap(),
+        );
+        let stop = CancellationToken::new();
         let c = Arc::clone(&collector);
-        let server = tokio::spawn(async move {
-            c.serve(grpc, http, async move {
-                let _ = stopped.await;
-            })
-            .await
+        let server = tokio::spawn({
+            let stop = stop.clone();
+            async move { c.serve(listeners, stop).await }
         });
         Served {
             collector,
             grpc: grpc_addr,
             http: http_addr,
-            stop: Some(stop),
+            stop,
             server: Some(server),
         }
     }
@@ -83,7 +87,7 @@ impl Served {
 
     /// Stops serving and closes the collector (everything buffered is flushed).
     pub async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
+        self.stop.cancel();
         self.server
             .take()
             .unwrap()
@@ -96,7 +100,7 @@ impl Served {
     /// Stops serving without closing: nothing more is flushed, as if the process had died
     /// (the WAL holds every acknowledged batch).
     pub async fn abandon(mut self) {
-        let _ = self.stop.take().unwrap().send(());
+        self.stop.cancel();
         self.server
             .take()
             .unwrap()

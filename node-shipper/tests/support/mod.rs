@@ -10,7 +10,6 @@ pub mod collector;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use verdict_collector::Table;
@@ -39,6 +38,16 @@ pub fn init_logs() {
 }
 
 /// A shipper configuration for `log_dir`, shipping to `grpc`, with fast test timings.
+/// Starts a shipper with `config`, its metrics listener bound as configured.
+pub async fn start_shipper(config: Config) -> verdict_shipper::ShipperHandle {
+    let listeners = verdict_shipper::Listeners::bind(&config)
+        .await
+        .expect("metrics address binds");
+    verdict_shipper::Shipper::start(config, listeners)
+        .await
+        .expect("shipper starts")
+}
+
 pub fn shipper_config(log_dir: &Path, state_dir: &Path, grpc: std::net::SocketAddr) -> Config {
     init_logs();
     let mut c = Config {
@@ -168,7 +177,11 @@ pub fn canonical(line: &str) -> String {
 
 /// Flow records stored so far (the collector's counter; index 0 is the flows table).
 pub fn flows_stored(served: &Served) -> u64 {
-    served.collector.metrics().records_stored[0].load(Ordering::Relaxed)
+    served
+        .collector
+        .metrics()
+        .writer
+        .records_stored(verdict_collector::Table::Flows)
 }
 
 /// A metric of the shipper's exposition at `addr`.

@@ -19,9 +19,12 @@ use google_cloud_pubsub::client::Publisher;
 use google_cloud_pubsub::error::PublishError;
 use google_cloud_pubsub::model::Message;
 
-use super::config::{Credentials, PubsubConfig};
+pub mod config;
+
+use self::config::{Credentials, PubsubConfig};
 use super::route::field_text;
 use super::{Refused, Routed, Sink, SinkError, SinkFuture};
+pub use config::PubsubDestination;
 
 pub struct PubsubSink {
     publisher: Publisher,

@@ -24,12 +24,16 @@ use bytes::Bytes;
 use verdict_schema::flat_loss_schema::loss_entries_to_batch;
 use verdict_schema::flat_schema::log_entries_to_batch;
 
-use super::config::{Format, ObjectExportConfig};
+pub mod config;
+
+use self::config::ObjectExportConfig;
+use super::definition::Format;
 use super::route::TypedEntry;
 use super::{Refused, Routed, Sink, SinkError, SinkFuture};
 use crate::config::{ParquetConfig, StorageKind};
 use crate::storage::Storage;
 use crate::table::{Hour, Table};
+pub use config::ObjectDestination;
 
 #[derive(Debug)]
 pub struct ObjectExport {

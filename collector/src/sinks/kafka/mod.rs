@@ -21,9 +21,12 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::util::Timeout;
 
-use super::config::KafkaConfig;
+pub mod config;
+
+use self::config::KafkaConfig;
 use super::route::field_text;
 use super::{Refused, Routed, Sink, SinkError, SinkFuture};
+pub use config::KafkaDestination;
 
 /// Records librdkafka may hold in its queue (it refuses more with `QueueFull`; the sink then
 /// waits for deliveries).
