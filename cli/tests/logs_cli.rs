@@ -180,7 +180,7 @@ async fn collector_with_fixtures(
     config.retention.flows = std::time::Duration::ZERO;
     config.retention.loss = std::time::Duration::ZERO;
     config.retention.rollups = std::time::Duration::ZERO;
-    let storage = Storage::open(&config).unwrap();
+    let storage = Storage::open(&config.storage_url(), &config.storage.options).unwrap();
     let entries: Vec<LogEntry> = verdict_filter::conformance::entries()
         .into_iter()
         .map(|v| serde_json::from_value(v).unwrap())

@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use verdict_schema::Timestamp;
 
-use crate::config::{CompactionConfig, ParquetConfig};
+use crate::config::sections::{CompactionConfig, ParquetConfig};
 use crate::error::{Error, Result};
 use crate::lake::Lake;
 use crate::manifest::{Change, CommitKind, FileEntry};

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::config::ConfigErrors;
+use crate::config::values::ConfigErrors;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use verdict_schema::Timestamp;
 
 use crate::buffer::{Frozen, Shared, unflushed_bytes, unflushed_rows};
-use crate::config::{FlushConfig, ParquetConfig};
+use crate::config::sections::{FlushConfig, ParquetConfig};
 use crate::error::{Error, Result};
 use crate::lake::Lake;
 use crate::manifest::{Change, CommitKind};
@@ -211,7 +211,7 @@ enum Job {
 /// Encodes the files of a flush, one blocking task per file, as many at once as there are
 /// cores (encoding is CPU work; the runtime threads stay free).
 async fn encode_parallel(
-    cfg: &crate::config::ParquetConfig,
+    cfg: &ParquetConfig,
     frozen: &Frozen,
 ) -> Result<Vec<(Table, Hour, EncodedFile)>> {
     let mut jobs = Vec::new();

@@ -344,7 +344,6 @@ fn apply(state: &mut ManifestState, c: CommitRecord) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
 
     fn file(path: &str) -> FileEntry {
         FileEntry {
@@ -376,9 +375,11 @@ mod tests {
     #[tokio::test]
     async fn commits_and_checkpoints_reload_to_the_same_state() {
         let dir = tempfile::tempdir().unwrap();
-        let mut c = Config::default();
-        c.storage.url = Some(dir.path().display().to_string());
-        let storage = Storage::open(&c).unwrap();
+        let storage = Storage::open(
+            &dir.path().display().to_string(),
+            &crate::config::values::StorageOptions::default(),
+        )
+        .unwrap();
         let mut log = CommitLog::open(storage.clone(), "i").await.unwrap();
         assert_eq!(log.state(), &ManifestState::default());
         // A model of the file set, to compare with.

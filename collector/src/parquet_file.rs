@@ -34,7 +34,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersi
 use parquet::schema::types::ColumnPath;
 use verdict_schema::flat_schema::col as flow;
 
-use crate::config::ParquetConfig;
+use crate::config::sections::ParquetConfig;
 use crate::error::{Error, Result};
 use crate::rollup::col as rollup;
 use crate::table::Table;

@@ -8,7 +8,7 @@ use arrow_array::RecordBatch;
 use verdict_query::lake::LakeError;
 use verdict_query::{LakeFile, LakeSnapshot, LakeTableDef, QueryEngine, QueryLimits};
 
-use crate::config::QueryConfig;
+use crate::config::sections::QueryConfig;
 use crate::error::{Error, Result};
 use crate::lake::Lake;
 use crate::table::Table;

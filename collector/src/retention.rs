@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use verdict_schema::Timestamp;
 
-use crate::config::RetentionConfig;
+use crate::config::sections::RetentionConfig;
 use crate::error::Result;
 use crate::lake::Lake;
 use crate::manifest::{Change, CommitKind, FileEntry};

@@ -191,7 +191,7 @@ impl Collector {
             })?;
         let mut registry = Registry::default();
         let metrics = Arc::new(Metrics::register(&mut registry));
-        let storage = Storage::open(&config)?;
+        let storage = Storage::open(&config.storage_url(), &config.storage.options)?;
         storage.probe(&config.instance_id).await?;
         let log = CommitLog::open(storage.clone(), &config.instance_id).await?;
         let committed = log.state().clone();
@@ -260,13 +260,15 @@ impl Collector {
                 wal_dir: wal_dir.clone(),
                 data_dir: config.data_dir.clone(),
                 max_retention_bytes: config.wal.max_sink_retention_bytes.0,
-                build: crate::sinks::BuildContext {
+                build: crate::sinks::sink::BuildContext {
                     parquet: config.parquet.clone(),
                 },
             },
             buffer.durable.subscribe(),
         ));
-        registry.register_collector(Box::new(crate::sinks::SinkMetrics::new(Arc::clone(&sinks))));
+        registry.register_collector(Box::new(crate::sinks::metrics::SinkMetrics::new(
+            Arc::clone(&sinks),
+        )));
         let flusher = Arc::new(Flusher::new(
             Arc::clone(&lake),
             Arc::clone(&buffer),
@@ -352,7 +354,7 @@ impl Collector {
     /// ones are rejected by name while the others run.
     pub async fn reload_sinks(
         &self,
-        definitions: &[crate::sinks::SinkDefinition],
+        definitions: &[crate::sinks::registry::SinkDefinition],
     ) -> crate::sinks::ApplyReport {
         self.sinks.apply(definitions).await
     }

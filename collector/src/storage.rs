@@ -16,7 +16,7 @@ use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 
-use crate::config::{Config, StorageKind};
+use crate::config::values::{StorageKind, StorageOptions};
 use crate::error::{Error, Result};
 use crate::table::{Hour, Table};
 
@@ -39,15 +39,11 @@ pub struct Storage {
 }
 
 impl Storage {
-    /// Opens the storage of `config` (creating the local folder if needed). Does no I/O against a
-    /// remote store; [`probe`](Self::probe) does.
-    pub fn open(config: &Config) -> Result<Storage> {
-        Storage::open_url(
-            &config.storage_url(),
-            &config.storage.options.0,
-            "storage.url",
-            "storage.options",
-        )
+    /// Opens the lake's storage: `url` is `storage.url` (or its default under the data
+    /// directory), `options` `storage.options` (creating the local folder if needed). Does no I/O
+    /// against a remote store; [`probe`](Self::probe) does.
+    pub fn open(url: &str, options: &StorageOptions) -> Result<Storage> {
+        Storage::open_url(url, &options.0, "storage.url", "storage.options")
     }
 
     /// Opens the storage at `url` with object_store `opts` (also used by sinks exporting to
@@ -337,9 +333,8 @@ mod tests {
     #[tokio::test]
     async fn local_round_trip_under_a_prefix() {
         let dir = tempfile::tempdir().unwrap();
-        let mut c = Config::default();
-        c.storage.url = Some(format!("file://{}/lake", dir.path().display()));
-        let s = Storage::open(&c).unwrap();
+        let url = format!("file://{}/lake", dir.path().display());
+        let s = Storage::open(&url, &StorageOptions::default()).unwrap();
         s.probe("i").await.unwrap();
         s.put("a/b/c.txt", Bytes::from_static(b"hi")).await.unwrap();
         assert_eq!(s.get("a/b/c.txt").await.unwrap().unwrap(), "hi");

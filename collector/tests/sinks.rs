@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde_json::Value;
 use support::{Served, Stream, batch, channel, config, eventually, flow_json, json_record, metric};
 use verdict_collector::Collector;
-use verdict_collector::sinks::SinkDefinition;
+use verdict_collector::sinks::registry::SinkDefinition;
 use verdict_schema::log_entry::insert_id;
 use verdict_schema::proto::v1;
 
@@ -33,7 +33,7 @@ fn sink_tables(text: &str) -> Vec<SinkDefinition> {
         .iter()
         .map(|v| v.as_table().unwrap().clone())
         .collect();
-    verdict_collector::sinks::definition::parse_definitions(&raw)
+    verdict_collector::sinks::registry::parse_definitions(&raw)
 }
 
 /// What a sink should receive for one record.

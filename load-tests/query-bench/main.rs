@@ -261,7 +261,7 @@ fn main() -> anyhow::Result<()> {
     let mut config = Config::default();
     config.instance_id.clone_from(&args.instance_id);
     config.storage.url = Some(args.dir.canonicalize()?.display().to_string());
-    let storage = Storage::open(&config)?;
+    let storage = Storage::open(&config.storage_url(), &config.storage.options)?;
     let pods = cluster();
     let labels: Vec<ResourceLabels> = (0..NODES)
         .map(|n| ResourceLabels {

@@ -168,7 +168,7 @@ async fn main() -> Result<()> {
             .and_then(|v| v.as_array())
             .map(|a| a.iter().filter_map(|v| v.as_table().cloned()).collect())
             .unwrap_or_default();
-        config.sinks = verdict_collector::sinks::definition::parse_definitions(&raw);
+        config.sinks = verdict_collector::sinks::registry::parse_definitions(&raw);
     }
     let (collector, _) = Collector::open(config).await?;
     let collector = std::sync::Arc::new(collector);

@@ -8,8 +8,8 @@
 //!   pod's own node is logged with `policies: [{"name": ""}]`, and never under delegate (no policy
 //!   can carry the annotation).
 //! - deny: logged when `deny.log`; with `deny.delegate` only if the enforced pod's namespace
-//! carries
-//!   `policy.network.gke.io/enable-deny-logging: "true"`. Deny records have no `policies`.
+//!   carries `policy.network.gke.io/enable-deny-logging: "true"`. Deny records have no
+//!   `policies`.
 //! - a pod talking to itself is never seen by the datapath and never logged.
 
 use verdict_schema::{Connection, Disposition, Endpoint, PolicyActionRecord, PolicyRef, Timestamp};

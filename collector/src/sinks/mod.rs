@@ -43,175 +43,33 @@
 pub mod cursor;
 pub mod dead_letter;
 pub mod definition;
+pub mod destination;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+pub mod metrics;
 pub mod object_export;
 #[cfg(feature = "pubsub")]
 pub mod pubsub;
 pub mod registry;
 pub mod route;
 pub mod runner;
+pub mod sink;
 
 use std::collections::BTreeMap;
-use std::fmt::{self, Write as _};
-use std::future::Future;
 use std::path::PathBuf;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::MetricType;
-use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::gauge::ConstGauge;
-
+use self::registry::{RejectedSink, SinkDefinition, ValidSink};
+use self::runner::{LostEntries, SinkState};
+use self::sink::BuildContext;
 use crate::buffer::DurableHead;
-use crate::config::ParquetConfig;
 use crate::error::Result;
-pub use definition::{RejectedSink, SinkDefinition, ValidSink};
-pub use route::Routed;
-
-/// A boxed future returned by [`Sink`] methods (the trait is used as `dyn Sink`).
-pub type SinkFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// A destination. The runner hands it filtered records in log order and moves the sink's
-/// cursor once they are delivered; implementations only talk to their destination.
-pub trait Sink: Send + fmt::Debug {
-    /// Sends `records`. `Ok` lists the records the destination refused (by index into
-    /// `records`); all others are delivered — or, for a sink that gathers records
-    /// ([`flush_due`](Self::flush_due) is `Some`), held until [`flush`](Self::flush).
-    /// `Err` means nothing can be said about the batch (the destination is unreachable): the
-    /// runner sends it all again later.
-    fn send<'a>(
-        &'a mut self,
-        records: &'a [&'a Routed],
-    ) -> SinkFuture<'a, Result<Vec<Refused>, SinkError>>;
-
-    /// Delivers every held record (object storage: writes the files). Streaming sinks hold
-    /// nothing.
-    fn flush(&mut self) -> SinkFuture<'_, Result<(), SinkError>> {
-        Box::pin(async { Ok(()) })
-    }
-
-    /// When held records must be flushed; `None` when nothing is held.
-    fn flush_due(&self) -> Option<Instant> {
-        None
-    }
-
-    /// Whether the client is unusable after an error (e.g. a fenced Kafka producer) and must be
-    /// built anew before retrying.
-    fn broken(&self) -> bool {
-        false
-    }
-}
-
-/// A record the destination refused.
-#[derive(Debug, Clone)]
-pub struct Refused {
-    /// Index into the records given to [`Sink::send`].
-    pub index: usize,
-    /// Refused for good (too large, invalid): dead-lettered at once. Otherwise retried up to
-    /// `delivery.max_attempts`.
-    pub permanent: bool,
-    pub error: String,
-}
-
-/// Why a sink could not deliver.
-#[derive(Debug, thiserror::Error)]
-pub enum SinkError {
-    /// The destination cannot be reached or refuses the whole batch for now: retry later.
-    #[error("{message}")]
-    Unavailable {
-        message: String,
-        #[source]
-        source: Option<Box<dyn std::error::Error + Send + Sync>>,
-    },
-    /// The sink cannot work as defined (a setting the destination refuses): it is stopped and
-    /// reported; the other sinks keep running.
-    #[error("{message}")]
-    Definition {
-        message: String,
-        #[source]
-        source: Option<Box<dyn std::error::Error + Send + Sync>>,
-    },
-}
-
-impl SinkError {
-    pub fn unavailable(
-        message: impl Into<String>,
-        source: impl std::error::Error + Send + Sync + 'static,
-    ) -> Self {
-        SinkError::Unavailable {
-            message: message.into(),
-            source: Some(Box::new(source)),
-        }
-    }
-
-    pub fn definition(
-        message: impl Into<String>,
-        source: impl std::error::Error + Send + Sync + 'static,
-    ) -> Self {
-        SinkError::Definition {
-            message: message.into(),
-            source: Some(Box::new(source)),
-        }
-    }
-
-    /// The message with its causes.
-    pub fn chain(&self) -> String {
-        let mut s = self.to_string();
-        let mut cause = std::error::Error::source(self);
-        while let Some(c) = cause {
-            let _ = write!(s, ": {c}");
-            cause = c.source();
-        }
-        s
-    }
-}
-
-/// What every destination may use when it is built.
-#[derive(Debug, Clone)]
-pub struct BuildContext {
-    pub parquet: ParquetConfig,
-}
-
-/// Counters and gauges of one sink (label `sink="NAME"`), shared by its runner and `/metrics`.
-#[derive(Debug, Default)]
-pub struct SinkState {
-    /// The durable cursor (LSN).
-    pub cursor: AtomicU64,
-    /// Records processed through the cursor since start, on the durable head's running total
-    /// (`DurableHead::records`); lag in records is the head's total minus this.
-    pub position_records: AtomicI64,
-    /// Receive time (ns) of the oldest record read but not yet finished; 0 when none.
-    pub oldest_pending_nanos: AtomicI64,
-    pub records_read: AtomicU64,
-    pub records_excluded: AtomicU64,
-    pub records_delivered: AtomicU64,
-    pub records_dead_lettered: AtomicU64,
-    pub records_dropped_retention: AtomicU64,
-    pub records_dropped_undecodable: AtomicU64,
-    pub entries_dropped: AtomicU64,
-    pub retries: AtomicU64,
-    pub batches: AtomicU64,
-    /// False while the destination is failing.
-    pub healthy: AtomicBool,
-    /// True once the runner stopped because the definition does not work.
-    pub failed: AtomicBool,
-    pub last_error: Mutex<Option<String>>,
-}
-
-impl SinkState {
-    pub(crate) fn set_error(&self, e: Option<String>) {
-        *self.last_error.lock().expect("sink state lock") = e;
-    }
-}
 
 /// Settings of the sinks as a whole.
 #[derive(Debug, Clone)]
@@ -231,20 +89,17 @@ struct Running {
 }
 
 #[derive(Debug, Default)]
-struct Registry {
+struct RunningSinks {
     running: BTreeMap<String, Running>,
     rejected: Vec<RejectedSink>,
 }
-
-/// Entries deleted from the log before some sink read them: LSN → records.
-type LostEntries = BTreeMap<u64, u64>;
 
 /// The running sinks of a collector.
 #[derive(Debug)]
 pub struct Sinks {
     settings: SinksSettings,
     durable: watch::Receiver<DurableHead>,
-    registry: tokio::sync::Mutex<Registry>,
+    running: tokio::sync::Mutex<RunningSinks>,
     /// What `/metrics` and the log truncation see (a std lock: never held across I/O).
     states: Mutex<BTreeMap<String, (String, Arc<SinkState>)>>,
     rejected: Mutex<Vec<RejectedSink>>,
@@ -283,7 +138,7 @@ impl Sinks {
         Sinks {
             settings,
             durable,
-            registry: tokio::sync::Mutex::new(Registry::default()),
+            running: tokio::sync::Mutex::new(RunningSinks::default()),
             states: Mutex::new(BTreeMap::new()),
             rejected: Mutex::new(Vec::new()),
             lost: Arc::new(Mutex::new(BTreeMap::new())),
@@ -310,7 +165,7 @@ impl Sinks {
             rejected: rejected.clone(),
             ..ApplyReport::default()
         };
-        let mut reg = self.registry.lock().await;
+        let mut reg = self.running.lock().await;
         let wanted: BTreeMap<String, ValidSink> = valid
             .into_iter()
             .filter(|v| !v.config.disabled)
@@ -360,7 +215,7 @@ impl Sinks {
                 Err(e) => {
                     let r = RejectedSink {
                         name: name.clone(),
-                        problems: vec![crate::config::ConfigProblem {
+                        problems: vec![crate::config::values::ConfigProblem {
                             setting: format!("sinks.{name}"),
                             message: format!("cannot start: {e}"),
                         }],
@@ -466,7 +321,7 @@ impl Sinks {
 
     /// Stops every sink (each flushes what it holds, within a grace period).
     pub async fn stop_all(&self) {
-        let mut reg = self.registry.lock().await;
+        let mut reg = self.running.lock().await;
         let running = std::mem::take(&mut reg.running);
         for (name, r) in running {
             stop_runner(&name, r.stop, r.task).await;
@@ -574,192 +429,6 @@ impl Sinks {
         }
         out
     }
-}
-
-/// The sinks' metrics (`verdict_collector_sink_*{sink="NAME"}`), read at each scrape from the
-/// running sinks' states: sinks come and go with reloads, and a removed sink's series go with
-/// it.
-#[derive(Debug)]
-pub struct SinkMetrics {
-    sinks: Arc<Sinks>,
-}
-
-impl SinkMetrics {
-    pub fn new(sinks: Arc<Sinks>) -> SinkMetrics {
-        SinkMetrics { sinks }
-    }
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
-struct SinkLabel {
-    sink: String,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
-struct SinkReasonLabel {
-    sink: String,
-    reason: &'static str,
-}
-
-/// Encodes one family: `name` of `kind`, one sample per label set.
-fn encode_family<L: prometheus_client::encoding::EncodeLabelSet>(
-    encoder: &mut DescriptorEncoder<'_>,
-    name: &str,
-    help: &str,
-    kind: MetricType,
-    samples: impl IntoIterator<Item = (L, f64)>,
-) -> Result<(), fmt::Error> {
-    let mut family = encoder.encode_descriptor(name, help, None, kind)?;
-    for (labels, value) in samples {
-        let sample = family.encode_family(&labels)?;
-        match kind {
-            // Counters and gauges of sinks are whole numbers except lag seconds.
-            MetricType::Counter => ConstCounter::new(value as u64).encode(sample)?,
-            _ => ConstGauge::new(value).encode(sample)?,
-        }
-    }
-    Ok(())
-}
-
-impl Collector for SinkMetrics {
-    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
-        let sinks = &self.sinks;
-        let head = *sinks.durable.borrow();
-        let now = verdict_schema::Timestamp::now().unix_nanos();
-        let states: Vec<(String, Arc<SinkState>)> = sinks
-            .states
-            .lock()
-            .expect("sink states lock")
-            .iter()
-            .map(|(n, (_, s))| (n.clone(), Arc::clone(s)))
-            .collect();
-        let rejected: Vec<String> = sinks
-            .rejected
-            .lock()
-            .expect("sink states lock")
-            .iter()
-            .map(|r| r.name.clone())
-            .collect();
-        let per_sink = |get: &dyn Fn(&SinkState) -> f64| {
-            states
-                .iter()
-                .map(|(sink, s)| (SinkLabel { sink: sink.clone() }, get(s)))
-                .collect::<Vec<_>>()
-        };
-        let u = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
-        type Get = fn(&SinkState) -> f64;
-        let counters: [(&str, &str, Get); 7] = [
-            (
-                "verdict_collector_sink_records_read",
-                "Records read from the write-ahead log.",
-                |s| g2(&s.records_read) as f64,
-            ),
-            (
-                "verdict_collector_sink_records_excluded",
-                "Records not selected by the sink's filter or exclusions.",
-                |s| g2(&s.records_excluded) as f64,
-            ),
-            (
-                "verdict_collector_sink_records_delivered",
-                "Records the destination acknowledged.",
-                |s| g2(&s.records_delivered) as f64,
-            ),
-            (
-                "verdict_collector_sink_records_dead_lettered",
-                "Records refused by the destination and written to the dead-letter file.",
-                |s| g2(&s.records_dead_lettered) as f64,
-            ),
-            (
-                "verdict_collector_sink_entries_dropped",
-                "Write-ahead log entries deleted before the sink read them.",
-                |s| g2(&s.entries_dropped) as f64,
-            ),
-            (
-                "verdict_collector_sink_retries",
-                "Failed sends retried (destination unavailable or records refused).",
-                |s| g2(&s.retries) as f64,
-            ),
-            (
-                "verdict_collector_sink_batches",
-                "Batches handed to the destination.",
-                |s| g2(&s.batches) as f64,
-            ),
-        ];
-        for (name, help, get) in counters {
-            encode_family(
-                &mut encoder,
-                name,
-                help,
-                MetricType::Counter,
-                per_sink(&get),
-            )?;
-        }
-        encode_family(
-            &mut encoder,
-            "verdict_collector_sink_cursor_lsn",
-            "The sink's durable cursor (write-ahead log sequence number).",
-            MetricType::Gauge,
-            per_sink(&|s| u(&s.cursor)),
-        )?;
-        encode_family(
-            &mut encoder,
-            "verdict_collector_sink_records_dropped",
-            "Records a sink will never send, by reason (wal_retention: deleted from the log before the sink read them; undecodable).",
-            MetricType::Counter,
-            states.iter().flat_map(|(sink, s)| {
-                [
-                    ("wal_retention", u(&s.records_dropped_retention)),
-                    ("undecodable", u(&s.records_dropped_undecodable)),
-                ]
-                .map(|(reason, v)| {
-                    (
-                        SinkReasonLabel {
-                            sink: sink.clone(),
-                            reason,
-                        },
-                        v,
-                    )
-                })
-            }),
-        )?;
-        encode_family(
-            &mut encoder,
-            "verdict_collector_sink_lag_records",
-            "Durable records the sink has not finished with.",
-            MetricType::Gauge,
-            per_sink(&|s| lag(s, head, now).0 as f64),
-        )?;
-        encode_family(
-            &mut encoder,
-            "verdict_collector_sink_lag_seconds",
-            "Age (since receipt) of the oldest record the sink has read but not finished with; 0 when caught up.",
-            MetricType::Gauge,
-            per_sink(&|s| lag(s, head, now).1),
-        )?;
-        encode_family(
-            &mut encoder,
-            "verdict_collector_sink_up",
-            "1 while the destination accepts records, 0 while it fails.",
-            MetricType::Gauge,
-            per_sink(&|s| {
-                f64::from(u8::from(
-                    s.healthy.load(Ordering::Relaxed) && !s.failed.load(Ordering::Relaxed),
-                ))
-            }),
-        )?;
-        encode_family(
-            &mut encoder,
-            "verdict_collector_sink_rejected",
-            "1 for a sink whose definition was rejected (see the log or GET /sinks).",
-            MetricType::Gauge,
-            rejected.into_iter().map(|sink| (SinkLabel { sink }, 1.0)),
-        )?;
-        Ok(())
-    }
-}
-
-fn g2(a: &AtomicU64) -> u64 {
-    a.load(Ordering::Relaxed)
 }
 
 /// (records, seconds) a sink lags the durable head.

@@ -1,7 +1,8 @@
 //! The task of one sink: follow the log from the sink's cursor, route, deliver with retries,
 //! dead-letter what is refused, then move the cursor (see the invariant in [`super`]).
 
-use std::sync::atomic::Ordering;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -9,11 +10,46 @@ use tokio::sync::watch;
 
 use super::cursor::CursorFile;
 use super::dead_letter::{DeadLetter, DeadLetterFile};
-use super::definition::ValidSink;
+use super::registry::ValidSink;
 use super::route::{Routed, Selection, route};
-use super::{BuildContext, LostEntries, Sink, SinkError, SinkState};
+use super::sink::{BuildContext, Sink, SinkError};
 use crate::buffer::DurableHead;
 use crate::wal::{TailEntry, WalTail};
+
+/// Counters and gauges of one sink (label `sink="NAME"`), shared by its runner and `/metrics`.
+#[derive(Debug, Default)]
+pub struct SinkState {
+    /// The durable cursor (LSN).
+    pub cursor: AtomicU64,
+    /// Records processed through the cursor since start, on the durable head's running total
+    /// (`DurableHead::records`); lag in records is the head's total minus this.
+    pub position_records: AtomicI64,
+    /// Receive time (ns) of the oldest record read but not yet finished; 0 when none.
+    pub oldest_pending_nanos: AtomicI64,
+    pub records_read: AtomicU64,
+    pub records_excluded: AtomicU64,
+    pub records_delivered: AtomicU64,
+    pub records_dead_lettered: AtomicU64,
+    pub records_dropped_retention: AtomicU64,
+    pub records_dropped_undecodable: AtomicU64,
+    pub entries_dropped: AtomicU64,
+    pub retries: AtomicU64,
+    pub batches: AtomicU64,
+    /// False while the destination is failing.
+    pub healthy: AtomicBool,
+    /// True once the runner stopped because the definition does not work.
+    pub failed: AtomicBool,
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl SinkState {
+    pub(crate) fn set_error(&self, e: Option<String>) {
+        *self.last_error.lock().expect("sink state lock") = e;
+    }
+}
+
+/// Entries deleted from the log before some sink read them: LSN → records.
+pub type LostEntries = BTreeMap<u64, u64>;
 
 /// Everything a sink's task needs.
 #[derive(Debug)]

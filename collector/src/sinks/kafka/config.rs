@@ -5,13 +5,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::KafkaSink;
-use crate::config::StorageOptions;
-use crate::sinks::definition::{
-    DestinationProblem, Format, SinkConfig, check_field, duration_text,
-};
-use crate::sinks::registry::{Destination, section};
-use crate::sinks::{BuildContext, Sink, SinkError, SinkFuture};
+use crate::config::values::StorageOptions;
+use crate::sinks::definition::{check_field, duration_text};
+use crate::sinks::destination::DestinationProblem;
 
 pub const DEFAULT_KAFKA_KEY: &str = "jsonPayload.dest.namespace";
 pub const DEFAULT_KAFKA_PARTITIONS: i32 = 3;
@@ -58,7 +54,7 @@ impl Default for KafkaConfig {
 }
 
 impl KafkaConfig {
-    fn problems(&self) -> Vec<DestinationProblem> {
+    pub(super) fn problems(&self) -> Vec<DestinationProblem> {
         let mut p = Vec::new();
         let mut bad = |setting: &str, message: String| p.push((setting.to_owned(), message));
         if !self.key.is_empty()
@@ -94,102 +90,5 @@ impl KafkaConfig {
             }
         }
         p
-    }
-}
-
-/// A Kafka destination: brokers, topic and producer settings.
-#[derive(Debug, Clone, PartialEq)]
-pub struct KafkaDestination {
-    /// `HOST:PORT[,HOST:PORT]`.
-    pub brokers: String,
-    pub topic: String,
-    pub settings: KafkaConfig,
-}
-
-/// `HOST:PORT[,HOST:PORT]/TOPIC` of `url` (the part after `kafka://`).
-fn parse_url(url: &str, rest: &str) -> Result<(String, String), String> {
-    let (brokers, topic) = rest
-        .split_once('/')
-        .ok_or_else(|| format!("{url:?}: missing /TOPIC after the brokers"))?;
-    if brokers.is_empty()
-        || brokers.split(',').any(|b| {
-            b.rsplit_once(':')
-                .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
-        })
-    {
-        return Err(format!("{url:?}: brokers must be HOST:PORT[,HOST:PORT]"));
-    }
-    if topic.is_empty()
-        || topic.len() > 249
-        || !topic
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-    {
-        return Err(format!(
-            "{url:?}: a Kafka topic is 1–249 letters, digits, '.', '_' or '-'"
-        ));
-    }
-    Ok((brokers.to_owned(), topic.to_owned()))
-}
-
-impl Destination for KafkaDestination {
-    const SECTION: &'static str = "kafka";
-    const SCHEMES: &'static [&'static str] = &["kafka"];
-
-    fn parse(
-        url: &str,
-        section_value: Option<toml::Value>,
-        sink: &SinkConfig,
-    ) -> Result<Self, Vec<DestinationProblem>> {
-        let mut problems = Vec::new();
-        let rest = url.split_once("://").map_or("", |(_, r)| r);
-        let address = parse_url(url, rest).map_err(|m| ("destination".to_owned(), m));
-        let settings = match section::<KafkaConfig>(Self::SECTION, section_value) {
-            Ok(s) => {
-                problems.extend(s.problems());
-                Some(s)
-            }
-            Err(p) => {
-                problems.extend(p);
-                None
-            }
-        };
-        if sink.format == Format::Parquet {
-            problems.push((
-                "format".into(),
-                "parquet is for object storage destinations only".into(),
-            ));
-        }
-        match (address, settings) {
-            (Ok((brokers, topic)), Some(settings)) if problems.is_empty() => Ok(KafkaDestination {
-                brokers,
-                topic,
-                settings,
-            }),
-            (address, _) => {
-                if let Err(p) = address {
-                    problems.insert(0, p);
-                }
-                Err(problems)
-            }
-        }
-    }
-
-    fn check_section(value: toml::Value) -> Vec<DestinationProblem> {
-        match section::<KafkaConfig>(Self::SECTION, Some(value)) {
-            Ok(s) => s.problems(),
-            Err(p) => p,
-        }
-    }
-
-    fn build<'a>(
-        &'a self,
-        _sink: &'a SinkConfig,
-        _cx: &'a BuildContext,
-    ) -> SinkFuture<'a, Result<Box<dyn Sink>, SinkError>> {
-        Box::pin(async move {
-            let sink = KafkaSink::build(&self.brokers, &self.topic, &self.settings).await?;
-            Ok(Box::new(sink) as Box<dyn Sink>)
-        })
     }
 }

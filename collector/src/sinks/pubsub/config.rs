@@ -6,12 +6,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::PubsubSink;
-use crate::sinks::definition::{
-    DestinationProblem, Format, SinkConfig, check_field, duration_text,
-};
-use crate::sinks::registry::{Destination, section};
-use crate::sinks::{BuildContext, Sink, SinkError, SinkFuture};
+use crate::sinks::definition::{check_field, duration_text};
+use crate::sinks::destination::DestinationProblem;
 
 pub const DEFAULT_PUBSUB_BATCH_MESSAGES: u32 = 1000;
 pub const DEFAULT_PUBSUB_BATCH_BYTES: u32 = 1 << 20;
@@ -72,7 +68,7 @@ pub enum Credentials {
 }
 
 impl PubsubConfig {
-    fn problems(&self) -> Vec<DestinationProblem> {
+    pub(super) fn problems(&self) -> Vec<DestinationProblem> {
         let mut p = Vec::new();
         let mut bad = |setting: &str, message: String| p.push((setting.to_owned(), message));
         if !self.ordering_key.is_empty()
@@ -109,77 +105,5 @@ impl PubsubConfig {
             bad("pubsub.endpoint", format!("{e:?} is not a URL"));
         }
         p
-    }
-}
-
-/// A Pub/Sub destination: the topic and publisher settings.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PubsubDestination {
-    /// `projects/P/topics/T`.
-    pub topic: String,
-    pub settings: PubsubConfig,
-}
-
-impl Destination for PubsubDestination {
-    const SECTION: &'static str = "pubsub";
-    const SCHEMES: &'static [&'static str] = &["pubsub"];
-
-    fn parse(
-        url: &str,
-        section_value: Option<toml::Value>,
-        sink: &SinkConfig,
-    ) -> Result<Self, Vec<DestinationProblem>> {
-        let mut problems = Vec::new();
-        let rest = url.split_once("://").map_or("", |(_, r)| r);
-        let topic = match rest.split('/').collect::<Vec<_>>().as_slice() {
-            ["projects", p, "topics", t] if !p.is_empty() && !t.is_empty() => Some(rest.to_owned()),
-            _ => {
-                problems.push((
-                    "destination".to_owned(),
-                    format!("{url:?}: write pubsub://projects/PROJECT/topics/TOPIC"),
-                ));
-                None
-            }
-        };
-        let settings = match section::<PubsubConfig>(Self::SECTION, section_value) {
-            Ok(s) => {
-                problems.extend(s.problems());
-                Some(s)
-            }
-            Err(p) => {
-                problems.extend(p);
-                None
-            }
-        };
-        if sink.format == Format::Parquet {
-            problems.push((
-                "format".into(),
-                "parquet is for object storage destinations only".into(),
-            ));
-        }
-        match (topic, settings) {
-            (Some(topic), Some(settings)) if problems.is_empty() => {
-                Ok(PubsubDestination { topic, settings })
-            }
-            _ => Err(problems),
-        }
-    }
-
-    fn check_section(value: toml::Value) -> Vec<DestinationProblem> {
-        match section::<PubsubConfig>(Self::SECTION, Some(value)) {
-            Ok(s) => s.problems(),
-            Err(p) => p,
-        }
-    }
-
-    fn build<'a>(
-        &'a self,
-        _sink: &'a SinkConfig,
-        _cx: &'a BuildContext,
-    ) -> SinkFuture<'a, Result<Box<dyn Sink>, SinkError>> {
-        Box::pin(async move {
-            let sink = PubsubSink::build(&self.topic, &self.settings).await?;
-            Ok(Box::new(sink) as Box<dyn Sink>)
-        })
     }
 }

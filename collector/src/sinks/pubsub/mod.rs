@@ -1,152 +1,83 @@
-//! The Pub/Sub sink: LogEntry JSON messages through Google's official client
-//! (`google-cloud-pubsub`), which batches them (`batch_messages`, `batch_bytes`,
-//! `batch_delay`) and retries retryable RPC errors itself. Messages carry attributes read from
-//! the LogEntry (by default `disposition`, `src_namespace`, `dest_namespace` and `insert_id`,
-//! for subscription filters and dedup) and optionally an ordering key.
-//!
-//! The endpoint and credentials are configurable: Google's endpoint with Application Default
-//! Credentials in production; a local server (`endpoint = "http://127.0.0.1:PORT"`,
-//! `credentials = "anonymous"`) in tests — the client ignores `PUBSUB_EMULATOR_HOST`.
-//!
-//! Each publish future is awaited: a message is delivered when the service returned its id. A
-//! message refused with `INVALID_ARGUMENT` (e.g. too large) is refused for good; when no
-//! message got through and none was refused for good, the service is unavailable and the
-//! runner retries the batch. An ordering key paused by a failure is resumed before a retry.
+//! The Pub/Sub destination: `pubsub://projects/P/topics/T` with `[sinks.pubsub]` ([`config`]),
+//! and its client ([`client`], Google's `google-cloud-pubsub` publisher).
 
-use std::collections::BTreeSet;
-
-use google_cloud_pubsub::client::Publisher;
-use google_cloud_pubsub::error::PublishError;
-use google_cloud_pubsub::model::Message;
-
+pub mod client;
 pub mod config;
 
-use self::config::{Credentials, PubsubConfig};
-use super::route::field_text;
-use super::{Refused, Routed, Sink, SinkError, SinkFuture};
-pub use config::PubsubDestination;
+use self::client::PubsubSink;
+use self::config::PubsubConfig;
+use crate::sinks::definition::{Format, SinkConfig};
+use crate::sinks::destination::{Destination, DestinationProblem, section};
+use crate::sinks::sink::{BuildContext, Sink, SinkError, SinkFuture};
 
-pub struct PubsubSink {
-    publisher: Publisher,
-    topic: String,
-    ordering_key: Option<String>,
-    attributes: Vec<(String, String)>,
+/// A Pub/Sub destination: the topic and publisher settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PubsubDestination {
+    /// `projects/P/topics/T`.
+    pub topic: String,
+    pub settings: PubsubConfig,
 }
 
-impl std::fmt::Debug for PubsubSink {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PubsubSink")
-            .field("topic", &self.topic)
-            .field("ordering_key", &self.ordering_key)
-            .finish_non_exhaustive()
-    }
-}
+impl Destination for PubsubDestination {
+    const SECTION: &'static str = "pubsub";
+    const SCHEMES: &'static [&'static str] = &["pubsub"];
 
-/// Whether a failed publish can never succeed.
-fn is_permanent(e: &PublishError) -> bool {
-    match e {
-        PublishError::Rpc(e) => e.status().is_some_and(|s| {
-            matches!(
-                s.code.name(),
-                "INVALID_ARGUMENT" | "FAILED_PRECONDITION" | "OUT_OF_RANGE"
-            )
-        }),
-        _ => false,
-    }
-}
-
-impl PubsubSink {
-    /// Creates the publisher (no RPC is made until the first publish).
-    pub async fn build(topic: &str, config: &PubsubConfig) -> Result<PubsubSink, SinkError> {
-        let mut b = Publisher::builder(topic)
-            .set_message_count_threshold(config.batch_messages)
-            .set_byte_threshold(config.batch_bytes)
-            .set_delay_threshold(config.batch_delay);
-        if let Some(e) = &config.endpoint {
-            b = b.with_endpoint(e.clone());
-        }
-        if config.credentials == Credentials::Anonymous {
-            b = b.with_credentials(
-                google_cloud_auth::credentials::anonymous::Builder::new().build(),
-            );
-        }
-        let publisher = b.build().await.map_err(|e| {
-            SinkError::definition(format!("cannot create a Pub/Sub publisher for {topic}"), e)
-        })?;
-        Ok(PubsubSink {
-            publisher,
-            topic: topic.to_owned(),
-            ordering_key: (!config.ordering_key.is_empty()).then(|| config.ordering_key.clone()),
-            attributes: config
-                .attributes
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        })
-    }
-
-    async fn publish_all(&self, records: &[&Routed]) -> Result<Vec<Refused>, SinkError> {
-        let mut futures = Vec::with_capacity(records.len());
-        for r in records {
-            let attrs: Vec<(String, String)> = self
-                .attributes
-                .iter()
-                .filter_map(|(name, field)| field_text(&r.entry, field).map(|v| (name.clone(), v)))
-                .collect();
-            let mut m = Message::new()
-                .set_data(r.json.clone())
-                .set_attributes(attrs);
-            let key = self
-                .ordering_key
-                .as_deref()
-                .and_then(|k| field_text(&r.entry, k));
-            if let Some(k) = &key {
-                m = m.set_ordering_key(k.clone());
+    fn parse(
+        url: &str,
+        section_value: Option<toml::Value>,
+        sink: &SinkConfig,
+    ) -> Result<Self, Vec<DestinationProblem>> {
+        let mut problems = Vec::new();
+        let rest = url.split_once("://").map_or("", |(_, r)| r);
+        let topic = match rest.split('/').collect::<Vec<_>>().as_slice() {
+            ["projects", p, "topics", t] if !p.is_empty() && !t.is_empty() => Some(rest.to_owned()),
+            _ => {
+                problems.push((
+                    "destination".to_owned(),
+                    format!("{url:?}: write pubsub://projects/PROJECT/topics/TOPIC"),
+                ));
+                None
             }
-            futures.push(async move { (self.publisher.publish(m).await, key) });
-        }
-        let results = futures::future::join_all(futures).await;
-        let mut refused = Vec::new();
-        let mut paused = BTreeSet::new();
-        let mut first_error = None;
-        for (i, (result, key)) in results.into_iter().enumerate() {
-            if let Err(e) = result {
-                if let Some(k) = key {
-                    paused.insert(k);
-                }
-                refused.push(Refused {
-                    index: i,
-                    permanent: is_permanent(&e),
-                    error: e.to_string(),
-                });
-                first_error.get_or_insert(e);
+        };
+        let settings = match section::<PubsubConfig>(Self::SECTION, section_value) {
+            Ok(s) => {
+                problems.extend(s.problems());
+                Some(s)
             }
-        }
-        for k in paused {
-            self.publisher.resume_publish(k);
-        }
-        if !refused.is_empty()
-            && refused.len() == records.len()
-            && refused.iter().all(|r| !r.permanent)
-        {
-            return Err(SinkError::unavailable(
-                format!(
-                    "Pub/Sub topic {} accepted none of {} messages",
-                    self.topic,
-                    records.len()
-                ),
-                first_error.expect("an error was seen"),
+            Err(p) => {
+                problems.extend(p);
+                None
+            }
+        };
+        if sink.format == Format::Parquet {
+            problems.push((
+                "format".into(),
+                "parquet is for object storage destinations only".into(),
             ));
         }
-        Ok(refused)
+        match (topic, settings) {
+            (Some(topic), Some(settings)) if problems.is_empty() => {
+                Ok(PubsubDestination { topic, settings })
+            }
+            _ => Err(problems),
+        }
     }
-}
 
-impl Sink for PubsubSink {
-    fn send<'a>(
-        &'a mut self,
-        records: &'a [&'a Routed],
-    ) -> SinkFuture<'a, Result<Vec<Refused>, SinkError>> {
-        Box::pin(self.publish_all(records))
+    fn check_section(value: toml::Value) -> Vec<DestinationProblem> {
+        match section::<PubsubConfig>(Self::SECTION, Some(value)) {
+            Ok(s) => s.problems(),
+            Err(p) => p,
+        }
+    }
+
+    fn build<'a>(
+        &'a self,
+        _sink: &'a SinkConfig,
+        _cx: &'a BuildContext,
+    ) -> SinkFuture<'a, Result<Box<dyn Sink>, SinkError>> {
+        Box::pin(async move {
+            let sink = PubsubSink::build(&self.topic, &self.settings).await?;
+            Ok(Box::new(sink) as Box<dyn Sink>)
+        })
     }
 }
