@@ -19,6 +19,7 @@ use verdict_service::shutdown::{CancellationToken, TaskTracker};
 use crate::agent::{Agent, AgentConfig, AgentError};
 use crate::clock::Clock;
 use crate::datapath::{Attempt, Datapath, UserspaceDatapath};
+use crate::event::VerdictEvent;
 use crate::kernel::compile::NodeContext;
 use crate::kernel::datapath::{DatapathError, EbpfDatapath, run_with_agent};
 use crate::metrics::Metrics;
@@ -250,10 +251,7 @@ async fn run_userspace(
     agent: &Agent,
     shutdown: &CancellationToken,
 ) -> Result<(), NodeError> {
-    let mut snapshots = agent.snapshots.clone();
-    let mut snapshots_open = true;
-    let mut events = Vec::new();
-    let lines: Option<Box<dyn tokio::io::AsyncBufRead + Unpin + Send>> = match attempts {
+    let (mut rx, reader) = match attempts {
         None => {
             tracing::info!(
                 "userspace datapath without attempts: nothing to judge; waiting for a stop signal"
@@ -261,47 +259,28 @@ async fn run_userspace(
             shutdown.cancelled().await;
             return Ok(());
         }
-        Some(AttemptInput::Channel(mut rx)) => {
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    changed = snapshots.changed(), if snapshots_open => match changed {
-                        Ok(()) => datapath.install(snapshots.borrow_and_update().clone()),
-                        Err(_) => snapshots_open = false,
-                    },
-                    attempt = rx.recv() => {
-                        let Some(attempt) = attempt else { break };
-                        // Judge what is queued together: one clock reading per burst.
-                        let now = agent.clock.now();
-                        datapath.process(&attempt, now, &mut events);
-                        while let Ok(more) = rx.try_recv() {
-                            datapath.process(&more, now, &mut events);
-                        }
-                        for ev in events.drain(..) {
-                            if agent.events.send(ev).await.is_err() {
-                                return Ok(());
-                            }
-                        }
-                    }
-                }
-            }
-            return Ok(());
+        Some(AttemptInput::Channel(rx)) => (rx, None),
+        Some(AttemptInput::Stdin) => {
+            let (tx, rx) = mpsc::channel(1024);
+            let input = tokio::io::BufReader::new(tokio::io::stdin());
+            (rx, Some(tokio::spawn(read_attempts(input, tx))))
         }
-        Some(AttemptInput::Stdin) => Some(Box::new(tokio::io::BufReader::new(tokio::io::stdin()))),
-        Some(AttemptInput::File(p)) => Some(Box::new(tokio::io::BufReader::new(
-            tokio::fs::File::open(&p)
+        Some(AttemptInput::File(p)) => {
+            let file = tokio::fs::File::open(&p)
                 .await
                 .map_err(|source| NodeError::Io {
                     context: format!("opening {}", p.display()),
                     source,
-                })?,
-        ))),
+                })?;
+            let (tx, rx) = mpsc::channel(1024);
+            let input = tokio::io::BufReader::new(file);
+            (rx, Some(tokio::spawn(read_attempts(input, tx))))
+        }
     };
-    let Some(input) = lines else {
-        return Ok(());
-    };
-    let mut lines = input.lines();
-    let mut line_no = 0usize;
+    let mut snapshots = agent.snapshots.clone();
+    let mut snapshots_open = true;
+    let mut events = Vec::new();
+    let mut ended = false;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -309,28 +288,77 @@ async fn run_userspace(
                 Ok(()) => datapath.install(snapshots.borrow_and_update().clone()),
                 Err(_) => snapshots_open = false,
             },
-            line = lines.next_line() => {
-                let line = line.map_err(|source| NodeError::Io {
-                    context: "reading attempts".into(),
-                    source,
-                })?;
-                let Some(line) = line else { break };
-                line_no += 1;
-                if line.trim().is_empty() {
-                    continue;
-                }
-                let attempt: Attempt = serde_json::from_str(&line)
-                    .map_err(|source| NodeError::Attempt { line: line_no, source })?;
-                datapath.process(&attempt, agent.clock.now(), &mut events);
-                for ev in events.drain(..) {
-                    if agent.events.send(ev).await.is_err() {
-                        return Ok(());
-                    }
+            attempt = rx.recv() => {
+                let Some(attempt) = attempt else {
+                    ended = true;
+                    break;
+                };
+                // Judge what is queued together: one clock reading per burst.
+                let burst = std::iter::once(attempt)
+                    .chain(std::iter::from_fn(|| rx.try_recv().ok()).take(4095));
+                if !judge(&mut datapath, burst, agent, &mut events).await {
+                    break;
                 }
             }
         }
     }
+    match reader {
+        // The attempts ended: a line that did not parse is the node's error.
+        Some(reader) if ended => reader.await.unwrap_or(Ok(())),
+        Some(reader) => {
+            reader.abort();
+            Ok(())
+        }
+        None => Ok(()),
+    }
+}
+
+/// Reads attempts, one JSON object per line, into `tx` until the input ends (or a line does
+/// not parse, which ends them with the line's error).
+async fn read_attempts(
+    input: impl tokio::io::AsyncBufRead + Unpin,
+    tx: mpsc::Sender<Attempt>,
+) -> Result<(), NodeError> {
+    let mut lines = input.lines();
+    let mut line_no = 0usize;
+    while let Some(line) = lines.next_line().await.map_err(|source| NodeError::Io {
+        context: "reading attempts".into(),
+        source,
+    })? {
+        line_no += 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let attempt: Attempt =
+            serde_json::from_str(&line).map_err(|source| NodeError::Attempt {
+                line: line_no,
+                source,
+            })?;
+        if tx.send(attempt).await.is_err() {
+            break;
+        }
+    }
     Ok(())
+}
+
+/// Judges `attempts` (at one clock reading) and hands the events to the pipeline; false once
+/// the pipeline is gone.
+async fn judge(
+    datapath: &mut UserspaceDatapath,
+    attempts: impl IntoIterator<Item = Attempt>,
+    agent: &Agent,
+    events: &mut Vec<VerdictEvent>,
+) -> bool {
+    let now = agent.clock.now();
+    for attempt in attempts {
+        datapath.process(&attempt, now, events);
+    }
+    for ev in events.drain(..) {
+        if agent.events.send(ev).await.is_err() {
+            return false;
+        }
+    }
+    true
 }
 
 /// Starts a node and runs it until `shutdown` is cancelled (see [`Node`]).

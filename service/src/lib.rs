@@ -7,6 +7,7 @@
 //!   served at `/metrics` (with `/healthz`); label values are escaped by the encoder, so no
 //!   value a peer controls can break the exposition.
 //! - [`logging`]: structured logs on stderr, filtered by `RUST_LOG` (default `info`).
+//! - [`secret`]: [`Secret`](secret::Secret), a configuration value never printed.
 //!
 //! See docs/design.md, "Services: start, serve, stop".
 //!
@@ -16,4 +17,5 @@
 
 pub mod logging;
 pub mod metrics;
+pub mod secret;
 pub mod shutdown;

@@ -61,26 +61,7 @@ impl<'de> Deserialize<'de> for ByteSize {
     }
 }
 
-/// A secret string: shown as `"<redacted>"` by `Debug`, so configs can be logged.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"<redacted>\"")
-    }
-}
+pub use verdict_service::secret::Secret;
 
 /// object_store options; values whose key names a secret are redacted by `Debug`.
 #[derive(Clone, PartialEq, Eq, Default, Deserialize)]

@@ -4,7 +4,9 @@
 
 use std::fmt;
 
-use super::definition::SinkConfig;
+use serde::de::DeserializeOwned;
+
+use super::definition::{Format, SinkConfig};
 use super::sink::{BuildContext, Sink, SinkError, SinkFuture};
 
 /// A problem of one destination's part of a definition: the setting relative to the sink
@@ -17,6 +19,8 @@ pub trait Destination: Clone + PartialEq + fmt::Debug + Send + Sync + Sized + 's
     const SECTION: &'static str;
     /// The URL schemes it serves (`kafka` for `kafka://…`).
     const SCHEMES: &'static [&'static str];
+    /// What its section holds.
+    type Settings: Settings;
 
     /// Parses the destination URL and its settings section (absent: defaults). `sink` is the
     /// common part of the definition (a destination may accept only some formats). Every
@@ -29,7 +33,11 @@ pub trait Destination: Clone + PartialEq + fmt::Debug + Send + Sync + Sized + 's
 
     /// The problems of a settings section on its own (for a section given to a sink of another
     /// destination, which is refused, so that every problem is reported at once).
-    fn check_section(section: toml::Value) -> Vec<DestinationProblem>;
+    fn check_section(section: toml::Value) -> Vec<DestinationProblem> {
+        let mut problems = Vec::new();
+        read_section::<Self::Settings>(Self::SECTION, Some(section), &mut problems);
+        problems
+    }
 
     /// Builds the client that sends to the destination.
     fn build<'a>(
@@ -39,14 +47,40 @@ pub trait Destination: Clone + PartialEq + fmt::Debug + Send + Sync + Sized + 's
     ) -> SinkFuture<'a, Result<Box<dyn Sink>, SinkError>>;
 }
 
-/// Deserializes a destination's section (absent: its defaults), naming the section in errors.
-pub fn section<T: serde::de::DeserializeOwned + Default>(
+/// A destination's settings section.
+pub trait Settings: DeserializeOwned + Default {
+    /// What is wrong with the settings on their own, each problem naming its setting relative
+    /// to the sink (`kafka.compression`).
+    fn problems(&self) -> Vec<DestinationProblem>;
+}
+
+/// Reads section `name` as settings `T` (absent: the defaults) and adds every problem to
+/// `problems`; `None` when the section does not even deserialize.
+pub fn read_section<T: Settings>(
     name: &str,
     value: Option<toml::Value>,
-) -> Result<T, Vec<DestinationProblem>> {
-    match value {
-        None => Ok(T::default()),
-        Some(v) => serde::Deserialize::deserialize(v)
-            .map_err(|e: toml::de::Error| vec![(name.to_owned(), e.to_string().trim().to_owned())]),
-    }
+    problems: &mut Vec<DestinationProblem>,
+) -> Option<T> {
+    let settings = match value {
+        None => T::default(),
+        Some(v) => match T::deserialize(v) {
+            Ok(s) => s,
+            Err(e) => {
+                problems.push((name.to_owned(), e.to_string().trim().to_owned()));
+                return None;
+            }
+        },
+    };
+    problems.extend(settings.problems());
+    Some(settings)
+}
+
+/// The problem of a sink asking a streaming destination (Kafka, Pub/Sub) for Parquet.
+pub fn json_only(sink: &SinkConfig) -> Option<DestinationProblem> {
+    (sink.format == Format::Parquet).then(|| {
+        (
+            "format".to_owned(),
+            "parquet is for object storage destinations only".to_owned(),
+        )
+    })
 }

@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use crate::config::values::StorageOptions;
 use crate::sinks::definition::{check_field, duration_text};
-use crate::sinks::destination::DestinationProblem;
+use crate::sinks::destination::{DestinationProblem, Settings};
 
 pub const DEFAULT_KAFKA_KEY: &str = "jsonPayload.dest.namespace";
 pub const DEFAULT_KAFKA_PARTITIONS: i32 = 3;
@@ -53,8 +53,8 @@ impl Default for KafkaConfig {
     }
 }
 
-impl KafkaConfig {
-    pub(super) fn problems(&self) -> Vec<DestinationProblem> {
+impl Settings for KafkaConfig {
+    fn problems(&self) -> Vec<DestinationProblem> {
         let mut p = Vec::new();
         let mut bad = |setting: &str, message: String| p.push((setting.to_owned(), message));
         if !self.key.is_empty()

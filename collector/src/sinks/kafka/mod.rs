@@ -6,8 +6,8 @@ pub mod config;
 
 use self::client::KafkaSink;
 use self::config::KafkaConfig;
-use crate::sinks::definition::{Format, SinkConfig};
-use crate::sinks::destination::{Destination, DestinationProblem, section};
+use crate::sinks::definition::SinkConfig;
+use crate::sinks::destination::{Destination, DestinationProblem, json_only, read_section};
 use crate::sinks::sink::{BuildContext, Sink, SinkError, SinkFuture};
 
 /// A Kafka destination: brokers, topic and producer settings.
@@ -48,6 +48,7 @@ fn parse_url(url: &str, rest: &str) -> Result<(String, String), String> {
 impl Destination for KafkaDestination {
     const SECTION: &'static str = "kafka";
     const SCHEMES: &'static [&'static str] = &["kafka"];
+    type Settings = KafkaConfig;
 
     fn parse(
         url: &str,
@@ -57,22 +58,8 @@ impl Destination for KafkaDestination {
         let mut problems = Vec::new();
         let rest = url.split_once("://").map_or("", |(_, r)| r);
         let address = parse_url(url, rest).map_err(|m| ("destination".to_owned(), m));
-        let settings = match section::<KafkaConfig>(Self::SECTION, section_value) {
-            Ok(s) => {
-                problems.extend(s.problems());
-                Some(s)
-            }
-            Err(p) => {
-                problems.extend(p);
-                None
-            }
-        };
-        if sink.format == Format::Parquet {
-            problems.push((
-                "format".into(),
-                "parquet is for object storage destinations only".into(),
-            ));
-        }
+        let settings = read_section::<KafkaConfig>(Self::SECTION, section_value, &mut problems);
+        problems.extend(json_only(sink));
         match (address, settings) {
             (Ok((brokers, topic)), Some(settings)) if problems.is_empty() => Ok(KafkaDestination {
                 brokers,
@@ -85,13 +72,6 @@ impl Destination for KafkaDestination {
                 }
                 Err(problems)
             }
-        }
-    }
-
-    fn check_section(value: toml::Value) -> Vec<DestinationProblem> {
-        match section::<KafkaConfig>(Self::SECTION, Some(value)) {
-            Ok(s) => s.problems(),
-            Err(p) => p,
         }
     }
 

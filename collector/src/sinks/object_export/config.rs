@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use crate::config::values::{StorageKind, StorageOptions};
 use crate::sinks::definition::duration_text;
-use crate::sinks::destination::DestinationProblem;
+use crate::sinks::destination::{DestinationProblem, Settings};
 
 pub const DEFAULT_EXPORT_WINDOW: Duration = Duration::from_secs(300);
 pub const DEFAULT_EXPORT_MAX_RECORDS: usize = 500_000;
@@ -36,9 +36,8 @@ impl Default for ObjectExportConfig {
     }
 }
 
-impl ObjectExportConfig {
-    /// Problems of the settings; option names are checked against `kind`'s backend when known.
-    pub(super) fn problems(&self, kind: Option<StorageKind>) -> Vec<DestinationProblem> {
+impl Settings for ObjectExportConfig {
+    fn problems(&self) -> Vec<DestinationProblem> {
         let mut p = Vec::new();
         if self.window < Duration::from_secs(1) {
             p.push((
@@ -52,16 +51,23 @@ impl ObjectExportConfig {
                 "must be positive".to_owned(),
             ));
         }
-        if let Some(kind) = kind {
-            for key in self.options.0.keys() {
-                if !kind.accepts_option(key) {
-                    p.push((
-                        format!("object_storage.options.{key}"),
-                        format!("not an option of the {kind:?} backend"),
-                    ));
-                }
-            }
-        }
         p
+    }
+}
+
+impl ObjectExportConfig {
+    /// Options that are not object_store options of `kind`'s backend.
+    pub(super) fn foreign_options(&self, kind: StorageKind) -> Vec<DestinationProblem> {
+        self.options
+            .0
+            .keys()
+            .filter(|key| !kind.accepts_option(key))
+            .map(|key| {
+                (
+                    format!("object_storage.options.{key}"),
+                    format!("not an option of the {kind:?} backend"),
+                )
+            })
+            .collect()
     }
 }

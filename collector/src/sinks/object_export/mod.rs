@@ -9,7 +9,7 @@ use self::client::ObjectExport;
 use self::config::ObjectExportConfig;
 use crate::config::values::StorageKind;
 use crate::sinks::definition::SinkConfig;
-use crate::sinks::destination::{Destination, DestinationProblem, section};
+use crate::sinks::destination::{Destination, DestinationProblem, read_section};
 use crate::sinks::sink::{BuildContext, Sink, SinkError, SinkFuture};
 
 /// An object storage destination: its URL, backend and export settings.
@@ -22,6 +22,7 @@ pub struct ObjectDestination {
 
 impl Destination for ObjectDestination {
     const SECTION: &'static str = "object_storage";
+    type Settings = ObjectExportConfig;
     const SCHEMES: &'static [&'static str] = &[
         "file", "s3", "s3a", "gs", "az", "azure", "abfs", "abfss", "adl",
     ];
@@ -56,16 +57,11 @@ impl Destination for ObjectDestination {
                 None
             }
         };
-        let settings = match section::<ObjectExportConfig>(Self::SECTION, section_value) {
-            Ok(s) => {
-                problems.extend(s.problems(kind));
-                Some(s)
-            }
-            Err(p) => {
-                problems.extend(p);
-                None
-            }
-        };
+        let settings =
+            read_section::<ObjectExportConfig>(Self::SECTION, section_value, &mut problems);
+        if let (Some(settings), Some(kind)) = (&settings, kind) {
+            problems.extend(settings.foreign_options(kind));
+        }
         match (kind, settings) {
             (Some(kind), Some(settings)) if problems.is_empty() => Ok(ObjectDestination {
                 url: url.to_owned(),
@@ -73,13 +69,6 @@ impl Destination for ObjectDestination {
                 settings,
             }),
             _ => Err(problems),
-        }
-    }
-
-    fn check_section(value: toml::Value) -> Vec<DestinationProblem> {
-        match section::<ObjectExportConfig>(Self::SECTION, Some(value)) {
-            Ok(s) => s.problems(None),
-            Err(p) => p,
         }
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::sinks::definition::{check_field, duration_text};
-use crate::sinks::destination::DestinationProblem;
+use crate::sinks::destination::{DestinationProblem, Settings};
 
 pub const DEFAULT_PUBSUB_BATCH_MESSAGES: u32 = 1000;
 pub const DEFAULT_PUBSUB_BATCH_BYTES: u32 = 1 << 20;
@@ -67,8 +67,8 @@ pub enum Credentials {
     Anonymous,
 }
 
-impl PubsubConfig {
-    pub(super) fn problems(&self) -> Vec<DestinationProblem> {
+impl Settings for PubsubConfig {
+    fn problems(&self) -> Vec<DestinationProblem> {
         let mut p = Vec::new();
         let mut bad = |setting: &str, message: String| p.push((setting.to_owned(), message));
         if !self.ordering_key.is_empty()

@@ -6,8 +6,8 @@ pub mod config;
 
 use self::client::PubsubSink;
 use self::config::PubsubConfig;
-use crate::sinks::definition::{Format, SinkConfig};
-use crate::sinks::destination::{Destination, DestinationProblem, section};
+use crate::sinks::definition::SinkConfig;
+use crate::sinks::destination::{Destination, DestinationProblem, json_only, read_section};
 use crate::sinks::sink::{BuildContext, Sink, SinkError, SinkFuture};
 
 /// A Pub/Sub destination: the topic and publisher settings.
@@ -21,6 +21,7 @@ pub struct PubsubDestination {
 impl Destination for PubsubDestination {
     const SECTION: &'static str = "pubsub";
     const SCHEMES: &'static [&'static str] = &["pubsub"];
+    type Settings = PubsubConfig;
 
     fn parse(
         url: &str,
@@ -39,34 +40,13 @@ impl Destination for PubsubDestination {
                 None
             }
         };
-        let settings = match section::<PubsubConfig>(Self::SECTION, section_value) {
-            Ok(s) => {
-                problems.extend(s.problems());
-                Some(s)
-            }
-            Err(p) => {
-                problems.extend(p);
-                None
-            }
-        };
-        if sink.format == Format::Parquet {
-            problems.push((
-                "format".into(),
-                "parquet is for object storage destinations only".into(),
-            ));
-        }
+        let settings = read_section::<PubsubConfig>(Self::SECTION, section_value, &mut problems);
+        problems.extend(json_only(sink));
         match (topic, settings) {
             (Some(topic), Some(settings)) if problems.is_empty() => {
                 Ok(PubsubDestination { topic, settings })
             }
             _ => Err(problems),
-        }
-    }
-
-    fn check_section(value: toml::Value) -> Vec<DestinationProblem> {
-        match section::<PubsubConfig>(Self::SECTION, Some(value)) {
-            Ok(s) => s.problems(),
-            Err(p) => p,
         }
     }
 
