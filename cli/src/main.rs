@@ -63,9 +63,38 @@ struct CollectorArgs {
     /// The collector's HTTP address.
     #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8080")]
     collector: String,
-    /// Bearer token for the collector's query API (its query.auth_tokens).
-    #[arg(long, env = "VERDICT_TOKEN", hide_env_values = true)]
+    /// File holding a bearer token for the collector's query API (its query.auth_tokens; the
+    /// first line). Or $VERDICT_TOKEN; never an argument, which every process can read.
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<PathBuf>,
+    /// Refused: a token on the command line is visible to every process (use --token-file).
+    #[arg(long, hide = true)]
     token: Option<String>,
+}
+
+impl CollectorArgs {
+    /// The token of `--token-file` or `$VERDICT_TOKEN`.
+    fn token(&self) -> anyhow::Result<Option<String>> {
+        if self.token.is_some() {
+            anyhow::bail!(
+                "--token puts the token in the process list, readable by every process: use \
+                 --token-file PATH or $VERDICT_TOKEN"
+            );
+        }
+        if let Some(path) = &self.token_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("--token-file {}: {e}", path.display()))?;
+            let token = text.lines().next().unwrap_or_default().trim();
+            if token.is_empty() {
+                anyhow::bail!("--token-file {}: holds no token", path.display());
+            }
+            return Ok(Some(token.to_owned()));
+        }
+        Ok(std::env::var("VERDICT_TOKEN")
+            .ok()
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty()))
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -256,37 +285,43 @@ fn main() -> ExitCode {
             &a.connection,
         ),
         Command::Demo(a) => run_demo(a),
-        Command::Logs(LogsCommand::Read(a)) => logs::read(logs::ReadOptions {
-            filter: a.filter,
-            collector: a.collector.collector,
-            token: a.collector.token,
-            freshness: a.freshness,
-            limit: a.limit,
-            order: a.order.map(|o| match o {
-                LogsOrder::Asc => logs::Order::Asc,
-                LogsOrder::Desc => logs::Order::Desc,
-            }),
-            format: logs_format(a.format),
-            files: a.files,
-            project: a.project,
-            location: a.location,
-            cluster: a.cluster,
+        Command::Logs(LogsCommand::Read(a)) => a.collector.token().and_then(|token| {
+            logs::read(logs::ReadOptions {
+                filter: a.filter,
+                collector: a.collector.collector,
+                token,
+                freshness: a.freshness,
+                limit: a.limit,
+                order: a.order.map(|o| match o {
+                    LogsOrder::Asc => logs::Order::Asc,
+                    LogsOrder::Desc => logs::Order::Desc,
+                }),
+                format: logs_format(a.format),
+                files: a.files,
+                project: a.project,
+                location: a.location,
+                cluster: a.cluster,
+            })
         }),
-        Command::Logs(LogsCommand::Tail(a)) => logs::tail(logs::TailOptions {
-            filter: a.filter,
-            collector: a.collector.collector,
-            token: a.collector.token,
-            format: logs_format(a.format),
+        Command::Logs(LogsCommand::Tail(a)) => a.collector.token().and_then(|token| {
+            logs::tail(logs::TailOptions {
+                filter: a.filter,
+                collector: a.collector.collector,
+                token,
+                format: logs_format(a.format),
+            })
         }),
-        Command::Sql(a) => sql::run(sql::SqlOptions {
-            query: a.query,
-            collector: a.collector.collector,
-            token: a.collector.token,
-            format: match a.format {
-                SqlFormat::Table => sql::Format::Table,
-                SqlFormat::Json => sql::Format::Json,
-                SqlFormat::Csv => sql::Format::Csv,
-            },
+        Command::Sql(a) => a.collector.token().and_then(|token| {
+            sql::run(sql::SqlOptions {
+                query: a.query,
+                collector: a.collector.collector,
+                token,
+                format: match a.format {
+                    SqlFormat::Table => sql::Format::Table,
+                    SqlFormat::Json => sql::Format::Json,
+                    SqlFormat::Csv => sql::Format::Csv,
+                },
+            })
         }),
         Command::DemoNode(a) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()

@@ -35,6 +35,19 @@ impl QueryClient {
                 "--collector {base}: only http:// URLs are supported (put TLS in front with a proxy)"
             );
         }
+        let loopback = match base.host() {
+            Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        };
+        if token.is_some() && !loopback {
+            bail!(
+                "--collector {base}: a token is sent only to a collector on loopback, never in \
+                 clear text across the network (reach a remote collector through `kubectl \
+                 port-forward` or an SSH tunnel)"
+            );
+        }
         Ok(QueryClient {
             base,
             token,

@@ -48,12 +48,59 @@ impl Rejection {
     }
 }
 
-/// Size limits a batch is checked against.
+/// Limits a batch is checked against.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_batch_bytes: usize,
     pub max_records: usize,
     pub max_record_bytes: usize,
+    /// Event times accepted, relative to the receive time.
+    pub window: TimeWindow,
+    /// How far a record may start past the record before it (`grpc.max_sequence_gap`).
+    pub max_sequence_gap: u64,
+}
+
+/// Where a record starts in its source's sequence space: a log line's sequence is the offset
+/// just past its newline, so it starts its length + 1 earlier; other records (kernel record
+/// numbers, structured records) start at their sequence.
+pub fn record_start(r: &v1::Record) -> u64 {
+    match &r.payload {
+        Some(v1::record::Payload::JsonLine(line)) => {
+            r.sequence.saturating_sub(line.len() as u64 + 1)
+        }
+        _ => r.sequence,
+    }
+}
+
+/// How far a record's event time may be from the time it is received: older records would
+/// land in partitions retention has already removed (or never removes), future ones in
+/// partitions that do not exist yet. Cloud Logging refuses entries more than 30 days old or a
+/// day ahead; so do the defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeWindow {
+    pub max_age: std::time::Duration,
+    pub max_ahead: std::time::Duration,
+}
+
+impl TimeWindow {
+    /// Why `ts` is outside the window around `now`, if it is.
+    fn refuse(&self, ts: Timestamp, now: Timestamp) -> Option<String> {
+        let nanos = |d: std::time::Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+        let (t, n) = (ts.unix_nanos(), now.unix_nanos());
+        if t < n.saturating_sub(nanos(self.max_age)) {
+            Some(format!(
+                "timestamp {ts} is more than {} before the collector's clock ({now}; grpc.max_record_age)",
+                humantime::format_duration(self.max_age)
+            ))
+        } else if t > n.saturating_add(nanos(self.max_ahead)) {
+            Some(format!(
+                "timestamp {ts} is more than {} after the collector's clock ({now}; grpc.max_record_ahead)",
+                humantime::format_duration(self.max_ahead)
+            ))
+        } else {
+            None
+        }
+    }
 }
 
 /// The rows of one (table, hour) partition of a batch.
@@ -83,6 +130,8 @@ pub struct PreparedBatch {
     pub receive: Timestamp,
     /// Each record's sequence, strictly increasing.
     pub sequences: Vec<u64>,
+    /// Where each record starts ([`record_start`]).
+    pub starts: Vec<u64>,
     pub parts: Vec<PreparedPart>,
     /// The records as WAL field-15 encodings, concatenated; record `i` starts at
     /// `record_offsets[i]`, so records `k..` are `wal_records[record_offsets[k]..]`.
@@ -100,6 +149,92 @@ impl PreparedBatch {
             .map(|p| p.batch.get_array_memory_size())
             .sum()
     }
+}
+
+/// What a refusal names of an encoded `Batch`, read without decoding it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchHeader {
+    pub batch_id: u64,
+    /// (node name, source id); empty when absent (or absurdly long).
+    pub key: SourceKey,
+    pub records: usize,
+}
+
+/// The batch id, node, source and record count of an encoded `Batch`, read by walking its
+/// top-level fields: nothing is allocated beyond two short names and no record is decoded, so
+/// a batch too large to accept is still answered by its id at the cost of one pass over its
+/// bytes. `None` when the bytes are not a protobuf message.
+pub fn peek_header(mut buf: &[u8]) -> Option<BatchHeader> {
+    let mut header = BatchHeader::default();
+    while !buf.is_empty() {
+        let key = read_varint(&mut buf)?;
+        let (field, wire) = (key >> 3, key & 7);
+        match wire {
+            0 => {
+                let v = read_varint(&mut buf)?;
+                if field == 2 {
+                    header.batch_id = v;
+                }
+            }
+            1 => buf = buf.get(8..)?,
+            5 => buf = buf.get(4..)?,
+            2 => {
+                let len = usize::try_from(read_varint(&mut buf)?).ok()?;
+                let value = buf.get(..len)?;
+                buf = &buf[len..];
+                match field {
+                    // NodeIdentity.node_name and Source.id are both field 1 of their message.
+                    3 => header.key.0 = first_string(value).unwrap_or_default(),
+                    4 => header.key.1 = first_string(value).unwrap_or_default(),
+                    5 => header.records += 1,
+                    _ => {}
+                }
+            }
+            _ => return None,
+        }
+    }
+    Some(header)
+}
+
+/// Field 1 of an encoded message, when it is a UTF-8 string of at most `MAX_SOURCE_ID_BYTES`.
+fn first_string(mut buf: &[u8]) -> Option<String> {
+    while !buf.is_empty() {
+        let key = read_varint(&mut buf)?;
+        let (field, wire) = (key >> 3, key & 7);
+        match wire {
+            0 => {
+                read_varint(&mut buf)?;
+            }
+            1 => buf = buf.get(8..)?,
+            5 => buf = buf.get(4..)?,
+            2 => {
+                let len = usize::try_from(read_varint(&mut buf)?).ok()?;
+                let value = buf.get(..len)?;
+                buf = &buf[len..];
+                if field == 1 {
+                    return (len <= MAX_SOURCE_ID_BYTES)
+                        .then(|| std::str::from_utf8(value).ok().map(str::to_owned))
+                        .flatten();
+                }
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// A protobuf varint (at most 10 bytes).
+fn read_varint(buf: &mut &[u8]) -> Option<u64> {
+    let mut value = 0u64;
+    for i in 0..10 {
+        let (&byte, rest) = buf.split_first()?;
+        *buf = rest;
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte < 0x80 {
+            return Some(value);
+        }
+    }
+    None
 }
 
 /// Checks everything about `batch` that does not need its records decoded, in the order a
@@ -141,6 +276,15 @@ pub fn check(batch: &v1::Batch, encoded_len: usize, limits: &Limits) -> Result<(
             "node.node_name is missing",
         ));
     }
+    if let Some(n) = node.filter(|n| !crate::node_auth::valid_node_name(&n.node_name)) {
+        return Err(Rejection::new(
+            C::MissingIdentity,
+            format!(
+                "node.node_name {:?} is not a Kubernetes node name (at most 253 lower-case letters, digits, '-' and '.')",
+                n.node_name.chars().take(64).collect::<String>()
+            ),
+        ));
+    }
     if node.is_none_or(|n| n.project_id.is_empty()) {
         return Err(Rejection::new(
             C::MissingIdentity,
@@ -172,6 +316,19 @@ pub fn check(batch: &v1::Batch, encoded_len: usize, limits: &Limits) -> Result<(
                 format!(
                     "record {i} has sequence {} after {p}: sequences must strictly increase",
                     r.sequence
+                ),
+            ));
+        }
+        if let Some(p) = previous
+            && record_start(r).saturating_sub(p) > limits.max_sequence_gap
+        {
+            return Err(Rejection::new(
+                C::OutOfOrder,
+                format!(
+                    "record {i} (sequence {}) starts {} past the record before it (sequence {p}); at most {} (grpc.max_sequence_gap)",
+                    r.sequence,
+                    record_start(r) - p,
+                    limits.max_sequence_gap
                 ),
             ));
         }
@@ -245,12 +402,15 @@ enum PartBuilder {
 }
 
 /// Decodes `records` of `source_id` on `node`, received at `receive`, into partition batches.
-/// Returns the parts and the newest event time.
+/// Returns the parts and the newest event time. With a `window`, a record whose event time is
+/// outside it around `receive` refuses the batch (live ingest); replay passes none, since what
+/// was accepted stays accepted.
 pub fn build_rows(
     node: &v1::NodeIdentity,
     source_id: &str,
     receive: Timestamp,
     records: &[v1::Record],
+    window: Option<&TimeWindow>,
 ) -> Result<(Vec<PreparedPart>, Option<i64>), Rejection> {
     let labels = ResourceLabels {
         project_id: node.project_id.clone(),
@@ -283,6 +443,12 @@ pub fn build_rows(
             Decoded::Flow(f) => (Table::Flows, f.timestamp),
             Decoded::Loss(m) => (Table::Loss, m.timestamp),
         };
+        if let Some(why) = window.and_then(|w| w.refuse(ts, receive)) {
+            return Err(Rejection::new(
+                RejectionCode::InvalidRecord,
+                format!("record {i} (sequence {}): {why}", r.sequence),
+            ));
+        }
         newest = Some(newest.map_or(ts.unix_nanos(), |n| n.max(ts.unix_nanos())));
         let hour = Hour::of_nanos(ts.unix_nanos());
         let slot = match builders
@@ -291,9 +457,17 @@ pub fn build_rows(
         {
             Some(s) => s,
             None => {
+                // Most batches are one hour: its builder is sized for the whole batch; further
+                // hours start small and grow, so a batch spread over many hours costs memory
+                // in proportion to its records, not to records × hours.
+                let capacity = if builders.is_empty() {
+                    records.len()
+                } else {
+                    64
+                };
                 let b = match table {
                     Table::Loss => PartBuilder::Loss(LossEntryBatchBuilder::with_capacity(4)),
-                    _ => PartBuilder::Flows(LogEntryBatchBuilder::with_capacity(records.len())),
+                    _ => PartBuilder::Flows(LogEntryBatchBuilder::with_capacity(capacity)),
                 };
                 builders.push((table, hour, b, Vec::new()));
                 builders.len() - 1
@@ -344,13 +518,21 @@ pub fn prepare(
     check(&batch, encoded_len, limits)?;
     let node = batch.node.unwrap_or_default();
     let source_id = batch.source.map(|s| s.id).unwrap_or_default();
-    let (parts, newest_event) = build_rows(&node, &source_id, receive, &batch.records)?;
+    let (parts, newest_event) = build_rows(
+        &node,
+        &source_id,
+        receive,
+        &batch.records,
+        Some(&limits.window),
+    )?;
     let mut wal_records = Vec::with_capacity(encoded_len);
     let mut record_offsets = Vec::with_capacity(batch.records.len());
     let mut sequences = Vec::with_capacity(batch.records.len());
+    let mut starts = Vec::with_capacity(batch.records.len());
     for r in &batch.records {
         record_offsets.push(wal_records.len());
         sequences.push(r.sequence);
+        starts.push(record_start(r));
         wal::encode_record(r, &mut wal_records);
     }
     Ok(PreparedBatch {
@@ -359,6 +541,7 @@ pub fn prepare(
         node,
         receive,
         sequences,
+        starts,
         parts,
         wal_records,
         record_offsets,
@@ -404,10 +587,18 @@ mod tests {
         }
     }
 
+    /// Wide enough for the fixed 2026-01-01 records whatever today's date is.
+    const ANY_TIME: TimeWindow = TimeWindow {
+        max_age: std::time::Duration::from_secs(100 * 365 * 86_400),
+        max_ahead: std::time::Duration::from_secs(100 * 365 * 86_400),
+    };
+
     const LIMITS: Limits = Limits {
         max_batch_bytes: 1 << 20,
         max_records: 10,
         max_record_bytes: 1 << 12,
+        window: ANY_TIME,
+        max_sequence_gap: 1 << 20,
     };
 
     #[test]
@@ -538,5 +729,117 @@ mod tests {
             payload: None,
         });
         assert!(reject(b, 10).message.contains("no payload"));
+    }
+
+    #[test]
+    fn records_outside_the_time_window_refuse_their_batch_by_name() {
+        let window = TimeWindow {
+            max_age: std::time::Duration::from_secs(30 * 86_400),
+            max_ahead: std::time::Duration::from_secs(86_400),
+        };
+        let limits = Limits { window, ..LIMITS };
+        let receive = Timestamp::parse("2026-01-10T00:00:00Z").unwrap();
+        let at = |ts: &str| FLOW.replace("2026-01-01T00:59:59.5Z", ts);
+        // Inside: 9 days old, and 23 hours ahead.
+        for ts in ["2026-01-01T00:00:00Z", "2026-01-10T23:00:00Z"] {
+            let b = batch(vec![record(1, v1::LogId::PolicyAction, &at(ts))]);
+            assert!(prepare(b, 100, &limits, receive).is_ok(), "{ts}");
+        }
+        for (ts, says) in [
+            ("2100-01-01T00:00:00Z", "after the collector's clock"),
+            ("2026-01-11T00:00:01Z", "grpc.max_record_ahead"),
+            ("1970-01-01T00:00:00Z", "grpc.max_record_age"),
+            ("2025-12-10T23:59:59Z", "more than 30days before"),
+        ] {
+            let b = batch(vec![
+                record(
+                    1,
+                    v1::LogId::PolicyAction,
+                    FLOW.replace("2026-01-01T00:59:59.5Z", "2026-01-09T00:00:00Z")
+                        .as_str(),
+                ),
+                record(2, v1::LogId::PolicyAction, &at(ts)),
+            ]);
+            let r = prepare(b, 100, &limits, receive).unwrap_err();
+            assert_eq!(r.code, RejectionCode::InvalidRecord, "{ts}");
+            assert!(
+                r.message.starts_with("record 1 (sequence 2): timestamp"),
+                "{}",
+                r.message
+            );
+            assert!(r.message.contains(says), "{ts}: {}", r.message);
+        }
+        // Replay is not windowed: what was accepted stays accepted.
+        let old = batch(vec![record(
+            1,
+            v1::LogId::PolicyAction,
+            &at("2020-01-01T00:00:00Z"),
+        )]);
+        let node = old.node.clone().unwrap();
+        assert!(build_rows(&node, "s", receive, &old.records, None).is_ok());
+    }
+
+    #[test]
+    fn a_batch_over_many_hours_costs_memory_by_records_not_records_times_hours() {
+        let receive = Timestamp::parse("2026-01-31T00:00:00Z").unwrap();
+        let records: Vec<v1::Record> = (0..700u64)
+            .map(|i| {
+                let ts = Timestamp::from_unix_nanos(
+                    Timestamp::parse("2026-01-02T00:00:00Z")
+                        .unwrap()
+                        .unix_nanos()
+                        + i as i64 * 3_600_000_000_000,
+                );
+                record(
+                    i + 1,
+                    v1::LogId::PolicyAction,
+                    &FLOW.replace("2026-01-01T00:59:59.5Z", &ts.to_string()),
+                )
+            })
+            .collect();
+        let node = batch(Vec::new()).node.unwrap();
+        let (parts, _) = build_rows(&node, "s", receive, &records, Some(&ANY_TIME)).unwrap();
+        assert_eq!(parts.len(), 700);
+        let bytes: usize = parts.iter().map(|p| p.batch.get_array_memory_size()).sum();
+        let one_hour = {
+            let (p, _) = build_rows(&node, "s", receive, &records[..1], Some(&ANY_TIME)).unwrap();
+            p[0].batch.get_array_memory_size()
+        };
+        // Every partition is about as big as a one-record batch: no partition was allocated
+        // for the 700 records of the whole batch.
+        assert!(
+            bytes < 700 * one_hour * 4,
+            "{bytes} bytes for 700 one-row partitions (one: {one_hour})"
+        );
+    }
+
+    #[test]
+    fn a_batch_too_large_to_decode_is_named_from_its_bytes() {
+        use prost::Message as _;
+        let b = batch(vec![
+            record(1, v1::LogId::PolicyAction, FLOW),
+            record(2, v1::LogId::PolicyAction, FLOW),
+            record(3, v1::LogId::PolicyActionLoss, LOSS),
+        ]);
+        let bytes = b.encode_to_vec();
+        assert_eq!(
+            peek_header(&bytes),
+            Some(BatchHeader {
+                batch_id: 7,
+                key: ("n1".to_owned(), "src-1".to_owned()),
+                records: 3,
+            })
+        );
+        // Truncated anywhere inside a field, or not protobuf at all: not a batch.
+        assert_eq!(peek_header(&bytes[..bytes.len() - 3]), None);
+        assert_eq!(
+            peek_header(b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff"),
+            None
+        );
+        // A name longer than any valid one is left out rather than copied.
+        let mut long = b.clone();
+        long.source.as_mut().unwrap().id = "x".repeat(10_000);
+        assert_eq!(peek_header(&long.encode_to_vec()).unwrap().key.1, "");
+        assert_eq!(peek_header(&[]), Some(BatchHeader::default()));
     }
 }

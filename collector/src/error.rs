@@ -55,8 +55,11 @@ pub enum Error {
     #[error("write-ahead log {path}: {message}")]
     WalCorrupt { path: PathBuf, message: String },
 
-    /// The write-ahead log failed earlier; nothing more is accepted until a restart recovers it.
-    #[error("the write-ahead log failed earlier ({0}); restart the collector to recover")]
+    /// The write-ahead log could not be written (a full or failing disk): the batch was not
+    /// stored. The writer undoes the failed write and accepts batches again once it can write.
+    #[error(
+        "the write-ahead log could not be written ({0}); nothing of the batch was stored: send it again"
+    )]
     WalFailed(String),
 
     /// The commit log (manifest) in object storage cannot be read.

@@ -1,13 +1,17 @@
 //! The HTTP endpoint's own routes: `/metrics` (Prometheus), `/healthz` and `/sinks`. The query
-//! API (`verdict-query`) is merged into the same router by the service.
+//! API (`verdict-query`) is merged into the same router by the service. `/metrics` and `/sinks`
+//! (sink destinations, errors) answer only whom the query API answers (`query.auth_tokens`, or
+//! without tokens clients directly on loopback); `/healthz` answers everyone (probes).
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use verdict_service::http::{HttpAuth, Refusal};
 use verdict_service::metrics::Registry;
 
 use crate::buffer::Shared;
@@ -21,6 +25,8 @@ pub struct HttpState {
     /// Health: the write-ahead log's failure, if any.
     pub buffer: Arc<Shared>,
     pub sinks: Arc<Sinks>,
+    /// Who may read `/metrics` and `/sinks`.
+    pub auth: HttpAuth,
 }
 
 async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
@@ -44,10 +50,27 @@ async fn healthz(State(state): State<HttpState>) -> impl IntoResponse {
     }
 }
 
+async fn authorize(State(state): State<HttpState>, request: Request, next: Next) -> Response {
+    match state.auth.check(&request) {
+        Ok(()) => next.run(request).await,
+        Err(Refusal::NotLoopback) => (
+            StatusCode::FORBIDDEN,
+            "no query.auth_tokens are configured, so this endpoint answers only clients directly on a loopback address\n",
+        )
+            .into_response(),
+        Err(Refusal::Unauthenticated(why)) => (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            format!("{why}\n"),
+        )
+            .into_response(),
+    }
+}
+
 pub fn router(state: HttpState) -> Router {
-    Router::new()
+    let guarded = Router::new()
         .route("/metrics", get(metrics))
-        .route("/healthz", get(healthz))
         .route("/sinks", get(sinks))
-        .with_state(state)
+        .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
+    guarded.route("/healthz", get(healthz)).with_state(state)
 }

@@ -22,7 +22,6 @@ use bytes::{Buf, Bytes};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
-use prometheus_client::metrics::counter::Counter;
 use prost::Message as _;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -32,11 +31,12 @@ use verdict_schema::Timestamp;
 use verdict_schema::proto::v1::{self, RejectionCode};
 
 use crate::buffer::Shared;
-use crate::config::{Config, Secret};
-use crate::decode::{Limits, Rejection, prepare};
+use crate::config::Config;
+use crate::decode::{BatchHeader, Limits, Rejection, TimeWindow, peek_header, prepare};
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::writer::{WriteRequest, WriterSender};
+use crate::node_auth::Principal;
+use crate::writer::{WriteRequest, WriterSender, Written};
 
 /// The gRPC method path.
 pub const STREAM_PATH: &str = "/verdict.ingest.v1.Ingest/Stream";
@@ -88,6 +88,21 @@ pub struct IngestState {
     pub shutdown: CancellationToken,
 }
 
+/// A batch's place in its stream's order: dropping it lets the next batch go on, telling it the
+/// stream's last accepted batch id.
+struct Turn {
+    tx: Option<oneshot::Sender<Option<u64>>>,
+    last: Option<u64>,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(self.last);
+        }
+    }
+}
+
 impl IngestState {
     pub fn new(
         config: &Config,
@@ -104,6 +119,11 @@ impl IngestState {
                 max_records: config.grpc.max_records_per_batch,
                 max_record_bytes: usize::try_from(config.grpc.max_record_bytes.0)
                     .unwrap_or(usize::MAX),
+                window: TimeWindow {
+                    max_age: config.grpc.max_record_age,
+                    max_ahead: config.grpc.max_record_ahead,
+                },
+                max_sequence_gap: config.grpc.max_sequence_gap.0,
             },
             max_in_flight: config.grpc.max_in_flight_batches,
             writer,
@@ -141,71 +161,43 @@ impl IngestState {
         }
     }
 
-    /// Starts handling one message. Checks that depend on arrival order run now; the rest runs
-    /// in the returned future.
+    /// Starts handling one message; the returned future answers it.
     ///
-    /// Batches of a stream are prepared concurrently but handed to the writer strictly in
-    /// arrival order (`submitted` chains each batch to the one before): the writer deduplicates
-    /// against the source's watermark, so a later batch overtaking an earlier one would make
-    /// the earlier one look like a duplicate.
+    /// Nothing is decoded on the async runtime and nothing beyond the received bytes is
+    /// allocated before the size limit is checked: a message over `grpc.max_batch_bytes` is
+    /// refused as it is; a smaller one is decoded and prepared on a blocking thread (at most one
+    /// per core at a time).
+    ///
+    /// Batches of a stream are prepared concurrently but judged and handed to the writer
+    /// strictly in arrival order: each waits for its predecessor's [`Turn`], which carries the
+    /// stream's last accepted batch id (ids must increase within a stream), and passes its own
+    /// on once it is with the writer (or refused). The writer deduplicates against the source's
+    /// watermark, so a later batch overtaking an earlier one would make the earlier one look
+    /// like a duplicate.
     fn process(
         self: &Arc<Self>,
         message: Bytes,
-        last_batch_id: &mut Option<u64>,
-        submitted: &mut Option<oneshot::Receiver<()>>,
+        principal: &Principal,
+        previous: &mut Option<oneshot::Receiver<Option<u64>>>,
     ) -> BoxFuture<'static, Result<v1::BatchResult, Status>> {
+        let principal = principal.clone();
         let arrived = Instant::now();
         let encoded_len = message.len();
         self.metrics.ingest.batches_received.inc();
-        let batch = match v1::Batch::decode(message) {
-            Ok(b) => b,
-            Err(e) => {
-                let r = self.result(
-                    0,
-                    (String::new(), String::new()),
-                    Rejection::new(
-                        RejectionCode::Malformed,
-                        format!("the message is not a verdict.ingest.v1.Batch: {e}"),
-                    ),
-                    0,
-                );
-                return Box::pin(async move { Ok(r) });
-            }
-        };
-        let records = batch.records.len();
-        self.metrics.ingest.records_received.inc_by(records as u64);
-        let batch_id = batch.batch_id;
-        let source_id = batch
-            .source
-            .as_ref()
-            .map(|s| s.id.clone())
-            .unwrap_or_default();
-        let node_name = batch
-            .node
-            .as_ref()
-            .map(|n| n.node_name.clone())
-            .unwrap_or_default();
-        if let Some(previous) = *last_batch_id
-            && batch_id <= previous
-        {
-            let r = self.result(
-                batch_id,
-                (node_name, source_id),
-                Rejection::new(
-                    RejectionCode::OutOfOrder,
-                    format!("batch_id {batch_id} after {previous}: batch ids must increase within a stream"),
-                ),
-                records,
-            );
-            return Box::pin(async move { Ok(r) });
-        }
-        *last_batch_id = Some(batch_id);
         let this = Arc::clone(self);
-        let (my_turn_done, next_waits) = oneshot::channel::<()>();
-        let previous_submitted = submitted.replace(next_waits);
+        let (tx, next) = oneshot::channel::<Option<u64>>();
+        let before = previous.replace(next);
         Box::pin(async move {
-            // Dropped (on any return) or sent once this batch is with the writer.
-            let my_turn_done = my_turn_done;
+            // Passes the stream's last accepted id on, whatever way this future ends.
+            let mut turn = Turn {
+                tx: Some(tx),
+                last: None,
+            };
+            let last_accepted = match before {
+                Some(rx) => rx.await.unwrap_or(None),
+                None => None,
+            };
+            turn.last = last_accepted;
             let permit = this
                 .prepare_permits
                 .clone()
@@ -214,21 +206,76 @@ impl IngestState {
                 .map_err(|_| Error::ShuttingDown.to_status())?;
             let limits = this.limits;
             let receive = Timestamp::now();
-            let prepared = tokio::task::spawn_blocking(move || {
+            let decoded = tokio::task::spawn_blocking(move || {
                 let _permit = permit;
-                prepare(batch, encoded_len, &limits, receive)
+                if encoded_len > limits.max_batch_bytes {
+                    // Too large to decode: answered by what its bytes say without decoding.
+                    let header = peek_header(&message).ok_or_else(|| {
+                        "the bytes are not a protobuf message".to_owned()
+                    })?;
+                    let refusal = Rejection::new(
+                        RejectionCode::TooLarge,
+                        format!(
+                            "the batch is {encoded_len} bytes; the limit is {} (grpc.max_batch_bytes): send smaller batches",
+                            limits.max_batch_bytes
+                        ),
+                    );
+                    return Ok((header, Err(refusal)));
+                }
+                let batch = v1::Batch::decode(message).map_err(|e| e.to_string())?;
+                let header = BatchHeader {
+                    batch_id: batch.batch_id,
+                    key: (
+                        batch.node.as_ref().map(|n| n.node_name.clone()).unwrap_or_default(),
+                        batch.source.as_ref().map(|s| s.id.clone()).unwrap_or_default(),
+                    ),
+                    records: batch.records.len(),
+                };
+                Ok::<_, String>((header, prepare(batch, encoded_len, &limits, receive)))
             })
             .await
             .map_err(|e| Status::internal(format!("preparing the batch failed: {e}")))?;
-            if let Some(previous) = previous_submitted {
-                // Err only means the previous batch ended without reaching the writer.
-                let _ = previous.await;
+            let (header, prepared) = match decoded {
+                Ok(d) => d,
+                Err(e) => {
+                    return Ok(this.result(
+                        0,
+                        (String::new(), String::new()),
+                        Rejection::new(
+                            RejectionCode::Malformed,
+                            format!("the message is not a verdict.ingest.v1.Batch: {e}"),
+                        ),
+                        0,
+                    ));
+                }
+            };
+            let BatchHeader {
+                batch_id,
+                key,
+                records,
+            } = header;
+            this.metrics.ingest.records_received.inc_by(records as u64);
+            if let Some(previous) = last_accepted
+                && batch_id <= previous
+            {
+                return Ok(this.result(
+                    batch_id,
+                    key,
+                    Rejection::new(
+                        RejectionCode::OutOfOrder,
+                        format!("batch_id {batch_id} after {previous}: batch ids must increase within a stream"),
+                    ),
+                    records,
+                ));
+            }
+            turn.last = Some(batch_id);
+            if let Some(why) = principal.refuse(&key.0) {
+                let refusal = Rejection::new(RejectionCode::PermissionDenied, why);
+                return Ok(this.result(batch_id, key, refusal, records));
             }
             let prepared = match prepared {
                 Ok(p) => p,
-                Err(rejection) => {
-                    return Ok(this.result(batch_id, (node_name, source_id), rejection, records));
-                }
+                Err(rejection) => return Ok(this.result(batch_id, key, rejection, records)),
             };
             if let Some(newest) = prepared.newest_event {
                 let lag = (receive.unix_nanos() - newest) as f64 / 1e9;
@@ -250,18 +297,24 @@ impl IngestState {
                 })
                 .await
                 .map_err(|_| Error::ShuttingDown.to_status())?;
-            let _ = my_turn_done.send(());
-            let outcome = outcome
+            drop(turn);
+            let outcome = match outcome
                 .await
                 .map_err(|_| Error::ShuttingDown.to_status())?
-                .map_err(|e| e.to_status())?;
+                .map_err(|e| e.to_status())?
+            {
+                Written::Stored(o) => o,
+                Written::Refused(rejection) => {
+                    return Ok(this.result(batch_id, key, rejection, records));
+                }
+            };
             this.metrics
                 .ingest
                 .ack_seconds
                 .observe(arrived.elapsed().as_secs_f64());
             Ok(v1::BatchResult {
                 batch_id,
-                source_id,
+                source_id: key.1,
                 durable_sequence: outcome.durable_sequence,
                 stored: outcome.stored,
                 duplicates: outcome.duplicates,
@@ -273,14 +326,14 @@ impl IngestState {
     /// Reads `incoming` until it ends, answering every batch in order on `out`.
     async fn run_stream(
         self: Arc<Self>,
+        principal: Principal,
         mut incoming: Streaming<Bytes>,
         out: mpsc::Sender<Result<v1::BatchResult, Status>>,
     ) {
         let shutdown = self.shutdown.clone();
         let mut pending: FuturesOrdered<BoxFuture<'static, Result<v1::BatchResult, Status>>> =
             FuturesOrdered::new();
-        let mut last_batch_id = None;
-        let mut submitted = None;
+        let mut previous = None;
         let mut reading = true;
         let mut end: Option<Status> = None;
         loop {
@@ -306,7 +359,7 @@ impl IngestState {
                 message = incoming.message(), if reading && pending.len() < self.max_in_flight => {
                     match message {
                         Ok(Some(m)) => {
-                            pending.push_back(self.process(m, &mut last_batch_id, &mut submitted));
+                            pending.push_back(self.process(m, &principal, &mut previous));
                         }
                         Ok(None) => reading = false,
                         Err(status) => {
@@ -359,6 +412,12 @@ impl tonic::server::StreamingService<Bytes> for StreamMethod {
 
     fn call(&mut self, request: Request<Streaming<Bytes>>) -> Self::Future {
         let state = Arc::clone(&self.0);
+        // Set by the authentication interceptor; a stream it did not see is bound to nothing.
+        let principal = request
+            .extensions()
+            .get::<Principal>()
+            .cloned()
+            .unwrap_or_else(|| Principal::Nodes(Vec::new()));
         Box::pin(async move {
             let permit = Arc::clone(&state.stream_permits)
                 .try_acquire_owned()
@@ -370,7 +429,7 @@ impl tonic::server::StreamingService<Bytes> for StreamMethod {
             metrics.ingest.streams_active.inc();
             metrics.ingest.streams.inc();
             tokio::spawn(async move {
-                state.run_stream(request.into_inner(), tx).await;
+                state.run_stream(principal, request.into_inner(), tx).await;
                 metrics.ingest.streams_active.dec();
                 drop(permit);
             });
@@ -407,96 +466,5 @@ where
                 .apply_max_message_size_config(Some(max), None);
             Ok(grpc.streaming(method, req).await)
         })
-    }
-}
-
-/// Checks the `authorization: Bearer TOKEN` metadata against the configured tokens.
-#[derive(Clone)]
-pub struct TokenAuth {
-    tokens: Arc<Vec<Secret>>,
-    failures: Counter,
-}
-
-impl std::fmt::Debug for TokenAuth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenAuth")
-            .field("tokens", &self.tokens.len())
-            .finish()
-    }
-}
-
-impl TokenAuth {
-    /// Checks against `tokens` (none: every stream is let in); refusals count in `failures`.
-    pub fn new(tokens: Vec<Secret>, failures: Counter) -> Self {
-        TokenAuth {
-            tokens: Arc::new(tokens),
-            failures,
-        }
-    }
-}
-
-/// Compares without an early exit, so the time taken says nothing about where tokens differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-impl tonic::service::Interceptor for TokenAuth {
-    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
-        if self.tokens.is_empty() {
-            return Ok(request);
-        }
-        let presented = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            });
-        let ok = presented.is_some_and(|p| {
-            self.tokens.iter().fold(false, |found, t| {
-                found | constant_time_eq(p.as_bytes(), t.expose().as_bytes())
-            })
-        });
-        if ok {
-            Ok(request)
-        } else {
-            self.failures.inc();
-            Err(Status::unauthenticated(if presented.is_none() {
-                "missing `authorization: Bearer TOKEN` metadata"
-            } else {
-                "the bearer token is not accepted"
-            }))
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tonic::service::Interceptor as _;
-
-    #[test]
-    fn tokens_are_checked() {
-        let failures = Counter::default();
-        let mut auth = TokenAuth::new(vec![Secret::new("t0k")], failures.clone());
-        let with = |v: &str| {
-            let mut r = Request::new(());
-            r.metadata_mut().insert("authorization", v.parse().unwrap());
-            r
-        };
-        assert!(auth.call(with("Bearer t0k")).is_ok());
-        let e = auth.call(with("Bearer nope")).unwrap_err();
-        assert_eq!(e.code(), tonic::Code::Unauthenticated);
-        assert!(e.message().contains("not accepted"));
-        let e = auth.call(Request::new(())).unwrap_err();
-        assert!(e.message().contains("missing"));
-        assert_eq!(failures.get(), 2);
-        let mut open = TokenAuth::new(vec![], Counter::default());
-        assert!(open.call(Request::new(())).is_ok());
-        assert!(!constant_time_eq(b"ab", b"abc"));
     }
 }

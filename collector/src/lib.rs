@@ -8,7 +8,8 @@
 //! Modules:
 //! - [`config`]: the TOML configuration, its defaults, env overrides and validation.
 //! - [`ingest`]: the gRPC service `verdict.ingest.v1.Ingest/Stream` (raw-bytes codec, per-stream
-//!   backpressure, bearer-token auth); [`tls`]: TLS and mTLS.
+//!   backpressure); [`node_auth`]: each stream bound to the node its token or client
+//!   certificate names; [`tls`]: TLS and mTLS.
 //! - [`decode`]: batch validation, record decoding and conversion to Arrow rows.
 //! - [`writer`]: the single writer — dedup, WAL group commit, apply, acknowledge. **The
 //!   exactly-once invariant is written at its top.**
@@ -44,6 +45,7 @@ pub mod ingest;
 pub mod lake;
 pub mod manifest;
 pub mod metrics;
+pub mod node_auth;
 pub mod parquet_file;
 pub mod query;
 pub mod retention;

@@ -41,7 +41,7 @@ const LAG_BOUNDS: [f64; 13] = [
 ];
 
 /// Rejection reasons as metric labels, indexed by `RejectionCode as usize` (0 is unused).
-const REJECTION_LABELS: [&str; 7] = [
+const REJECTION_LABELS: [&str; 8] = [
     "unknown",
     "unsupported_schema_version",
     "too_large",
@@ -49,6 +49,7 @@ const REJECTION_LABELS: [&str; 7] = [
     "out_of_order",
     "missing_identity",
     "malformed",
+    "permission_denied",
 ];
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -111,8 +112,8 @@ fn table_labels<const N: usize>(tables: [Table; N]) -> [TableLabel; N] {
 pub struct IngestMetrics {
     pub records_received: Counter,
     pub batches_received: Counter,
-    records_rejected: [Counter; 7],
-    batches_rejected: [Counter; 7],
+    records_rejected: [Counter; 8],
+    batches_rejected: [Counter; 8],
     pub auth_failures: Counter,
     pub streams_active: Gauge,
     pub streams: Counter,

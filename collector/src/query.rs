@@ -91,10 +91,15 @@ pub async fn engine(lake: Arc<Lake>, q: &QueryConfig) -> Result<QueryEngine> {
             .map_err(|e| Error::setting_caused("query.views_dir", "cannot read the views", e))?,
         None => Vec::new(),
     };
+    let bytes = |b: crate::config::values::ByteSize| usize::try_from(b.0).unwrap_or(usize::MAX);
     let limits = QueryLimits {
         max_rows: q.max_rows,
-        max_memory_bytes: usize::try_from(q.max_memory.0).unwrap_or(usize::MAX),
+        max_memory_bytes: bytes(q.max_memory),
         timeout: q.timeout,
+        max_concurrent: q.max_concurrent,
+        max_sql_bytes: bytes(q.max_sql_bytes),
+        max_value_bytes: bytes(q.max_value_bytes),
+        max_result_bytes: bytes(q.max_result_bytes),
     };
     QueryEngine::new(Arc::new(CollectorLake::new(lake)), limits, &extra)
         .await
@@ -103,11 +108,11 @@ pub async fn engine(lake: Arc<Lake>, q: &QueryConfig) -> Result<QueryEngine> {
 
 /// The API settings of `[query]`.
 pub fn api_settings(q: &QueryConfig) -> verdict_query::ApiSettings {
-    verdict_query::ApiSettings {
-        auth_tokens: q
-            .auth_tokens
-            .iter()
-            .map(|t| t.expose().to_owned())
-            .collect(),
-    }
+    verdict_query::ApiSettings { auth: http_auth(q) }
+}
+
+/// Who may use the HTTP port (the query API, `/metrics`, `/sinks`): `query.auth_tokens`, or
+/// without tokens clients directly on loopback.
+pub fn http_auth(q: &QueryConfig) -> verdict_service::http::HttpAuth {
+    verdict_service::http::HttpAuth::new(q.auth_tokens.clone())
 }

@@ -24,10 +24,11 @@ use crate::config::Config;
 use crate::decode::build_rows;
 use crate::error::{Error, Result};
 use crate::flush::{FlushSettings, Flusher};
-use crate::ingest::{IngestServer, IngestState, TokenAuth};
+use crate::ingest::{IngestServer, IngestState};
 use crate::lake::Lake;
 use crate::manifest::{CommitLog, FileEntry, SourceKey, SourceWatermark};
 use crate::metrics::Metrics;
+use crate::node_auth::{NodeAuth, NodeTokens};
 use crate::sinks::Sinks;
 use crate::storage::Storage;
 use crate::table::Table;
@@ -148,12 +149,10 @@ fn replay_wal(
     let outcome = wal::replay(&dir, committed_lsn, |lsn, entry| {
         let node = entry.node.clone().unwrap_or_default();
         let receive = Timestamp::from_unix_nanos(entry.receive_unix_nanos);
-        let (parts, _) =
-            build_rows(&node, &entry.source_id, receive, &entry.records).map_err(|r| {
-                Error::WalCorrupt {
-                    path: dir.clone(),
-                    message: format!("entry {lsn} no longer decodes: {}", r.message),
-                }
+        let (parts, _) = build_rows(&node, &entry.source_id, receive, &entry.records, None)
+            .map_err(|r| Error::WalCorrupt {
+                path: dir.clone(),
+                message: format!("entry {lsn} no longer decodes: {}", r.message),
             })?;
         for p in parts {
             rows += p.batch.num_rows() as u64;
@@ -245,6 +244,7 @@ impl Collector {
             Arc::clone(&buffer),
             Arc::clone(&metrics),
             WriterSettings {
+                max_sequence_gap: config.grpc.max_sequence_gap.0,
                 max_group_bytes: usize::try_from(config.wal.max_group_bytes.0)
                     .unwrap_or(usize::MAX),
                 max_unflushed_bytes: usize::try_from(config.flush.max_unflushed_bytes.0)
@@ -414,10 +414,16 @@ impl Collector {
         .await
     }
 
-    /// The gRPC ingest service (with token auth when configured).
+    /// The gRPC ingest service, each stream bound to the node its credential names.
     pub fn ingest_service(
         &self,
-    ) -> tonic::service::interceptor::InterceptedService<IngestServer, TokenAuth> {
+    ) -> Result<tonic::service::interceptor::InterceptedService<IngestServer, NodeAuth>> {
+        let g = &self.config.grpc;
+        let tokens = match &g.node_tokens_file {
+            Some(path) => NodeTokens::load(path)?,
+            None => NodeTokens::default(),
+        };
+        let certificates = g.tls.as_ref().is_some_and(|t| t.client_ca_file.is_some());
         let state = Arc::new(IngestState::new(
             &self.config,
             Arc::clone(&self.writer),
@@ -426,13 +432,14 @@ impl Collector {
             self.stop.clone(),
         ));
         let max = usize::try_from(self.config.grpc.max_message_bytes.0).unwrap_or(usize::MAX);
-        tonic::service::interceptor::InterceptedService::new(
+        Ok(tonic::service::interceptor::InterceptedService::new(
             IngestServer::new(state, max),
-            TokenAuth::new(
-                self.config.grpc.auth_tokens.clone(),
+            NodeAuth::new(
+                tokens,
+                certificates,
                 self.metrics.ingest.auth_failures.clone(),
             ),
-        )
+        ))
     }
 
     /// Serves gRPC ingest and HTTP on `listeners` until `shutdown` is cancelled; then every
@@ -457,7 +464,7 @@ impl Collector {
         let grpc_task = tokio::spawn({
             let servers = servers.clone();
             builder
-                .add_service(self.ingest_service())
+                .add_service(self.ingest_service()?)
                 .serve_with_incoming_shutdown(
                     tonic::transport::server::TcpIncoming::from(listeners.grpc),
                     async move { servers.cancelled().await },
@@ -469,6 +476,7 @@ impl Collector {
             registry: Arc::clone(&self.registry),
             buffer: Arc::clone(&self.buffer),
             sinks: Arc::clone(&self.sinks),
+            auth: crate::query::http_auth(&self.config.query),
         })
         .merge(verdict_query::router(
             engine,
@@ -478,15 +486,12 @@ impl Collector {
         let http_task = tokio::spawn({
             let servers = servers.clone();
             let http = listeners.http;
-            async move {
-                // The peer address tells the query API which clients are on loopback.
-                axum::serve(
-                    http,
-                    router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-                )
-                .with_graceful_shutdown(async move { servers.cancelled().await })
-                .await
-            }
+            let limits = verdict_service::http::HttpLimits {
+                max_connections: self.config.http.max_connections,
+                header_read_timeout: self.config.http.header_read_timeout,
+            };
+            // The peer address (ConnectInfo) tells the API which clients are on loopback.
+            verdict_service::http::serve(http, router, limits, servers)
         });
         shutdown.cancelled().await;
         tracing::info!("shutting down: closing ingest streams");

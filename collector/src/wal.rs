@@ -533,8 +533,8 @@ impl WalWriter {
     }
 
     /// Writes a group of framed entries and waits until they are on disk. After an error the
-    /// file's tail is unknown: the caller must stop writing (replay at the next start decides
-    /// what survived).
+    /// file's tail is unknown: nothing more may be written until [`recover`](Self::recover)
+    /// succeeds.
     pub fn write_group(&mut self, group: &[u8]) -> std::io::Result<()> {
         if group.is_empty() {
             return Ok(());
@@ -542,11 +542,43 @@ impl WalWriter {
         self.file.write_all(group)?;
         self.file.sync_data()?;
         self.written += group.len() as u64;
+        self.rotate_if_full()
+    }
+
+    fn rotate_if_full(&mut self) -> std::io::Result<()> {
         if self.written >= self.max_segment_bytes {
             self.file = Self::new_segment(&self.dir, self.next_lsn)
                 .map_err(|e| std::io::Error::other(e.to_string()))?;
             self.written = 0;
         }
+        Ok(())
+    }
+
+    /// After a failed [`write_group`](Self::write_group) whose first entry was `first_lsn`:
+    /// cuts the segment back to what was written and synced before it (whatever part of the
+    /// failed group reached the file goes; none of it was acknowledged), makes that durable,
+    /// continues in a new segment and hands out `first_lsn` again. On error nothing changed and
+    /// it may be tried again later (a full disk that gets space, a device that comes back).
+    pub fn recover(&mut self, first_lsn: u64) -> Result<()> {
+        let io = |what: &str, e: std::io::Error| {
+            Error::io(
+                format!(
+                    "recovering the write-ahead log in {}: {what}",
+                    self.dir.display()
+                ),
+                e,
+            )
+        };
+        self.file
+            .set_len(self.written)
+            .map_err(|e| io("cutting the failed group off", e))?;
+        self.file
+            .sync_all()
+            .map_err(|e| io("syncing the cut segment", e))?;
+        let file = Self::new_segment(&self.dir, first_lsn)?;
+        self.file = file;
+        self.written = 0;
+        self.next_lsn = first_lsn;
         Ok(())
     }
 }

@@ -20,9 +20,13 @@
 //! 4. **Acknowledge after durable.** A batch's `BatchResult` is sent only after the `fdatasync`
 //!    of the group containing its entry (or, for an all-duplicate batch, of the group in which
 //!    the thread last advanced that source — the same or an earlier one).
-//! 5. **A failed write stops everything.** After a WAL write or fsync error the file's tail is
-//!    unknown, so no further batch is accepted until a restart, whose replay decides what
-//!    survived; nothing unacknowledged is ever counted on.
+//! 5. **A failed write is undone before anything else is written.** After a WAL write or fsync
+//!    error the file's tail is unknown: the failed group's batches are answered with an error
+//!    (never acknowledged), the watermarks they advanced are put back, and the segment is cut
+//!    back to its last synced length before a new segment takes the same LSNs. Until that
+//!    succeeds (the disk has space again, the device answers) every batch is refused and
+//!    `/healthz` says why; then ingest resumes without a restart. Nothing unacknowledged is
+//!    ever counted on.
 //!
 //! So after kill -9 at any instant: every acknowledged record is in a committed file or in a
 //! replayed entry (1, 4); no record is stored twice, because a record is written only above W
@@ -37,9 +41,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::task_tracker::TaskTrackerToken;
 use verdict_schema::Timestamp;
+use verdict_schema::proto::v1::RejectionCode;
 
 use crate::buffer::{Shared, unflushed_bytes, unflushed_rows};
-use crate::decode::PreparedBatch;
+use crate::decode::{PreparedBatch, Rejection};
 use crate::error::{Error, Result};
 use crate::manifest::{SourceKey, SourceWatermark, forget_idle_sources};
 use crate::metrics::Metrics;
@@ -55,11 +60,21 @@ pub struct Outcome {
     pub durable_sequence: u64,
 }
 
+/// What the writer did with a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Written {
+    /// Durable (or a duplicate of what is).
+    Stored(Outcome),
+    /// Refused against the source's watermark (a sequence leaping too far past it); nothing
+    /// stored, the watermark unchanged.
+    Refused(Rejection),
+}
+
 /// A batch on its way to durability.
 #[derive(Debug)]
 pub struct WriteRequest {
     pub batch: PreparedBatch,
-    pub reply: oneshot::Sender<Result<Outcome>>,
+    pub reply: oneshot::Sender<Result<Written>>,
 }
 
 /// The way into the writer thread, shared by every stream; emptied at shutdown so the thread
@@ -69,6 +84,9 @@ pub type WriterSender = Arc<std::sync::Mutex<Option<mpsc::Sender<WriteRequest>>>
 /// Settings of the writer thread.
 #[derive(Debug, Clone)]
 pub struct WriterSettings {
+    /// `grpc.max_sequence_gap`: how far a batch's first new record may start past the source's
+    /// watermark.
+    pub max_sequence_gap: u64,
     pub max_group_bytes: usize,
     pub max_unflushed_bytes: usize,
     pub flush_rows: usize,
@@ -80,6 +98,8 @@ enum Plan {
     Apply { skip: usize, watermark: u64 },
     /// Nothing new; the source's watermark was `watermark`.
     Duplicate { watermark: u64 },
+    /// Its first new record leaps too far past the watermark.
+    Refuse(Rejection),
 }
 
 /// Starts the writer thread. `written` are the watermarks after WAL replay. The thread runs
@@ -100,6 +120,8 @@ pub fn spawn(
             let _running = running;
             let mut buf: Vec<u8> = Vec::with_capacity(settings.max_group_bytes.min(64 << 20));
             let mut last_expiry = Instant::now();
+            // The first LSN of a group whose write failed and is not undone yet.
+            let mut undo_from: Option<u64> = None;
             while let Some(first) = rx.blocking_recv() {
                 let mut group = vec![first];
                 let mut bytes = group[0].batch.wal_records.len();
@@ -112,11 +134,22 @@ pub fn spawn(
                         Err(_) => break,
                     }
                 }
-                if let Some(reason) = shared.lock().failed.clone() {
-                    for r in group {
-                        let _ = r.reply.send(Err(Error::WalFailed(reason.clone())));
+                if let Some(first) = undo_from {
+                    match wal.recover(first) {
+                        Ok(()) => {
+                            undo_from = None;
+                            shared.lock().failed = None;
+                            tracing::warn!("write-ahead log recovered after a failed write; accepting batches again");
+                        }
+                        Err(e) => {
+                            let reason = format!("{e} (after a failed write)");
+                            shared.lock().failed = Some(reason.clone());
+                            for r in group {
+                                let _ = r.reply.send(Err(Error::WalFailed(reason.clone())));
+                            }
+                            continue;
+                        }
                     }
-                    continue;
                 }
                 // Backpressure: when flushes fall behind, stop acknowledging until they catch up.
                 shared.wait_for_space(settings.max_unflushed_bytes);
@@ -124,10 +157,31 @@ pub fn spawn(
                 buf.clear();
                 let mut plans = Vec::with_capacity(group.len());
                 let mut entries = 0u64;
+                let first_lsn = wal.next_lsn();
+                // The watermarks as they were, to put back if the group cannot be written.
+                let mut before: Vec<(SourceKey, Option<SourceWatermark>)> = Vec::new();
                 for r in &group {
                     let b = &r.batch;
                     let previous = written.get(&b.key).map(|w| w.sequence);
                     let skip = previous.map_or(0, |w| b.sequences.partition_point(|&s| s <= w));
+                    // A source's first batch may start anywhere (a kernel's record numbers
+                    // do not start at 0); after that, a record cannot start further past the
+                    // watermark than skipped lines or overwritten records explain.
+                    if let Some(w) = previous
+                        && let Some(&start) = b.starts.get(skip)
+                        && start.saturating_sub(w) > settings.max_sequence_gap
+                    {
+                        plans.push(Plan::Refuse(Rejection::new(
+                            RejectionCode::OutOfOrder,
+                            format!(
+                                "record {skip} (sequence {}) starts {} past the source's watermark {w}; at most {} (grpc.max_sequence_gap)",
+                                b.sequences[skip],
+                                start - w,
+                                settings.max_sequence_gap
+                            ),
+                        )));
+                        continue;
+                    }
                     if skip < b.sequences.len() {
                         let watermark = *b.sequences.last().expect("non-empty");
                         let lsn = wal.take_lsn();
@@ -140,6 +194,9 @@ pub fn spawn(
                         };
                         frame_entry(&mut buf, lsn, &header, &b.wal_records[b.record_offsets[skip]..]);
                         entries += 1;
+                        if !before.iter().any(|(k, _)| *k == b.key) {
+                            before.push((b.key.clone(), written.get(&b.key).copied()));
+                        }
                         written.insert(
                             b.key.clone(),
                             SourceWatermark {
@@ -158,8 +215,20 @@ pub fn spawn(
                 let started = Instant::now();
                 if let Err(e) = wal.write_group(&buf) {
                     let reason = e.to_string();
-                    tracing::error!(error = %reason, "write-ahead log write failed; refusing all further batches until restart");
-                    shared.lock().failed = Some(reason.clone());
+                    tracing::error!(error = %reason, "write-ahead log write failed; the group is refused and undone before anything else is written");
+                    for (key, mark) in before {
+                        match mark {
+                            Some(m) => written.insert(key, m),
+                            None => written.remove(&key),
+                        };
+                    }
+                    undo_from = Some(first_lsn);
+                    if let Err(e) = wal.recover(first_lsn) {
+                        tracing::error!(error = %e, "undoing the failed write failed; refusing batches until it succeeds");
+                        shared.lock().failed = Some(reason.clone());
+                    } else {
+                        undo_from = None;
+                    }
                     for r in group {
                         let _ = r.reply.send(Err(Error::WalFailed(reason.clone())));
                     }
@@ -229,9 +298,13 @@ pub fn spawn(
                             duplicates: n,
                             durable_sequence: watermark,
                         },
+                        Plan::Refuse(rejection) => {
+                            let _ = r.reply.send(Ok(Written::Refused(rejection)));
+                            continue;
+                        }
                     };
                     duplicates += outcome.duplicates;
-                    let _ = r.reply.send(Ok(outcome));
+                    let _ = r.reply.send(Ok(Written::Stored(outcome)));
                 }
                 if stored != [0, 0] {
                     // The group is fsynced and applied: sinks may now read up to this LSN.

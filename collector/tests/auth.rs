@@ -1,32 +1,66 @@
-//! Authentication of node streams: bearer tokens, and mutual TLS with certificates generated
-//! here (rcgen) for a throwaway CA.
+//! Authentication of node streams: per-node bearer tokens, and mutual TLS with certificates
+//! generated here (rcgen) for a throwaway CA. Either credential binds the stream to its node: a
+//! batch for another node is refused.
 
 mod support;
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use support::*;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
-use verdict_collector::config::{Secret, TlsConfig};
+use verdict_collector::config::TlsConfig;
 use verdict_schema::proto::v1;
 
-fn one_batch(batch_id: u64) -> v1::Batch {
+fn node_batch(node: &str, batch_id: u64) -> v1::Batch {
     batch(
-        "n1",
+        node,
         "s1",
         batch_id,
         vec![json_record(
             batch_id,
             v1::LogId::PolicyAction,
-            &flow_json("n1", batch_id, 1_767_225_600),
+            &flow_json(node, batch_id, 1_767_225_600),
         )],
     )
 }
 
+fn one_batch(batch_id: u64) -> v1::Batch {
+    node_batch("n1", batch_id)
+}
+
+fn sha256_hex(text: &str) -> String {
+    ring::digest::digest(&ring::digest::SHA256, text.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn assert_permission_denied(r: &v1::BatchResult, node: &str) {
+    let rej = r.rejection.as_ref().expect("refused");
+    assert_eq!(
+        rej.code,
+        v1::RejectionCode::PermissionDenied as i32,
+        "{rej:?}"
+    );
+    assert!(rej.message.contains(node), "{rej:?}");
+    assert_eq!(r.stored, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn streams_need_a_configured_bearer_token() {
+async fn streams_need_a_node_token_and_send_only_for_its_node() {
     let (_guard, dir) = tempdir();
     let mut cfg = config(&dir);
-    cfg.grpc.auth_tokens = vec![Secret::new("first-token"), Secret::new("second-token")];
+    // A token in the clear for n1, only the SHA-256 of n2's.
+    let tokens = dir.join("node-tokens");
+    std::fs::write(
+        &tokens,
+        format!(
+            "# node tokens\nn1 first-token-0123456789\nn2 sha256:{}\n",
+            sha256_hex("second-token-0123456789")
+        ),
+    )
+    .unwrap();
+    cfg.grpc.node_tokens_file = Some(tokens);
     let served = Served::start(cfg).await;
     let ch = channel(served.grpc).await;
 
@@ -44,12 +78,24 @@ async fn streams_need_a_configured_bearer_token() {
     assert_eq!(e.code(), tonic::Code::Unauthenticated);
     assert!(e.message().contains("not accepted"), "{e:?}");
 
-    let mut s = Stream::open(ch.clone(), Some("second-token"))
+    let mut s = Stream::open(ch.clone(), Some("second-token-0123456789"))
         .await
         .unwrap();
-    assert_eq!(s.call(&one_batch(1)).await.stored, 1);
-    let mut s = Stream::open(ch, Some("first-token")).await.unwrap();
-    assert_eq!(s.call(&one_batch(2)).await.stored, 1);
+    // n2 cannot speak for n1 (not even to push n1's watermark to the end), and its stream
+    // goes on.
+    let mut forged = one_batch(1);
+    forged.records[0].sequence = u64::MAX;
+    assert_permission_denied(&s.call(&forged).await, "n1");
+    assert_eq!(s.call(&node_batch("n2", 2)).await.stored, 1);
+    let mut s = Stream::open(ch, Some("first-token-0123456789"))
+        .await
+        .unwrap();
+    assert_eq!(s.call(&one_batch(3)).await.stored, 1);
+    assert_eq!(
+        s.call(&one_batch(4)).await.stored,
+        1,
+        "n1's source was not silenced"
+    );
     let m = served.metrics().await;
     assert_eq!(
         metric(&m, "verdict_collector_auth_failures_total"),
@@ -88,7 +134,7 @@ fn pki() -> Pki {
     Pki {
         ca_pem: ca.pem(),
         server: leaf(&["localhost", "127.0.0.1"], &ca),
-        client: leaf(&["node-1"], &ca),
+        client: leaf(&["n1"], &ca),
         stranger: leaf(&["node-x"], &other),
     }
 }
@@ -133,6 +179,8 @@ async fn mutual_tls_admits_only_clients_of_the_configured_ca() {
         .expect("a client of the CA connects");
     let mut s = Stream::open(ch, None).await.unwrap();
     assert_eq!(s.call(&one_batch(1)).await.stored, 1);
+    // The certificate names n1: nothing else.
+    assert_permission_denied(&s.call(&node_batch("n2", 2)).await, "n2");
 
     for who in [None, Some(&pki.stranger)] {
         let refused = match tls_channel(served.grpc, &pki.ca_pem, who).await {

@@ -181,3 +181,91 @@ async fn a_message_above_the_transport_limit_ends_only_its_stream() {
     drop(other);
     served.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_sequence_cannot_hide_the_records_still_to_come() {
+    let (_guard, dir) = tempdir();
+    let mut cfg = config(&dir);
+    cfg.grpc.max_sequence_gap = verdict_collector::config::ByteSize(1 << 20);
+    let served = Served::start(cfg).await;
+    let mut s = served.stream().await;
+    let src = "src-gap";
+    assert_eq!(
+        s.call(&batch("n1", src, 1, flows("n1", 1..11)))
+            .await
+            .stored,
+        10
+    );
+    // Before the rule, sequence 2^64-1 became the watermark and every later record a
+    // "duplicate", acknowledged and discarded.
+    for (id, forged) in [(2, u64::MAX), (3, 10 + (1 << 20) + 4096)] {
+        let mut b = batch("n1", src, id, flows("n1", 11..12));
+        b.records[0].sequence = forged;
+        let r = s.call(&b).await;
+        let rej = r.rejection.as_ref().unwrap_or_else(|| panic!("{r:?}"));
+        assert_eq!(rej.code, RejectionCode::OutOfOrder as i32, "{rej:?}");
+        assert!(rej.message.contains("grpc.max_sequence_gap"), "{rej:?}");
+        assert_eq!(r.durable_sequence, 10, "the watermark did not move");
+    }
+    // A leap inside one batch is refused the same way.
+    let mut b = batch("n1", src, 4, flows("n1", 11..14));
+    b.records[2].sequence = u64::MAX;
+    let r = s.call(&b).await;
+    assert_eq!(
+        r.rejection.as_ref().map(|r| r.code),
+        Some(RejectionCode::OutOfOrder as i32),
+        "{r:?}"
+    );
+    // The real records keep coming and are stored.
+    let r = s.call(&batch("n1", src, 5, flows("n1", 11..21))).await;
+    assert_eq!((r.stored, r.duplicates, r.durable_sequence), (10, 0, 20));
+    // Skipped lines (a gap within the bound) are fine: a file source may skip malformed lines.
+    let r = s.call(&batch("n1", src, 6, flows("n1", 5000..5010))).await;
+    assert_eq!(r.stored, 10, "{r:?}");
+    served.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_name_that_is_not_one_cannot_reach_the_metrics() {
+    let (_guard, dir) = tempdir();
+    let served = Served::start(config(&dir)).await;
+    let mut s = served.stream().await;
+    for name in [
+        "n1\nverdict_collector_forged_total 1",
+        "N1",
+        "n1\"} 1\n#",
+        &"a".repeat(300),
+    ] {
+        let r = s.call(&batch(name, "src", 1, flows("n1", 1..2))).await;
+        let rej = r
+            .rejection
+            .as_ref()
+            .unwrap_or_else(|| panic!("{name:?}: {r:?}"));
+        assert_eq!(rej.code, RejectionCode::MissingIdentity as i32, "{rej:?}");
+        assert!(
+            rej.message.contains("not a Kubernetes node name"),
+            "{rej:?}"
+        );
+        s = served.stream().await;
+    }
+    assert_eq!(
+        s.call(&batch("n1", "src", 1, flows("n1", 1..2)))
+            .await
+            .stored,
+        1
+    );
+    // Every sample line of the exposition is NAME{LABELS} VALUE.
+    let m = served.metrics().await;
+    assert!(!m.contains("verdict_collector_forged_total"), "{m}");
+    for line in m.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("{line:?}"));
+        assert!(value.parse::<f64>().is_ok(), "{line:?}");
+        let name = series.split('{').next().unwrap();
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "{line:?}"
+        );
+    }
+    served.stop().await;
+}

@@ -161,6 +161,8 @@ async fn kill_dash_nine_during_a_million_record_stream_loses_and_duplicates_noth
             r#"data_dir = "{}"
 [grpc]
 listen = "127.0.0.1:0"
+# The records are stamped 2026-01-01.
+max_record_age = "36500days"
 [http]
 listen = "127.0.0.1:0"
 [flush]

@@ -112,7 +112,7 @@ async fn http(
 ) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{headers}\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{headers}\r\n{body}",
         body.len()
     );
     s.write_all(request.as_bytes()).await.unwrap();
@@ -403,7 +403,7 @@ async fn filters_sql_and_tail_through_the_api() {
     // Live tail: only new entries that match, as they become durable.
     let mut tail = tokio::net::TcpStream::connect(addr).await.unwrap();
     tail.write_all(
-        b"GET /v1/tail?filter=jsonPayload.disposition%3Ddeny HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /v1/tail?filter=jsonPayload.disposition%3Ddeny HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
     )
     .await
     .unwrap();
@@ -472,7 +472,7 @@ async fn read_until(s: &mut tokio::net::TcpStream, marker: &str) -> String {
 async fn http_bytes(addr: SocketAddr, body: &str) -> Vec<u8> {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let request = format!(
-        "POST /v1/sql HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST /v1/sql HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     s.write_all(request.as_bytes()).await.unwrap();
@@ -524,11 +524,51 @@ async fn bearer_tokens_are_required_when_configured() {
             r#"{"columns":[{"name":"one","type":"Int64"}],"rows":[[1]],"rowCount":1}"#
         )
     );
-    // Metrics and health stay open.
+    // The metrics and the sinks (destinations, errors) need the token too; health does not.
+    for path in ["/metrics", "/sinks"] {
+        let (status, out) = http(served.http, "GET", path, "", "").await;
+        assert_eq!(status, 401, "{path}: {out}");
+        let (status, _) = http(
+            served.http,
+            "GET",
+            path,
+            "Authorization: Bearer s3cret\r\n",
+            "",
+        )
+        .await;
+        assert_eq!(status, 200, "{path}");
+    }
     assert!(
         support::http_get(served.http, "/healthz")
             .await
             .contains("ok")
     );
+    served.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_tokens_only_direct_loopback_clients_are_answered() {
+    let (_guard, dir) = tempdir();
+    let served = Served::start(config(&dir)).await;
+    let body = r#"{"query": "SELECT 1 AS one"}"#;
+    let (status, _) = http(served.http, "POST", "/v1/sql", "", body).await;
+    assert_eq!(status, 200, "a direct loopback client");
+    // A local reverse proxy relays the whole network: loopback is not trust then.
+    for (path, method, headers) in [
+        ("/v1/sql", "POST", "X-Forwarded-For: 203.0.113.9\r\n"),
+        ("/metrics", "GET", "Forwarded: for=203.0.113.9\r\n"),
+        ("/sinks", "GET", "X-Real-IP: 203.0.113.9\r\n"),
+    ] {
+        let (status, out) = http(served.http, method, path, headers, body).await;
+        assert_eq!(status, 403, "{path} {headers}: {out}");
+    }
+    // DNS rebinding: a page of another site whose name resolves to 127.0.0.1.
+    let mut s = tokio::net::TcpStream::connect(served.http).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: evil.example:8080\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 403"), "{out}");
     served.stop().await;
 }

@@ -664,7 +664,7 @@ async fn the_binary_adds_and_changes_sinks_on_sighup_without_restarting_ingest()
     let (a, b) = (dir.join("a"), dir.join("b"));
     let config_path = dir.join("collector.toml");
     let head = format!(
-        "data_dir = \"{}\"\n[grpc]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n[flush]\nmax_age = \"200ms\"\n",
+        "data_dir = \"{}\"\n[grpc]\nlisten = \"127.0.0.1:0\"\nmax_record_age = \"36500days\"\n[http]\nlisten = \"127.0.0.1:0\"\n[flush]\nmax_age = \"200ms\"\n",
         dir.join("data").display()
     );
     let sink = |name: &str, path: &std::path::Path, filter: &str| {

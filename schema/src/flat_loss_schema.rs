@@ -13,7 +13,8 @@ use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
 
 use crate::flat_schema::{
-    Dict, Envelope, EnvelopeBuilders, EnvelopeCols, StrCol, column, dict, envelope_fields, ts,
+    Dict, Envelope, EnvelopeBuilders, EnvelopeCols, StrCol, column, dict, dict_builder,
+    envelope_fields, ts,
 };
 use crate::log_entry::LossLogEntry;
 use crate::loss_marker::{LossMarker, LossReason};
@@ -110,9 +111,9 @@ impl LossEntryBatchBuilder {
         LossEntryBatchBuilder {
             envelope: EnvelopeBuilders::new(n),
             interval_start: TimestampNanosecondBuilder::with_capacity(n).with_timezone("UTC"),
-            node_name: Dict::new(),
-            reason: Dict::new(),
-            disposition: Dict::new(),
+            node_name: dict_builder(n),
+            reason: dict_builder(n),
+            disposition: dict_builder(n),
             dropped_records: Int64Builder::with_capacity(n),
             dropped_connections: Int64Builder::with_capacity(n),
         }

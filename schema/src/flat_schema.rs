@@ -177,6 +177,14 @@ pub fn log_entry_schema() -> SchemaRef {
 
 pub(crate) type Dict = StringDictionaryBuilder<Int32Type>;
 
+/// A dictionary column sized for `n` rows of few distinct values. (`dict_builder(n)` reserves room
+/// for 1,024 keys and values whatever `n` is: ~10 KiB per column, which a batch spread over many
+/// hours — one builder per hour — multiplied into hundreds of MiB.)
+pub(crate) fn dict_builder(n: usize) -> Dict {
+    let distinct = n.clamp(1, 64);
+    Dict::with_capacity(n, distinct, distinct * 16)
+}
+
 struct EndpointBuilders {
     pod_name: StringBuilder,
     pod_namespace: Dict,
@@ -190,10 +198,10 @@ impl EndpointBuilders {
     fn new(n: usize) -> Self {
         EndpointBuilders {
             pod_name: StringBuilder::with_capacity(n, n * 24),
-            pod_namespace: Dict::new(),
-            namespace: Dict::new(),
-            workload_name: Dict::new(),
-            workload_kind: Dict::new(),
+            pod_namespace: dict_builder(n),
+            namespace: dict_builder(n),
+            workload_name: dict_builder(n),
+            workload_kind: dict_builder(n),
             instance: StringBuilder::with_capacity(n, n * 8),
         }
     }
@@ -277,13 +285,13 @@ impl EnvelopeBuilders {
             timestamp: TimestampNanosecondBuilder::with_capacity(n).with_timezone("UTC"),
             receive: TimestampNanosecondBuilder::with_capacity(n).with_timezone("UTC"),
             insert_id: StringBuilder::with_capacity(n, n * 32),
-            log_name: Dict::new(),
-            severity: Dict::new(),
-            resource_type: Dict::new(),
-            project: Dict::new(),
-            location: Dict::new(),
-            cluster: Dict::new(),
-            rnode: Dict::new(),
+            log_name: dict_builder(n),
+            severity: dict_builder(n),
+            resource_type: dict_builder(n),
+            project: dict_builder(n),
+            location: dict_builder(n),
+            cluster: dict_builder(n),
+            rnode: dict_builder(n),
         }
     }
 
@@ -354,15 +362,15 @@ impl LogEntryBatchBuilder {
             dest_ip: StringBuilder::with_capacity(n, n * 12),
             src_port: Int32Builder::with_capacity(n),
             dest_port: Int32Builder::with_capacity(n),
-            protocol: Dict::new(),
-            direction: Dict::new(),
-            disposition: Dict::new(),
-            policies: ListBuilder::new(StructBuilder::from_fields(policy_fields(), 2)),
+            protocol: dict_builder(n),
+            direction: dict_builder(n),
+            disposition: dict_builder(n),
+            policies: ListBuilder::with_capacity(StructBuilder::from_fields(policy_fields(), 2), n),
             src: EndpointBuilders::new(n),
             dest: EndpointBuilders::new(n),
             count: Int64Builder::with_capacity(n),
-            node_name: Dict::new(),
-            enforcement: Dict::new(),
+            node_name: dict_builder(n),
+            enforcement: dict_builder(n),
         }
     }
 

@@ -6,6 +6,7 @@
 //! - [`metrics`]: Prometheus metrics as typed `prometheus-client` families in one [`Registry`],
 //!   served at `/metrics` (with `/healthz`); label values are escaped by the encoder, so no
 //!   value a peer controls can break the exposition.
+//! - [`http`]: serving a router with a connection cap and a header-read timeout.
 //! - [`logging`]: structured logs on stderr, filtered by `RUST_LOG` (default `info`).
 //! - [`secret`]: [`Secret`](secret::Secret), a configuration value never printed.
 //!
@@ -15,6 +16,7 @@
 //! [`TaskTracker`]: shutdown::TaskTracker
 //! [`Registry`]: metrics::Registry
 
+pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod secret;

@@ -46,15 +46,20 @@ pub fn router(registry: Arc<Registry>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
 }
 
-/// Serves [`router`] on `listener` until `shutdown` is cancelled.
+/// Serves [`router`] on `listener` (with the default [`HttpLimits`](crate::http::HttpLimits))
+/// until `shutdown` is cancelled.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     registry: Arc<Registry>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(registry))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    crate::http::serve(
+        listener,
+        router(registry),
+        crate::http::HttpLimits::default(),
+        shutdown,
+    )
+    .await
 }
 
 #[cfg(test)]

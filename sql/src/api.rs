@@ -5,21 +5,21 @@
 //! - `GET /v1/tail?filter=…` — newline-delimited `TailLogEntriesResponse`-shaped JSON objects
 //!   with the new entries matching the filter, as they become durable.
 //!
-//! Authentication: with `auth_tokens` configured every request needs `Authorization: Bearer
-//! TOKEN`; without, only clients on a loopback address are answered (so the default, no tokens,
-//! is safe on a collector listening on all interfaces).
+//! Authentication ([`HttpAuth`]): with `auth_tokens` configured every request needs
+//! `Authorization: Bearer TOKEN`; without, only clients directly on a loopback address are
+//! answered — not through a local proxy, not with another site's `Host` — so the default, no
+//! tokens, is safe on a collector listening on all interfaces.
 //!
 //! Errors are Google-API shaped: `{"error": {"code", "status", "message", "position"?}}` with
 //! the 1-based line and column of a filter or SQL syntax error.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, Query, Request, State};
+use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 use verdict_filter::Filter;
+use verdict_service::http::{HttpAuth, Refusal};
 
 use crate::entries::{ListEntriesRequest, to_log_entries};
 use crate::error::QueryError;
@@ -41,16 +42,16 @@ use crate::session::{QueryEngine, QueryOutput};
 pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
 
 /// API settings (the collector's `[query]` section).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct ApiSettings {
-    /// Accepted bearer tokens; empty: no token, loopback clients only.
-    pub auth_tokens: Vec<String>,
+    /// Who may call the API (bearer tokens; without them, loopback clients only).
+    pub auth: HttpAuth,
 }
 
 #[derive(Clone)]
 struct ApiState {
     engine: Arc<QueryEngine>,
-    tokens: Arc<Vec<String>>,
+    auth: HttpAuth,
     /// Cancelled at shutdown: tail streams end so the server can stop.
     shutdown: CancellationToken,
 }
@@ -65,7 +66,7 @@ pub fn router(
 ) -> Router {
     let state = ApiState {
         engine,
-        tokens: Arc::new(settings.auth_tokens),
+        auth: settings.auth,
         shutdown,
     };
     Router::new()
@@ -124,40 +125,14 @@ impl IntoResponse for QueryError {
 }
 
 async fn authorize(State(state): State<ApiState>, request: Request, next: Next) -> Response {
-    if state.tokens.is_empty() {
-        let loopback = request
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .is_some_and(|c| c.0.ip().is_loopback());
-        if !loopback {
-            return QueryError::Forbidden(
-                "the query API has no auth_tokens configured, so it answers only clients on a loopback address; set query.auth_tokens in the collector's configuration",
-            )
-            .into_response();
-        }
-    } else {
-        let presented = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        let Some(presented) = presented else {
-            return QueryError::Unauthenticated("missing \"Authorization: Bearer TOKEN\"")
-                .into_response();
-        };
-        if !state
-            .tokens
-            .iter()
-            .any(|t| constant_time_eq(t.as_bytes(), presented.trim().as_bytes()))
-        {
-            return QueryError::Unauthenticated("the bearer token is not accepted").into_response();
-        }
+    match state.auth.check(&request) {
+        Ok(()) => next.run(request).await,
+        Err(Refusal::NotLoopback) => QueryError::Forbidden(
+            "the query API has no auth_tokens configured, so it answers only clients directly on a loopback address (not through a proxy, with a loopback Host); set query.auth_tokens in the collector's configuration",
+        )
+        .into_response(),
+        Err(Refusal::Unauthenticated(why)) => QueryError::Unauthenticated(why).into_response(),
     }
-    next.run(request).await
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Reads a JSON body, turning serde's message into a 400 that names the problem.
@@ -251,9 +226,11 @@ async fn sql(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> 
         Ok(o) => o,
         Err(e) => return e.into_response(),
     };
-    match encode(&output, format) {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
+    // Encoding is CPU work proportional to the result: off the async threads.
+    match tokio::task::spawn_blocking(move || encode(&output, format)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => e.into_response(),
+        Err(e) => QueryError::Internal(e.to_string()).into_response(),
     }
 }
 
@@ -412,16 +389,4 @@ fn matching_entries(
         }
     }
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_compare_whole() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
-    }
 }

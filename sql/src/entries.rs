@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use verdict_filter::Filter;
 
 use crate::error::{QueryError, Result};
-use crate::session::QueryEngine;
+use crate::session::{Engine, QueryEngine};
 use crate::translate::{timestamp_literal, translate};
 
 /// The table entries are listed from.
@@ -133,8 +133,16 @@ fn project_of(name: &str) -> Result<&str> {
 }
 
 impl QueryEngine {
-    /// Lists entries matching `req`.
+    /// Lists entries matching `req` (on the query threads, within the limits).
     pub async fn list_entries(&self, req: &ListEntriesRequest) -> Result<ListEntriesResponse> {
+        let req = req.clone();
+        self.run(move |engine| async move { engine.list_entries(&req).await })
+            .await
+    }
+}
+
+impl Engine {
+    async fn list_entries(&self, req: &ListEntriesRequest) -> Result<ListEntriesResponse> {
         let order = Order::parse(req.order_by.as_deref())?;
         let page_size = match req.page_size {
             None | Some(0) => DEFAULT_PAGE_SIZE,
@@ -212,7 +220,7 @@ impl QueryEngine {
                 .collect()
                 .await?;
             let Some((low, high, ids)) = key_bounds(&keys)? else {
-                return Ok(Vec::new());
+                return Ok::<Vec<RecordBatch>, QueryError>(Vec::new());
             };
             let rows = self
                 .context()
@@ -225,7 +233,7 @@ impl QueryEngine {
                 .limit(0, Some(page_size + 1))?;
             Ok(rows.collect().await?)
         };
-        let batches: Vec<RecordBatch> = self.with_timeout(run).await?;
+        let batches: Vec<RecordBatch> = run.await?;
         let mut entries = Vec::new();
         let mut last: Option<(i64, String)> = None;
         let mut more = false;

@@ -28,6 +28,17 @@ pub enum QueryError {
     /// The query ran longer than allowed.
     #[error("the query ran longer than {seconds:.1}s (the server's query.timeout)")]
     Timeout { seconds: f64 },
+    /// As many queries as allowed are running.
+    #[error(
+        "{limit} queries are running already (the server's query.max_concurrent); retry shortly"
+    )]
+    Busy { limit: usize },
+    /// The request, a computed value or the result is larger than allowed (what and the limit).
+    #[error("{0}")]
+    TooLarge(String),
+    /// The query's task failed unexpectedly (a panic in the engine); the server goes on.
+    #[error("the query failed inside the engine: {0}")]
+    Internal(String),
     /// The query needed more memory than the pool allows (DataFusion's message says which operator).
     #[error("the query needs more memory than query.max_memory allows: {0}")]
     ResourcesExhausted(String),
@@ -57,6 +68,9 @@ impl From<datafusion::error::DataFusionError> for QueryError {
         match e.find_root() {
             D::SQL(p, _) => QueryError::SqlSyntax(p.to_string()),
             D::ResourcesExhausted(m) => QueryError::ResourcesExhausted(m.clone()),
+            D::External(x) if x.is::<crate::bounded::ValueTooLarge>() => {
+                QueryError::TooLarge(x.to_string())
+            }
             _ => QueryError::DataFusion(e),
         }
     }
@@ -73,10 +87,12 @@ impl QueryError {
             | QueryError::StatementNotAllowed { .. }
             | QueryError::MultipleStatements(_)
             | QueryError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
-            QueryError::TooManyRows { .. } | QueryError::ResourcesExhausted(_) => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            QueryError::TooManyRows { .. }
+            | QueryError::ResourcesExhausted(_)
+            | QueryError::TooLarge(_) => StatusCode::UNPROCESSABLE_ENTITY,
             QueryError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            QueryError::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
+            QueryError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             QueryError::DataFusion(e) => match e.find_root() {
                 D::Plan(_) | D::SchemaError(..) | D::NotImplemented(_) | D::SQL(..) => {
                     StatusCode::BAD_REQUEST
@@ -97,6 +113,7 @@ impl QueryError {
             StatusCode::BAD_REQUEST => "INVALID_ARGUMENT",
             StatusCode::UNPROCESSABLE_ENTITY => "RESOURCE_EXHAUSTED",
             StatusCode::GATEWAY_TIMEOUT => "DEADLINE_EXCEEDED",
+            StatusCode::TOO_MANY_REQUESTS => "RESOURCE_EXHAUSTED",
             StatusCode::UNAUTHORIZED => "UNAUTHENTICATED",
             StatusCode::FORBIDDEN => "PERMISSION_DENIED",
             _ => "INTERNAL",

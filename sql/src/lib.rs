@@ -11,13 +11,17 @@
 //! - [`date_trunc`]: `date_trunc` with an arithmetic fast path for UTC timestamps.
 //! - [`encoded_group`]: partial aggregation grouping each batch by its values' encodings
 //!   (string views of dictionary pages, dictionary keys) before their values.
-//! - [`session`]: [`QueryEngine`], the DataFusion session with tables, views and limits.
+//! - [`session`]: [`QueryEngine`], the DataFusion session with tables, views and limits, run on
+//!   threads of its own.
+//! - [`bounded`]: functions that could build huge values (`repeat`, `range`, …), bounded
+//!   before they allocate.
 //! - [`entries`]: `entries:list` (filter queries returning LogEntries, keyset pages).
 //! - [`views`]: the views of `sql/views/*.sql`, built in.
 //! - [`api`]: the axum routes (`/v2/entries:list`, `/v1/sql`, `/v1/tail`) and authentication.
 //! - [`error`]: [`QueryError`] and its HTTP mapping.
 
 pub mod api;
+pub mod bounded;
 pub mod case_fold;
 pub mod date_trunc;
 pub mod encoded_group;

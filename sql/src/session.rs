@@ -21,7 +21,9 @@ use crate::error::{QueryError, Result};
 use crate::lake::{LAKE_URL, Lake, LakeTable, ScanCounters};
 use crate::views;
 
-/// Limits on one query.
+/// Limits on queries. Every size a client controls is bounded before it is allocated: the SQL
+/// text, the values scalar functions build ([`crate::bounded`]), the operators' memory (the
+/// pool), the rows and bytes of a result; and the time and number of queries at once.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueryLimits {
     /// Rows a SQL result may have; more is an error (the client should aggregate or LIMIT).
@@ -30,6 +32,15 @@ pub struct QueryLimits {
     pub max_memory_bytes: usize,
     /// Wall time of one query, planning and execution.
     pub timeout: Duration,
+    /// Queries running at once; more wait briefly, then are refused (`429`).
+    pub max_concurrent: usize,
+    /// Bytes of SQL text (a longer statement is refused before it is parsed).
+    pub max_sql_bytes: usize,
+    /// Bytes one value built by a function may have (`repeat`, `lpad`, `range`, …); a call
+    /// over a batch of rows may build sixteen times this.
+    pub max_value_bytes: usize,
+    /// Bytes (in memory) of a whole result.
+    pub max_result_bytes: usize,
 }
 
 impl Default for QueryLimits {
@@ -38,6 +49,95 @@ impl Default for QueryLimits {
             max_rows: 100_000,
             max_memory_bytes: 1 << 30,
             timeout: Duration::from_secs(30),
+            max_concurrent: 4,
+            max_sql_bytes: 256 << 10,
+            max_value_bytes: 1 << 20,
+            max_result_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Query worker threads' stacks: planning recurses over expression trees, and DataFusion's own
+/// stack growth (`recursive_protection`) covers most but not all of it. Only the pages used are
+/// backed by memory.
+const QUERY_STACK_BYTES: usize = 64 << 20;
+
+/// How long a query waits for one of the `max_concurrent` slots before it is refused.
+const QUEUE_WAIT: Duration = Duration::from_millis(500);
+
+/// The threads queries run on, apart from the runtime that serves ingest: a heavy or hostile
+/// query competes for cores but never occupies the threads that acknowledge batches.
+struct QueryRuntime {
+    runtime: Option<tokio::runtime::Runtime>,
+    permits: Arc<tokio::sync::Semaphore>,
+    limits: QueryLimits,
+}
+
+impl Drop for QueryRuntime {
+    fn drop(&mut self) {
+        // Dropping a runtime may not block inside another one; running queries are abandoned.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl QueryRuntime {
+    fn new(limits: &QueryLimits) -> Result<QueryRuntime> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(std::thread::available_parallelism().map_or(2, std::num::NonZero::get))
+            .thread_name("verdict-query")
+            .thread_stack_size(QUERY_STACK_BYTES)
+            .enable_all()
+            .build()
+            .map_err(|e| QueryError::Internal(format!("cannot start the query threads: {e}")))?;
+        Ok(QueryRuntime {
+            runtime: Some(runtime),
+            permits: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent.max(1))),
+            limits: limits.clone(),
+        })
+    }
+
+    /// Runs `query` on the query threads within the time limit, holding one concurrency slot
+    /// until it has really ended (an abandoned query keeps its slot until it stops).
+    async fn run<T: Send + 'static>(
+        &self,
+        query: impl std::future::Future<Output = Result<T>> + Send + 'static,
+    ) -> Result<T> {
+        let permit =
+            match tokio::time::timeout(QUEUE_WAIT, Arc::clone(&self.permits).acquire_owned()).await
+            {
+                Ok(Ok(p)) => p,
+                _ => {
+                    return Err(QueryError::Busy {
+                        limit: self.limits.max_concurrent,
+                    });
+                }
+            };
+        let runtime = self.runtime.as_ref().expect("present until dropped");
+        let mut task = runtime.spawn(async move {
+            let out = query.await;
+            drop(permit);
+            out
+        });
+        match tokio::time::timeout(self.limits.timeout, &mut task).await {
+            Ok(Ok(out)) => out,
+            Ok(Err(e)) if e.is_panic() => {
+                let panic = e.into_panic();
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".to_owned());
+                Err(QueryError::Internal(what))
+            }
+            Ok(Err(e)) => Err(QueryError::Internal(e.to_string())),
+            Err(_) => {
+                task.abort();
+                Err(QueryError::Timeout {
+                    seconds: self.limits.timeout.as_secs_f64(),
+                })
+            }
         }
     }
 }
@@ -55,8 +155,16 @@ impl QueryOutput {
     }
 }
 
-/// The query engine of a collector (or of a test or benchmark over fixed files).
+/// The query engine of a collector (or of a test or benchmark over fixed files). Cheap to
+/// clone; queries run on its own threads ([`QueryRuntime`]).
+#[derive(Clone)]
 pub struct QueryEngine {
+    engine: Arc<Engine>,
+    runtime: Arc<QueryRuntime>,
+}
+
+/// The session and what it was built from; what a running query holds.
+pub(crate) struct Engine {
     ctx: SessionContext,
     lake: Arc<dyn Lake>,
     limits: QueryLimits,
@@ -67,9 +175,9 @@ pub struct QueryEngine {
 impl std::fmt::Debug for QueryEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("QueryEngine")
-            .field("lake", &self.lake)
-            .field("limits", &self.limits)
-            .field("views", &self.views)
+            .field("lake", &self.engine.lake)
+            .field("limits", &self.engine.limits)
+            .field("views", &self.engine.views)
             .finish_non_exhaustive()
     }
 }
@@ -108,6 +216,8 @@ impl QueryEngine {
             .with_physical_optimizer_rule(Arc::new(EncodedKeyAggregation))
             .build();
         let ctx = SessionContext::new_with_state(state);
+        // Functions that can build values far larger than their input are bounded first.
+        crate::bounded::register(&ctx, limits.max_value_bytes, limits.max_value_bytes * 16);
         // Replaces the built-in (same name): hourly and daily rollups over UTC timestamps
         // truncate with arithmetic instead of a time-zone conversion per row.
         ctx.register_udf(crate::date_trunc::UtcDateTrunc::udf());
@@ -142,81 +252,111 @@ impl QueryEngine {
                 })?;
             names.push(name.clone());
         }
+        let runtime = Arc::new(QueryRuntime::new(&limits)?);
         Ok(QueryEngine {
-            ctx,
-            lake,
-            limits,
-            counters,
-            views: names,
+            engine: Arc::new(Engine {
+                ctx,
+                lake,
+                limits,
+                counters,
+                views: names,
+            }),
+            runtime,
         })
     }
 
     pub fn context(&self) -> &SessionContext {
-        &self.ctx
+        &self.engine.ctx
     }
 
     pub fn lake(&self) -> &Arc<dyn Lake> {
-        &self.lake
+        &self.engine.lake
     }
 
     pub fn limits(&self) -> &QueryLimits {
-        &self.limits
+        &self.engine.limits
     }
 
     /// The registered views, in load order.
     pub fn views(&self) -> &[String] {
-        &self.views
+        &self.engine.views
     }
 
     /// Scan counters of a lake table (files considered and pruned).
     pub fn scan_counters(&self, table: &str) -> Option<Arc<ScanCounters>> {
-        self.counters.get(table).cloned()
+        self.engine.counters.get(table).cloned()
     }
 
     /// Runs one read-only statement: a query (`SELECT`, `WITH`, `VALUES`) or `EXPLAIN [ANALYZE]`
-    /// of one, within the row, memory and time limits.
+    /// of one, on the query threads, within the limits.
     pub async fn sql(&self, text: &str) -> Result<QueryOutput> {
+        let limit = self.engine.limits.max_sql_bytes;
+        if text.len() > limit {
+            return Err(QueryError::TooLarge(format!(
+                "the SQL text is {} bytes; at most {limit} (the server's query.max_sql_bytes)",
+                text.len()
+            )));
+        }
+        let engine = Arc::clone(&self.engine);
+        let text = text.to_owned();
+        self.runtime
+            .run(async move { engine.sql(&text).await })
+            .await
+    }
+
+    /// Runs `query` against the engine on the query threads, within the time limit.
+    pub(crate) async fn run<T: Send + 'static, F>(
+        &self,
+        query: impl FnOnce(Arc<Engine>) -> F,
+    ) -> Result<T>
+    where
+        F: std::future::Future<Output = Result<T>> + Send + 'static,
+    {
+        self.runtime.run(query(Arc::clone(&self.engine))).await
+    }
+}
+
+impl Engine {
+    pub(crate) fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    async fn sql(&self, text: &str) -> Result<QueryOutput> {
         check_read_only(text)?;
         let options = SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false);
-        let run = async {
-            let df = self.ctx.sql_with_options(text, options).await?;
-            let schema = Arc::new(df.schema().as_arrow().clone());
-            let stream = df.execute_stream().await?;
-            let batches = collect_limited(stream, self.limits.max_rows).await?;
-            Ok(QueryOutput { schema, batches })
-        };
-        self.with_timeout(run).await
-    }
-
-    /// Runs `fut` within the query timeout.
-    pub async fn with_timeout<T>(
-        &self,
-        fut: impl std::future::Future<Output = Result<T>>,
-    ) -> Result<T> {
-        match tokio::time::timeout(self.limits.timeout, fut).await {
-            Ok(r) => r,
-            Err(_) => Err(QueryError::Timeout {
-                seconds: self.limits.timeout.as_secs_f64(),
-            }),
-        }
+        let df = self.ctx.sql_with_options(text, options).await?;
+        let schema = Arc::new(df.schema().as_arrow().clone());
+        let stream = df.execute_stream().await?;
+        let batches =
+            collect_limited(stream, self.limits.max_rows, self.limits.max_result_bytes).await?;
+        Ok(QueryOutput { schema, batches })
     }
 }
 
-/// Reads a stream into batches, failing once more than `max_rows` rows arrive.
+/// Reads a stream into batches, failing once more than `max_rows` rows or `max_bytes` bytes
+/// (in memory) arrive.
 pub async fn collect_limited(
     mut stream: SendableRecordBatchStream,
     max_rows: usize,
+    max_bytes: usize,
 ) -> Result<Vec<RecordBatch>> {
     let mut batches = Vec::new();
     let mut rows = 0usize;
+    let mut bytes = 0usize;
     while let Some(batch) = stream.next().await {
         let batch = batch?;
         rows += batch.num_rows();
         if rows > max_rows {
             return Err(QueryError::TooManyRows { limit: max_rows });
+        }
+        bytes = bytes.saturating_add(batch.get_array_memory_size());
+        if bytes > max_bytes {
+            return Err(QueryError::TooLarge(format!(
+                "the result is more than {max_bytes} bytes (the server's query.max_result_bytes); select fewer columns or rows"
+            )));
         }
         if batch.num_rows() > 0 {
             batches.push(batch);

@@ -85,16 +85,29 @@ impl Translator<'_> {
         }
     }
 
+    /// Joins the translations of `items` with `join` into a balanced tree: a filter of
+    /// thousands of terms becomes an expression only about log2(n) deep, which every
+    /// recursive pass of the planner walks without exhausting a stack.
     fn fold(&mut self, items: &[Expr], join: fn(DfExpr, DfExpr) -> DfExpr) -> Result<DfExpr> {
-        let mut out: Option<DfExpr> = None;
-        for item in items {
-            let e = self.expr(item)?;
-            out = Some(match out {
-                None => e,
-                Some(acc) => join(acc, e),
-            });
+        let mut level: Vec<DfExpr> = items
+            .iter()
+            .map(|item| self.expr(item))
+            .collect::<Result<_>>()?;
+        if level.is_empty() {
+            return Ok(lit(true));
         }
-        Ok(out.unwrap_or_else(|| lit(true)))
+        while level.len() > 1 {
+            let mut next = Vec::with_capacity(level.len().div_ceil(2));
+            let mut pairs = level.into_iter();
+            while let Some(a) = pairs.next() {
+                next.push(match pairs.next() {
+                    Some(b) => join(a, b),
+                    None => a,
+                });
+            }
+            level = next;
+        }
+        Ok(level.pop().expect("one left"))
     }
 
     fn fallback(&mut self, e: &Expr) -> Result<DfExpr> {
@@ -358,6 +371,26 @@ mod tests {
             text.contains("timestamp < TimestampNanosecond(1592092800000000000"),
             "{text}"
         );
+    }
+
+    /// Depth of the AND/OR tree of an expression.
+    fn depth(e: &DfExpr) -> usize {
+        match e {
+            DfExpr::BinaryExpr(b) => 1 + depth(&b.left).max(depth(&b.right)),
+            _ => 0,
+        }
+    }
+
+    #[test]
+    fn long_term_lists_become_shallow_trees() {
+        // As many terms as a filter's 20,000 characters hold.
+        let terms: Vec<String> = (0..700).map(|i| format!("jsonPayload.count={i}")).collect();
+        let t = translated(&terms.join(" OR "));
+        let predicate = t.predicate.unwrap();
+        // 700 leaves (each a small comparison) need 10 levels; a chain would need 700.
+        assert!(depth(&predicate) <= 10 + 4, "depth {}", depth(&predicate));
+        let t = translated(&terms.join(" AND "));
+        assert!(depth(&t.predicate.unwrap()) <= 10 + 4);
     }
 
     #[test]

@@ -197,14 +197,41 @@ impl Config {
         if g.max_streams == 0 {
             bad("grpc.max_streams", "must be positive".into());
         }
-        for (i, t) in g.auth_tokens.iter().enumerate() {
-            let t = t.expose();
-            if t.is_empty() || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                bad(
-                    &format!("grpc.auth_tokens[{i}]"),
-                    "must be non-empty and contain no whitespace".into(),
-                );
-            }
+        if g.max_record_age < Duration::from_secs(60) {
+            bad("grpc.max_record_age", "must be at least 1m".into());
+        }
+        if g.max_record_ahead < Duration::from_secs(1) {
+            bad("grpc.max_record_ahead", "must be at least 1s".into());
+        }
+        if self.http.max_connections == 0 {
+            bad("http.max_connections", "must be positive".into());
+        }
+        if self.http.header_read_timeout.is_zero() {
+            bad("http.header_read_timeout", "must be positive".into());
+        }
+        if g.max_sequence_gap.0 == 0 {
+            bad("grpc.max_sequence_gap", "must be positive".into());
+        }
+        if let Some(path) = &g.node_tokens_file
+            && !path.is_file()
+        {
+            bad(
+                "grpc.node_tokens_file",
+                format!("{} is not a file", path.display()),
+            );
+        }
+        let node_credentials = g.node_tokens_file.is_some()
+            || g.tls.as_ref().is_some_and(|t| t.client_ca_file.is_some());
+        if !g.listen.ip().is_loopback() && !node_credentials && !g.insecure {
+            bad(
+                "grpc.listen",
+                format!(
+                    "{} accepts nodes from other hosts but no node credential is configured: set \
+                     grpc.node_tokens_file or grpc.tls.client_ca_file (or grpc.insecure = true to \
+                     accept any client as any node)",
+                    g.listen
+                ),
+            );
         }
         if let Some(tls) = &g.tls {
             for (name, path) in [
@@ -328,6 +355,18 @@ impl Config {
         }
         if q.timeout.is_zero() {
             bad("query.timeout", "must be more than 0s".into());
+        }
+        if q.max_concurrent == 0 {
+            bad("query.max_concurrent", "must be positive".into());
+        }
+        for (setting, size) in [
+            ("query.max_sql_bytes", q.max_sql_bytes),
+            ("query.max_value_bytes", q.max_value_bytes),
+            ("query.max_result_bytes", q.max_result_bytes),
+        ] {
+            if size.0 == 0 {
+                bad(setting, "must be positive".into());
+            }
         }
         if q.auth_tokens.iter().any(|t| t.expose().trim().is_empty()) {
             bad("query.auth_tokens", "a token must not be empty".into());
@@ -486,7 +525,7 @@ url = "ftp://x/y"
             Some(&path),
             env(&[
                 ("VERDICT_COLLECTOR__GRPC__LISTEN", "127.0.0.1:7000"),
-                ("VERDICT_COLLECTOR__GRPC__AUTH_TOKENS", r#"["t1", "t2"]"#),
+                ("VERDICT_COLLECTOR__QUERY__AUTH_TOKENS", r#"["t1", "t2"]"#),
                 ("VERDICT_COLLECTOR__STORAGE__URL", "s3://bucket/lake"),
                 (
                     "VERDICT_COLLECTOR__STORAGE__OPTIONS__AWS_ENDPOINT",
@@ -500,7 +539,7 @@ url = "ftp://x/y"
         .unwrap();
         assert_eq!(c.grpc.listen, "127.0.0.1:7000".parse().unwrap());
         assert_eq!(
-            c.grpc.auth_tokens,
+            c.query.auth_tokens,
             vec![Secret::new("t1"), Secret::new("t2")]
         );
         assert_eq!(c.storage_url(), "s3://bucket/lake");
@@ -512,7 +551,7 @@ url = "ftp://x/y"
     #[test]
     fn secrets_are_redacted_in_debug() {
         let mut c = Config::default();
-        c.grpc.auth_tokens = vec![Secret::new("hunter2")];
+        c.query.auth_tokens = vec![Secret::new("hunter2")];
         c.storage
             .options
             .0

@@ -9,14 +9,19 @@ use serde::Deserialize;
 
 use super::values::{ByteSize, Secret, StorageOptions, humantime_serde_compat};
 
-pub const DEFAULT_GRPC_LISTEN: &str = "0.0.0.0:9000";
-pub const DEFAULT_HTTP_LISTEN: &str = "0.0.0.0:8080";
+pub const DEFAULT_GRPC_LISTEN: &str = "127.0.0.1:9000";
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_MAX_BATCH_BYTES: u64 = 8 << 20;
-pub const DEFAULT_MAX_MESSAGE_BYTES: u64 = 64 << 20;
+pub const DEFAULT_MAX_MESSAGE_BYTES: u64 = 16 << 20;
 pub const DEFAULT_MAX_RECORDS_PER_BATCH: usize = 100_000;
 pub const DEFAULT_MAX_RECORD_BYTES: u64 = 64 << 10;
 pub const DEFAULT_MAX_IN_FLIGHT_BATCHES: usize = 8;
 pub const DEFAULT_MAX_STREAMS: usize = 10_000;
+/// Cloud Logging refuses entries older than 30 days or more than a day ahead; so does ingest.
+pub const DEFAULT_MAX_RECORD_AGE: Duration = Duration::from_secs(30 * 86_400);
+pub const DEFAULT_MAX_RECORD_AHEAD: Duration = Duration::from_secs(86_400);
+/// 64 MiB: six times a GKE log generation (10 MB); no honest gap comes near it.
+pub const DEFAULT_MAX_SEQUENCE_GAP: u64 = 64 << 20;
 pub const DEFAULT_WAL_SEGMENT_BYTES: u64 = 64 << 20;
 pub const DEFAULT_WAL_MAX_GROUP_BYTES: u64 = 32 << 20;
 pub const DEFAULT_WAL_MAX_SINK_RETENTION_BYTES: u64 = 4 << 30;
@@ -38,6 +43,10 @@ pub const DEFAULT_SOURCE_RETENTION: Duration = Duration::from_secs(7 * 86_400);
 pub const DEFAULT_QUERY_MAX_ROWS: usize = 100_000;
 pub const DEFAULT_QUERY_MAX_MEMORY: u64 = 1 << 30;
 pub const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_QUERY_MAX_CONCURRENT: usize = 4;
+pub const DEFAULT_QUERY_MAX_SQL_BYTES: u64 = 256 << 10;
+pub const DEFAULT_QUERY_MAX_VALUE_BYTES: u64 = 1 << 20;
+pub const DEFAULT_QUERY_MAX_RESULT_BYTES: u64 = 64 << 20;
 
 /// The node → collector ingest endpoint (docs/design.md, "Contract 3: node to collector").
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -61,10 +70,30 @@ pub struct GrpcConfig {
     /// Concurrent ingest streams over all connections; more are refused with
     /// `RESOURCE_EXHAUSTED`.
     pub max_streams: usize,
-    /// Bearer tokens accepted in the `authorization` metadata (`Bearer TOKEN`). Empty: no token
-    /// is required.
-    pub auth_tokens: Vec<Secret>,
-    /// TLS for the ingest endpoint; absent: plaintext HTTP/2.
+    /// A record whose event time is older than this (by the collector's clock) refuses its
+    /// batch with `REJECTION_CODE_INVALID_RECORD` naming it; the shipper drops it and sends the
+    /// rest. Without a bound a record stamped 1970 or 2100 makes a partition retention never
+    /// reaches.
+    #[serde(with = "humantime_serde_compat")]
+    pub max_record_age: Duration,
+    /// Likewise for event times this far ahead of the collector's clock.
+    #[serde(with = "humantime_serde_compat")]
+    pub max_record_ahead: Duration,
+    /// How far past a source's watermark (or the record before it) a record's sequence may be,
+    /// beyond the record's own bytes: for log files, the bytes the shipper skipped (malformed
+    /// lines, other programs' kernel log lines); for `/dev/kmsg`, records overwritten before they
+    /// were read. A larger leap is refused (`REJECTION_CODE_OUT_OF_ORDER`): a forged or buggy
+    /// sequence cannot move a watermark past records still to come.
+    pub max_sequence_gap: ByteSize,
+    /// Node credentials: one line per token, `NODE_NAME TOKEN` or `NODE_NAME sha256:HEX`. A
+    /// stream presenting a token (`authorization: Bearer TOKEN`) may send only that node's
+    /// batches. Read at start.
+    pub node_tokens_file: Option<PathBuf>,
+    /// Accept streams without a node credential on a non-loopback `listen` address. Off: such a
+    /// configuration is refused at start (set `node_tokens_file` or `tls.client_ca_file`).
+    pub insecure: bool,
+    /// TLS for the ingest endpoint; absent: plaintext HTTP/2. With `client_ca_file`, a client's
+    /// certificate names its node (DNS names, else the common name).
     pub tls: Option<TlsConfig>,
 }
 
@@ -78,7 +107,11 @@ impl Default for GrpcConfig {
             max_record_bytes: ByteSize(DEFAULT_MAX_RECORD_BYTES),
             max_in_flight_batches: DEFAULT_MAX_IN_FLIGHT_BATCHES,
             max_streams: DEFAULT_MAX_STREAMS,
-            auth_tokens: Vec::new(),
+            max_record_age: DEFAULT_MAX_RECORD_AGE,
+            max_record_ahead: DEFAULT_MAX_RECORD_AHEAD,
+            max_sequence_gap: ByteSize(DEFAULT_MAX_SEQUENCE_GAP),
+            node_tokens_file: None,
+            insecure: false,
             tls: None,
         }
     }
@@ -103,12 +136,19 @@ pub struct TlsConfig {
 pub struct HttpConfig {
     /// Address of the HTTP server.
     pub listen: SocketAddr,
+    /// Connections open at once; more wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// A client must send a request's head within this (slow clients are cut off).
+    #[serde(with = "humantime_serde_compat")]
+    pub header_read_timeout: Duration,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: DEFAULT_HTTP_LISTEN.parse().expect("default address"),
+            max_connections: verdict_service::http::DEFAULT_MAX_CONNECTIONS,
+            header_read_timeout: verdict_service::http::DEFAULT_HEADER_READ_TIMEOUT,
         }
     }
 }
@@ -300,6 +340,18 @@ pub struct QueryConfig {
     /// Wall time of one query (planning and execution).
     #[serde(with = "humantime_serde_compat")]
     pub timeout: Duration,
+    /// Queries running at once (they run on threads of their own, apart from ingest); more wait
+    /// half a second, then are refused with 429.
+    pub max_concurrent: usize,
+    /// A longer SQL text is refused before it is parsed.
+    pub max_sql_bytes: ByteSize,
+    /// Bytes one value built by a function (`repeat`, `lpad`, `range`, `array_repeat`, …) may
+    /// have; a call over a batch of rows may build sixteen times this. Checked before the value
+    /// is built, at planning too.
+    pub max_value_bytes: ByteSize,
+    /// Bytes (in memory) of a whole result; a larger one is an error (select fewer columns or
+    /// rows).
+    pub max_result_bytes: ByteSize,
     /// A directory of extra SQL views, `NAME.sql` each holding one SELECT, loaded after the
     /// built-in ones of the repository's `sql/` (a file may replace one). Absent: built-in only.
     #[serde(default)]
@@ -313,6 +365,10 @@ impl Default for QueryConfig {
             max_rows: DEFAULT_QUERY_MAX_ROWS,
             max_memory: ByteSize(DEFAULT_QUERY_MAX_MEMORY),
             timeout: DEFAULT_QUERY_TIMEOUT,
+            max_concurrent: DEFAULT_QUERY_MAX_CONCURRENT,
+            max_sql_bytes: ByteSize(DEFAULT_QUERY_MAX_SQL_BYTES),
+            max_value_bytes: ByteSize(DEFAULT_QUERY_MAX_VALUE_BYTES),
+            max_result_bytes: ByteSize(DEFAULT_QUERY_MAX_RESULT_BYTES),
             views_dir: None,
         }
     }

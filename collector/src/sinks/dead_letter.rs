@@ -1,7 +1,9 @@
 //! The dead-letter file of a sink: records its destination refused for good (or kept refusing
 //! past `delivery.max_attempts` while accepting others), one JSON object per line with the
 //! error, so nothing is dropped silently and an operator can replay them. A batch of dead
-//! letters is appended and fsynced before the sink's cursor moves past them.
+//! letters is appended and fsynced before the sink's cursor moves past them. The file is bounded
+//! (`delivery.max_dead_letter_bytes`): once full, further refused records are counted as
+//! dropped (`reason="dead_letter_full"`) instead of filling the disk.
 
 use std::fs::OpenOptions;
 use std::io::Write as _;
@@ -26,25 +28,40 @@ pub struct DeadLetter<'a> {
     pub entry: &'a serde_json::Value,
 }
 
-/// Appends dead letters to one file.
+/// Appends dead letters to one file of bounded size.
 #[derive(Debug, Clone)]
 pub struct DeadLetterFile {
     path: PathBuf,
+    max_bytes: u64,
+}
+
+/// What became of a batch of dead letters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    /// Written and fsynced.
+    Written,
+    /// Not written: the file would pass its size bound.
+    Full,
 }
 
 impl DeadLetterFile {
-    pub fn new(path: PathBuf) -> DeadLetterFile {
-        DeadLetterFile { path }
+    pub fn new(path: PathBuf, max_bytes: u64) -> DeadLetterFile {
+        DeadLetterFile { path, max_bytes }
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// Appends encoded dead letters ([`encode`]) and fsyncs.
-    pub fn append(&self, buf: &[u8]) -> Result<()> {
+    /// Appends encoded dead letters ([`encode`]) and fsyncs, unless the file would pass its
+    /// size bound.
+    pub fn append(&self, buf: &[u8]) -> Result<Appended> {
         if buf.is_empty() {
-            return Ok(());
+            return Ok(Appended::Written);
+        }
+        let size = std::fs::metadata(&self.path).map_or(0, |m| m.len());
+        if size.saturating_add(buf.len() as u64) > self.max_bytes {
+            return Ok(Appended::Full);
         }
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir)
@@ -57,7 +74,8 @@ impl DeadLetterFile {
             .open(&self.path)
             .map_err(io)?;
         f.write_all(buf).map_err(io)?;
-        f.sync_data().map_err(io)
+        f.sync_data().map_err(io)?;
+        Ok(Appended::Written)
     }
 }
 
@@ -69,4 +87,19 @@ pub fn encode(letters: &[DeadLetter<'_>]) -> Vec<u8> {
         buf.push(b'\n');
     }
     buf
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_file_stops_growing_at_its_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = DeadLetterFile::new(dir.path().join("dl").join("s.jsonl"), 100);
+        assert_eq!(f.append(&[b'x'; 60]).unwrap(), Appended::Written);
+        assert_eq!(f.append(&[b'y'; 60]).unwrap(), Appended::Full);
+        assert_eq!(f.append(&[b'z'; 40]).unwrap(), Appended::Written);
+        assert_eq!(std::fs::metadata(f.path()).unwrap().len(), 100);
+    }
 }

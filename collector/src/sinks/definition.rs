@@ -8,10 +8,13 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::config::values::ByteSize;
+
 pub const DEFAULT_BATCH_RECORDS: usize = 10_000;
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 pub const DEFAULT_INITIAL_BACKOFF: Duration = Duration::from_millis(200);
 pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(30);
+pub const DEFAULT_MAX_DEAD_LETTER_BYTES: u64 = 1 << 30;
 
 /// What every sink has, whatever its destination (`[[sinks]]` without the destination's
 /// section).
@@ -91,6 +94,9 @@ pub struct DeliveryConfig {
     /// Where refused records go, as JSON lines with the error. Absent:
     /// `DATA_DIR/sinks/dead-letter/NAME.jsonl`.
     pub dead_letter_file: Option<PathBuf>,
+    /// The dead-letter file grows to this many bytes at most; past it refused records are
+    /// dropped and counted (`verdict_collector_sink_records_dropped_total{reason="dead_letter_full"}`).
+    pub max_dead_letter_bytes: ByteSize,
 }
 
 impl Default for DeliveryConfig {
@@ -101,6 +107,7 @@ impl Default for DeliveryConfig {
             initial_backoff: DEFAULT_INITIAL_BACKOFF,
             max_backoff: DEFAULT_MAX_BACKOFF,
             dead_letter_file: None,
+            max_dead_letter_bytes: ByteSize(DEFAULT_MAX_DEAD_LETTER_BYTES),
         }
     }
 }

@@ -140,12 +140,13 @@ impl Collector for SinkMetrics {
         encode_family(
             &mut encoder,
             "verdict_collector_sink_records_dropped",
-            "Records a sink will never send, by reason (wal_retention: deleted from the log before the sink read them; undecodable).",
+            "Records a sink will never send, by reason (wal_retention: deleted from the log before the sink read them; undecodable; dead_letter_full: refused while the dead-letter file was full).",
             MetricType::Counter,
             states.iter().flat_map(|(sink, s)| {
                 [
                     ("wal_retention", u(&s.records_dropped_retention)),
                     ("undecodable", u(&s.records_dropped_undecodable)),
+                    ("dead_letter_full", u(&s.records_dropped_dead_letter_full)),
                 ]
                 .map(|(reason, v)| {
                     (

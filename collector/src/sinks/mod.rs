@@ -288,15 +288,12 @@ impl Sinks {
         state.healthy.store(true, Ordering::Relaxed);
         state.set_error(None);
         let (stop, stop_rx) = watch::channel(false);
+        let delivery = &definition.config.delivery;
         let dead_letter = dead_letter::DeadLetterFile::new(
-            definition
-                .config
-                .delivery
-                .dead_letter_file
-                .clone()
-                .unwrap_or_else(|| {
-                    definition::default_dead_letter_file(&self.settings.data_dir, &name)
-                }),
+            delivery.dead_letter_file.clone().unwrap_or_else(|| {
+                definition::default_dead_letter_file(&self.settings.data_dir, &name)
+            }),
+            delivery.max_dead_letter_bytes.0,
         );
         let task = tokio::spawn(runner::run(runner::Runner {
             definition: definition.clone(),

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::cursor::CursorFile;
-use super::dead_letter::{DeadLetter, DeadLetterFile};
+use super::dead_letter::{Appended, DeadLetter, DeadLetterFile};
 use super::registry::ValidSink;
 use super::route::{Routed, Selection, route};
 use super::sink::{BuildContext, Sink, SinkError};
@@ -32,6 +32,8 @@ pub struct SinkState {
     pub records_dead_lettered: AtomicU64,
     pub records_dropped_retention: AtomicU64,
     pub records_dropped_undecodable: AtomicU64,
+    /// Refused records not dead-lettered because the file reached its bound.
+    pub records_dropped_dead_letter_full: AtomicU64,
     pub entries_dropped: AtomicU64,
     pub retries: AtomicU64,
     pub batches: AtomicU64,
@@ -429,14 +431,23 @@ async fn deliver(
                                 std::io::Error::other(e),
                             ))
                         });
-                    if let Err(e) = written {
-                        tracing::error!(sink = %name, error = %e, "writing dead letters failed; retrying them");
-                        again.extend(dead.iter().map(|(i, _)| *i));
-                    } else {
-                        r.state
-                            .records_dead_lettered
-                            .fetch_add(dead.len() as u64, Ordering::Relaxed);
-                        tracing::warn!(sink = %name, records = dead.len(), file = %r.dead_letter.path().display(), first_error = %dead[0].1, "records refused by the destination were dead-lettered");
+                    match written {
+                        Err(e) => {
+                            tracing::error!(sink = %name, error = %e, "writing dead letters failed; retrying them");
+                            again.extend(dead.iter().map(|(i, _)| *i));
+                        }
+                        Ok(Appended::Written) => {
+                            r.state
+                                .records_dead_lettered
+                                .fetch_add(dead.len() as u64, Ordering::Relaxed);
+                            tracing::warn!(sink = %name, records = dead.len(), file = %r.dead_letter.path().display(), first_error = %dead[0].1, "records refused by the destination were dead-lettered");
+                        }
+                        Ok(Appended::Full) => {
+                            r.state
+                                .records_dropped_dead_letter_full
+                                .fetch_add(dead.len() as u64, Ordering::Relaxed);
+                            tracing::error!(sink = %name, records = dead.len(), file = %r.dead_letter.path().display(), first_error = %dead[0].1, "records refused by the destination were dropped: the dead-letter file is full (delivery.max_dead_letter_bytes)");
+                        }
                     }
                 }
                 again.sort_unstable();

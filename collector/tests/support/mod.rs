@@ -32,7 +32,9 @@ pub fn config(dir: &Path) -> Config {
     c.http.listen = "127.0.0.1:0".parse().unwrap();
     c.flush.max_age = Duration::from_millis(200);
     c.compaction.enabled = false;
-    // Test records carry fixed (past) event times: keep them whatever today's date is.
+    // Test records carry fixed (past) event times: accept and keep them whatever today's date
+    // is.
+    c.grpc.max_record_age = Duration::from_secs(100 * 365 * 86_400);
     c.retention.flows = Duration::ZERO;
     c.retention.loss = Duration::ZERO;
     c.retention.rollups = Duration::ZERO;
@@ -118,9 +120,11 @@ impl Served {
 pub async fn http_get(addr: SocketAddr, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
     out.split_once("\r\n\r\n")
