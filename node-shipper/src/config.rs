@@ -3,7 +3,7 @@
 //! `verdict-probe` and a `verdict-collector` started with their defaults.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -233,7 +233,9 @@ pub struct Config {
     pub log_dir: Option<PathBuf>,
     /// Collector gRPC URL; `https://` with [`Config::tls`].
     pub collector: String,
-    /// Bearer token sent in `authorization` (`--token`, `$VERDICT_SHIPPER_TOKEN`).
+    /// The node's bearer token sent in `authorization` (`--token-file` or
+    /// `$VERDICT_SHIPPER_TOKEN`; never a command-line argument, which any process can read).
+    /// Only sent over TLS, or to a collector on loopback.
     pub token: Option<Secret>,
     pub tls: Option<TlsConfig>,
     /// Where acknowledged positions are kept, one JSON file per input.
@@ -291,6 +293,15 @@ impl Config {
         if self.collector.starts_with("https://") && self.tls.is_none() {
             bad("tls-ca", "an https:// collector needs --tls-ca");
         }
+        if self.token.is_some()
+            && self.collector.starts_with("http://")
+            && !collector_is_loopback(&self.collector)
+        {
+            bad(
+                "token-file",
+                "the token would cross the network in clear text: use an https:// collector (with --tls-ca)",
+            );
+        }
         if let Some(tls) = &self.tls
             && tls.cert_file.is_some() != tls.key_file.is_some()
         {
@@ -343,6 +354,34 @@ impl Config {
     }
 }
 
+/// Whether a collector URL's host is a loopback address (`localhost`, `127.0.0.0/8`, `::1`).
+pub fn collector_is_loopback(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Reads a token file: its first line, trimmed (files written by hand or mounted from a
+/// Kubernetes Secret often end with a newline).
+pub fn read_token_file(path: &Path) -> std::io::Result<Secret> {
+    let text = std::fs::read_to_string(path)?;
+    let token = text.lines().next().unwrap_or_default().trim();
+    if token.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{} holds no token", path.display()),
+        ));
+    }
+    Ok(Secret::new(token))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -369,6 +408,52 @@ mod tests {
             ]
         );
         assert_eq!(format!("{:?}", Secret::new("s3cret")), "Secret(<redacted>)");
+    }
+
+    #[test]
+    fn a_token_never_crosses_the_network_in_clear_text() {
+        let with = |collector: &str| Config {
+            collector: collector.into(),
+            token: Some(Secret::new("node-token-0123456789")),
+            ..Config::default()
+        };
+        for ok in [
+            "http://127.0.0.1:9000",
+            "http://localhost:9000",
+            "http://[::1]:9000",
+        ] {
+            assert!(with(ok).validate().is_ok(), "{ok}");
+        }
+        let e = with("http://collector.verdict:9000")
+            .validate()
+            .unwrap_err();
+        assert_eq!(e.len(), 1);
+        assert!(
+            e[0].to_string()
+                .starts_with("token-file: the token would cross the network in clear text"),
+            "{}",
+            e[0]
+        );
+        assert!(!collector_is_loopback("http://10.0.0.1:9000"));
+        assert!(collector_is_loopback("https://127.0.0.2"));
+    }
+
+    #[test]
+    fn token_files_hold_one_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("token");
+        std::fs::write(&p, "node-token-0123456789\n").unwrap();
+        assert_eq!(
+            read_token_file(&p).unwrap().expose(),
+            "node-token-0123456789"
+        );
+        std::fs::write(&p, "\n").unwrap();
+        assert!(
+            read_token_file(&p)
+                .unwrap_err()
+                .to_string()
+                .contains("holds no token")
+        );
     }
 
     #[test]

@@ -109,25 +109,64 @@ pub fn save_position(path: &Path, position: &Position) -> std::io::Result<()> {
     }
 }
 
-/// Reads a position written by [`save_position`]; none if there is no file.
+/// The largest checkpoint file read; a real one is a few hundred bytes.
+pub const MAX_CHECKPOINT_BYTES: u64 = 64 * 1024;
+
+/// Reads a position written by [`save_position`]; none if there is no file. A file that is not
+/// a checkpoint (or larger than [`MAX_CHECKPOINT_BYTES`]) is an `InvalidData` error naming it.
 pub fn load_position(path: &Path) -> std::io::Result<Option<Position>> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
+    use std::io::Read;
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    let bad = |e: serde_json::Error| {
+    let invalid = |what: String| {
         std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            format!("{}: not a checkpoint: {e}", path.display()),
+            format!("{}: not a checkpoint: {what}", path.display()),
         )
     };
+    let mut bytes = Vec::new();
+    file.take(MAX_CHECKPOINT_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_CHECKPOINT_BYTES {
+        return Err(invalid(format!("larger than {MAX_CHECKPOINT_BYTES} bytes")));
+    }
     if let Ok(cp) = serde_json::from_slice::<Checkpoint>(&bytes) {
         return Ok(Some(Position::File(cp)));
     }
     serde_json::from_slice::<Position>(&bytes)
         .map(Some)
-        .map_err(bad)
+        .map_err(|e| invalid(e.to_string()))
+}
+
+/// Where input `name` resumes. A checkpoint that cannot be read as one (torn, edited, filled
+/// with garbage) must not stop the shipper at every start: it is moved aside to
+/// `<file>.corrupt`, counted in `verdict_shipper_checkpoints_discarded` and logged, and the input
+/// starts over from the beginning. Nothing is lost and nothing is stored twice: the collector
+/// discards the records it already has by (source, sequence).
+pub fn resume_position(
+    dir: &Path,
+    name: &str,
+    metrics: &InputMetrics,
+) -> std::io::Result<Option<Position>> {
+    let path = checkpoint_path(dir, name);
+    match load_position(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            let aside = path.with_extension("json.corrupt");
+            std::fs::rename(&path, &aside)?;
+            metrics.checkpoints_discarded.inc();
+            tracing::error!(
+                input = name,
+                "{e}; moved to {} and reading the input from its beginning (the collector \
+                 discards records it already stored)",
+                aside.display()
+            );
+            Ok(None)
+        }
+        other => other,
+    }
 }
 
 /// `policy_action.log` or `policy_action_loss.log`: one JSON record per line, forwarded as is.

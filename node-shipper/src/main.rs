@@ -27,8 +27,13 @@ struct Args {
     /// Collector gRPC URL (https:// needs --tls-ca).
     #[arg(long, env = "VERDICT_COLLECTOR", default_value = config::DEFAULT_COLLECTOR)]
     collector: String,
-    /// Bearer token for the collector.
-    #[arg(long, env = "VERDICT_SHIPPER_TOKEN", hide_env_values = true)]
+    /// File holding this node's bearer token for the collector (its first line). The token may
+    /// also come from $VERDICT_SHIPPER_TOKEN; never from an argument, which every process on the
+    /// node can read. It is sent only over TLS or to a collector on loopback.
+    #[arg(long, env = "VERDICT_SHIPPER_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// Refused: a token on the command line is visible to every process (use --token-file).
+    #[arg(long, hide = true)]
     token: Option<String>,
     /// CA certificate (PEM) of the collector.
     #[arg(long)]
@@ -109,6 +114,12 @@ struct Args {
 
 impl Args {
     fn into_config(self) -> anyhow::Result<Config> {
+        if self.token.is_some() {
+            anyhow::bail!(
+                "--token puts the token in the process list, readable by every process on the node: \
+                 use --token-file PATH or $VERDICT_SHIPPER_TOKEN"
+            );
+        }
         let metrics_addr = match self.metrics_addr.as_str() {
             "off" | "" => None,
             a => Some(
@@ -138,7 +149,14 @@ impl Args {
         Ok(Config {
             log_dir: (!self.no_policy_logs).then_some(self.log_dir),
             collector: self.collector,
-            token: self.token.map(Secret::new),
+            token: match (&self.token_file, std::env::var("VERDICT_SHIPPER_TOKEN")) {
+                (Some(path), _) => Some(
+                    config::read_token_file(path)
+                        .map_err(|e| anyhow::anyhow!("--token-file {}: {e}", path.display()))?,
+                ),
+                (None, Ok(t)) if !t.trim().is_empty() => Some(Secret::new(t.trim())),
+                _ => None,
+            },
             tls: self.tls_ca.map(|ca_file| TlsConfig {
                 ca_file,
                 cert_file: self.tls_cert,

@@ -78,6 +78,8 @@ pub struct InputMetrics {
     pub stream_failures: Counter,
     /// Rotated generations that could not be found (lines in them were not read).
     pub rotations_unaccounted: Counter,
+    /// Checkpoints that could not be read and were moved aside (the input started over).
+    pub checkpoints_discarded: Counter,
     pub lag_bytes: Gauge,
     pub lag_seconds: FloatGauge,
     /// Unix time (ms) of the last checkpoint written; 0 before the first.
@@ -114,6 +116,7 @@ struct InputFamilies {
     records_dropped: Family<InputReasonLabel, Counter>,
     stream_failures: Family<InputLabel, Counter>,
     rotations_unaccounted: Family<InputLabel, Counter>,
+    checkpoints_discarded: Family<InputLabel, Counter>,
     lag_bytes: Family<InputLabel, Gauge>,
     lag_seconds: Family<InputLabel, FloatGauge>,
 }
@@ -202,6 +205,12 @@ impl Metrics {
             f.rotations_unaccounted.clone(),
         );
         r.register(
+            "verdict_shipper_checkpoints_discarded",
+            "Checkpoints that could not be read, moved aside to <file>.corrupt; the input started \
+             over from the beginning (the collector discards what it already stored).",
+            f.checkpoints_discarded.clone(),
+        );
+        r.register(
             "verdict_shipper_lag_bytes",
             "Bytes written to the input's files that are not acknowledged yet.",
             f.lag_bytes.clone(),
@@ -276,6 +285,7 @@ impl Metrics {
             batches_acked: Counter::default(),
             stream_failures: f.stream_failures.get_or_create_owned(&l),
             rotations_unaccounted: f.rotations_unaccounted.get_or_create_owned(&l),
+            checkpoints_discarded: f.checkpoints_discarded.get_or_create_owned(&l),
             lag_bytes: f.lag_bytes.get_or_create_owned(&l),
             lag_seconds: f.lag_seconds.get_or_create_owned(&l),
             checkpoint_unix_millis: AtomicU64::new(0),

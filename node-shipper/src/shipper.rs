@@ -19,7 +19,7 @@ use verdict_service::shutdown::{CancellationToken, TaskTracker};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::input::{Input, LogFileInput, Position, checkpoint_path, load_position};
+use crate::input::{Input, LogFileInput, Position, checkpoint_path, resume_position};
 use crate::iptables_input::IptablesInput;
 use crate::metrics::Metrics;
 use crate::pod_directory::{PodDirectory, ReverseDns};
@@ -145,9 +145,9 @@ impl Shipper {
             location: id.location.clone(),
             project_id: id.project_id.clone(),
         };
-        let load = |name: &str| -> Result<Option<Position>> {
-            let p = checkpoint_path(&config.checkpoint_dir, name);
-            load_position(&p).map_err(|e| Error::io(&p, e))
+        let load = |name: &'static str| -> Result<Option<Position>> {
+            resume_position(&config.checkpoint_dir, name, &metrics.input(name))
+                .map_err(|e| Error::io(checkpoint_path(&config.checkpoint_dir, name), e))
         };
 
         let mut inputs: Vec<Box<dyn Input>> = Vec::new();

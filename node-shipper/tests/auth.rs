@@ -1,6 +1,6 @@
 //! The shipper authenticates to the real collector: mutual TLS with certificates generated here
-//! (rcgen) for a throwaway CA, plus a bearer token; a wrong token is refused and retried with
-//! backoff, never shipped around.
+//! (rcgen) for a throwaway CA, plus its node's bearer token; a wrong token is refused and retried
+//! with backoff, never shipped around.
 
 mod support;
 
@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use support::*;
-use verdict_collector::config::{Secret as CollectorSecret, TlsConfig as CollectorTls};
+use verdict_collector::config::TlsConfig as CollectorTls;
 use verdict_shipper::config::{Secret, TlsConfig};
 
 fn ca() -> CertifiedIssuer<'static, KeyPair> {
@@ -41,7 +41,11 @@ async fn mutual_tls_and_a_bearer_token() {
     let server = leaf(&["localhost"], &ca);
     let client = leaf(&["node-1"], &ca);
     let mut cc = collector_config(&dir);
-    cc.grpc.auth_tokens = vec![CollectorSecret::new("node-token")];
+    // The node's token; the certificate names the same node.
+    cc.grpc.node_tokens_file = Some(write(
+        "node-tokens",
+        &format!("{NODE} node-token-0123456789\n"),
+    ));
     cc.grpc.tls = Some(CollectorTls {
         cert_file: write("server.crt", &server.0),
         key_file: write("server.key", &server.1),
@@ -79,7 +83,7 @@ async fn mutual_tls_and_a_bearer_token() {
     let mut cfg = shipper_config(&logs, &dir.join("right"), served.grpc);
     cfg.collector = format!("https://{}", served.grpc);
     cfg.tls = Some(tls);
-    cfg.token = Some(Secret::new("node-token"));
+    cfg.token = Some(Secret::new("node-token-0123456789"));
     let shipper = start_shipper(cfg).await;
     let m = shipper.metrics().input("policy_action");
     eventually(Duration::from_secs(30), "every record acknowledged", || {

@@ -266,3 +266,71 @@ fn unusable_settings_are_named_and_exit_2() {
     );
     assert!(err.contains("project: must not be empty"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_checkpoint_is_moved_aside_and_nothing_is_lost_or_stored_twice() {
+    let (_g, dir) = tempdir();
+    let logs = dir.join("logs");
+    let state = dir.join("state");
+    std::fs::create_dir_all(&logs).unwrap();
+    let served = Served::start(collector_config(&dir)).await;
+    let path = logs.join("policy_action.log");
+    std::fs::write(&path, format!("{}\n{}\n{}\n", flow(1), flow(2), flow(3))).unwrap();
+    let mut first = start(&logs, &state, served.grpc, &[]);
+    eventually(Duration::from_secs(60), "three records stored", || {
+        flows_stored(&served) >= 3
+    })
+    .await;
+    let pid = first.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(first.child.wait().unwrap().success());
+
+    // A torn or overwritten checkpoint: before the fix every start failed on it (a crash loop
+    // that silenced the node).
+    let cp = state.join("policy_action.checkpoint.json");
+    std::fs::write(&cp, b"{\"generation\": {\"dev\": 1, \"in\x00\xff garbage").unwrap();
+    std::fs::write(
+        &path,
+        format!("{}\n{}\n{}\n{}\n", flow(1), flow(2), flow(3), flow(4)),
+    )
+    .unwrap();
+    let second = start(&logs, &state, served.grpc, &[]);
+    eventually(Duration::from_secs(60), "the fourth record stored", || {
+        flows_stored(&served) >= 4
+    })
+    .await;
+    let aside = state.join("policy_action.checkpoint.json.corrupt");
+    assert!(
+        aside.exists(),
+        "the unreadable checkpoint is kept for inspection"
+    );
+    let err = second.stderr.lock().unwrap().clone();
+    assert!(
+        err.contains(&format!("{}: not a checkpoint", cp.display()))
+            && err.contains("reading the input from its beginning"),
+        "{err}"
+    );
+    let m = collector::http_get(second.metrics, "/metrics").await;
+    assert_eq!(
+        metric(
+            &m,
+            "verdict_shipper_checkpoints_discarded_total{input=\"policy_action\"}"
+        ),
+        Some(1.0)
+    );
+    // Read again from the beginning; the collector dropped what it already had.
+    let stored = stored_flows(&served).await;
+    assert_eq!(stored.len(), 4, "nothing lost, nothing twice");
+    let counts = payload_counts(&stored);
+    for i in 1..=4 {
+        assert_eq!(counts.get(&canonical(&flow(i))), Some(&1), "record {i}");
+    }
+    drop(second);
+    served.stop().await;
+}
