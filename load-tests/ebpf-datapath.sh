@@ -86,7 +86,8 @@ for _ in $(seq 100); do grep -q ready "$WORK/server.out" 2>/dev/null && break; s
 
 echo "measuring latency without the programs..." >&2
 without=$(ip netns exec "$CLIENT" "$BIN/examples/netbench" latency 10.244.7.10 7000 3000)
-n "$BIN/verdict-probe" --datapath ebpf --node-name node-1 --manifests "$WORK/manifests" \
+# Started directly (not through a shell function) so that $! is the probe and cleanup stops it.
+ip netns exec "$NODE" "$BIN/verdict-probe" --datapath ebpf --node-name node-1 --manifests "$WORK/manifests" \
   --log-path "$WORK/log/policy_action.log" --bpf-pin-dir "$PIN" --rate-limit 0 \
   --metrics-addr 127.0.0.1:9990 2> "$WORK/probe.err" &
 pids+=($!)

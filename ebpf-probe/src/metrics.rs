@@ -19,6 +19,11 @@ struct DispositionLabel {
     disposition: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
 /// The agent's metrics and the registry they are served from.
 #[derive(Debug)]
 pub struct Metrics {
@@ -38,6 +43,14 @@ pub struct Metrics {
     pub config_valid: Gauge,
     pub state_errors: Counter,
     pub policy_generation: Gauge,
+    /// eBPF datapath: packets dropped before any policy decision, by reason
+    /// (`kernel::abi::DROP_STATS`).
+    datapath_dropped: Family<ReasonLabel, Counter>,
+    /// eBPF datapath: packets judged without a conntrack entry (the insert failed).
+    pub conntrack_insert_failures: Counter,
+    /// eBPF datapath: (pod, direction)s denied everything because their policies could not be
+    /// compiled or written.
+    pub pods_fail_closed: Gauge,
     registry: Arc<Registry>,
 }
 
@@ -100,6 +113,10 @@ impl Metrics {
             "verdict_probe_state_errors",
             "Cluster states that could not be loaded (the previous one stayed in force).",
         );
+        let conntrack_insert_failures = counter(
+            "verdict_probe_conntrack_insert_failures",
+            "eBPF datapath: packets judged without a conntrack entry because the insert failed.",
+        );
         let mut gauge = |name: &str, help: &str| {
             let g = Gauge::default();
             r.register(name, help, g.clone());
@@ -116,6 +133,18 @@ impl Metrics {
         let policy_generation = gauge(
             "verdict_probe_policy_generation",
             "Generation of the policy state in force.",
+        );
+        let pods_fail_closed = gauge(
+            "verdict_probe_pods_fail_closed",
+            "eBPF datapath: (pod, direction)s denied everything because their policies could not \
+             be compiled or written into the maps (the log says which and why).",
+        );
+        let datapath_dropped = Family::<ReasonLabel, Counter>::default();
+        r.register(
+            "verdict_probe_datapath_dropped_packets",
+            "eBPF datapath: packets dropped before any policy decision, by reason (spoofed_source, \
+             not_for_pod, fragment_without_first, malformed, unknown_pod).",
+            datapath_dropped.clone(),
         );
         config_valid.set(1);
         let generated = Family::<DispositionLabel, Counter>::default();
@@ -143,8 +172,17 @@ impl Metrics {
             config_valid,
             state_errors,
             policy_generation,
+            datapath_dropped,
+            conntrack_insert_failures,
+            pods_fail_closed,
             registry: Arc::new(r),
         }
+    }
+
+    /// The eBPF datapath's drop counter for `reason`.
+    pub fn datapath_dropped(&self, reason: &'static str) -> Counter {
+        self.datapath_dropped
+            .get_or_create_owned(&ReasonLabel { reason })
     }
 
     /// The registry holding every metric (what `/metrics` serves).

@@ -98,7 +98,7 @@ fn check(policies: &str, mode: IpBlockMode) -> usize {
         default_mode: EnforcementMode::Enforce,
         idle_ns: 30_000_000_000,
     };
-    let tables = compile(&engine, &node, &mut Numbering::default(), None, 1).unwrap();
+    let tables = compile(&engine, &node, &mut Numbering::default(), None, 1);
     let mut checked = 0;
     for src in ips() {
         for dst in ips() {
@@ -146,10 +146,8 @@ fn check(policies: &str, mode: IpBlockMode) -> usize {
                                             dir,
                                         })
                                         .unwrap();
-                                    let from_mask: Vec<(String, String)> = (0..64)
-                                        .filter(|b| s.policy_mask & (1 << b) != 0)
-                                        .map(|b| pd.policies[b].clone())
-                                        .collect();
+                                    let from_mask: Vec<(String, String)> =
+                                        s.allowing().map(|b| pd.policies[b].clone()).collect();
                                     let from_engine: Vec<(String, String)> = side
                                         .allowing
                                         .iter()
@@ -207,11 +205,11 @@ fn unchanged_pod_tables_keep_their_version() {
         idle_ns: 1,
     };
     let mut numbering = Numbering::default();
-    let first = compile(&engine, &node, &mut numbering, None, 1).unwrap();
+    let first = compile(&engine, &node, &mut numbering, None, 1);
     // Add a policy in z: x's tables are untouched, z's change.
     let loaded = load_str(&model(&format!("{}---\n{}", POLICY_SETS[1], "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: zz, namespace: z}\nspec: {podSelector: {}}\n")), Path::new("m.yaml")).unwrap();
     let engine = Engine::build(&loaded.state, IpBlockMode::DataplaneV2).unwrap();
-    let second = compile(&engine, &node, &mut numbering, Some(&first), 2).unwrap();
+    let second = compile(&engine, &node, &mut numbering, Some(&first), 2);
     let mut same = 0;
     let mut changed = 0;
     for (k, t) in &second.pod_dirs {
@@ -225,4 +223,80 @@ fn unchanged_pod_tables_keep_their_version() {
         first.endpoints, second.endpoints,
         "identities and local ids are stable"
     );
+}
+
+/// `count` policies isolating `pod` in x for ingress, policy i allowing y/b on TCP port 1000 + i.
+fn many_policies(pod: &str, count: usize) -> String {
+    (0..count)
+        .map(|i| format!(
+            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: {pod}-{i}, namespace: x}}\nspec:\n  podSelector: {{matchLabels: {{pod: {pod}}}}}\n  ingress: [{{from: [{{namespaceSelector: {{matchLabels: {{team: t1}}}}, podSelector: {{matchLabels: {{pod: b}}}}}}], ports: [{{port: {}, protocol: TCP}}]}}]\n",
+            1000 + i
+        ))
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+#[test]
+fn hundreds_of_policies_are_enforced_and_a_pod_past_the_limit_fails_closed_alone() {
+    use verdict_probe::kernel::abi::MAX_POLICIES;
+    // x/a: 400 policies (within the datapath's 512); x/b: 600 (past it).
+    let policies = format!(
+        "{}---\n{}",
+        many_policies("a", 400),
+        many_policies("b", MAX_POLICIES + 88)
+    );
+    let loaded = load_str(&model(&policies), Path::new("m.yaml")).unwrap();
+    let engine = Engine::build(&loaded.state, IpBlockMode::DataplaneV2).unwrap();
+    let node = NodeContext {
+        node_name: "node-1".into(),
+        default_mode: EnforcementMode::Enforce,
+        idle_ns: 1,
+    };
+    let tables = compile(&engine, &node, &mut Numbering::default(), None, 1);
+    // Only x/b's ingress failed, with an error naming it and the limit.
+    assert_eq!(tables.failed.len(), 1, "{:?}", tables.failed);
+    let error = tables.failed[0].to_string();
+    assert!(
+        error.contains("x/b") && error.contains("600 policies") && error.contains("512"),
+        "{error}"
+    );
+    let (xa, xb, yb, yc): (IpAddr, IpAddr, IpAddr, IpAddr) = (
+        "10.0.1.1".parse().unwrap(),
+        "10.0.1.2".parse().unwrap(),
+        "10.0.2.2".parse().unwrap(),
+        "10.0.2.3".parse().unwrap(),
+    );
+    // x/a: every one of its 400 policies allows its own port, and names itself as the allower.
+    for i in 0..400u16 {
+        let d = simulate(&tables, yb, xa, PROTO_TCP, 1000 + i, DIR_INGRESS).unwrap();
+        assert!(d.isolated && d.allowed, "port {}", 1000 + i);
+        let allowing: Vec<usize> = d.allowing().collect();
+        assert_eq!(allowing.len(), 1, "port {}: {allowing:?}", 1000 + i);
+        let flow = Flow {
+            src: engine.resolve_ip(yb),
+            dest: engine.resolve_ip(xa),
+            protocol: Protocol::Tcp,
+            dest_port: 1000 + i,
+        };
+        let verdict = engine.evaluate(&flow);
+        assert!(
+            verdict.ingress.allowed,
+            "the engine agrees on port {}",
+            1000 + i
+        );
+    }
+    for (peer, port) in [(yb, 999), (yb, 1400), (yc, 1000)] {
+        let d = simulate(&tables, peer, xa, PROTO_TCP, port, DIR_INGRESS).unwrap();
+        assert!(d.isolated && !d.allowed, "{peer} port {port} is denied");
+    }
+    // x/b fails closed: even the ports its policies allow are denied — never allowed by accident.
+    for port in [1000, 1001, 1599] {
+        let d = simulate(&tables, yb, xb, PROTO_TCP, port, DIR_INGRESS).unwrap();
+        assert!(d.isolated && !d.allowed, "x/b port {port} fails closed");
+    }
+    // Its egress, and the other pods, are untouched.
+    let d = simulate(&tables, xb, yc, PROTO_TCP, 80, DIR_EGRESS).unwrap();
+    assert!(!d.isolated && d.allowed);
+    let d = simulate(&tables, yb, yc, PROTO_TCP, 80, DIR_INGRESS).unwrap();
+    assert!(!d.isolated && d.allowed);
 }

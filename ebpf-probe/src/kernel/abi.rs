@@ -5,8 +5,15 @@
 //! arrays with explicit padding fields, which is what makes those impls sound.
 #![allow(unsafe_code)]
 
-pub const MAX_RULES: usize = 64;
+pub const RULES_PER_CHUNK: usize = 64;
+pub const MAX_CHUNKS: usize = 32;
+pub const MAX_RULES: usize = RULES_PER_CHUNK * MAX_CHUNKS;
+pub const MAX_POLICIES: usize = 512;
+pub const POLICY_WORDS: usize = MAX_POLICIES / 64;
 pub const MAX_PORTS: usize = 8;
+pub const MAX_IFACE_IPS: usize = 4;
+/// The `peer_masks` identity of rules without peers.
+pub const ANY_PEER: u32 = 0;
 
 pub const DIR_INGRESS: u32 = 0;
 pub const DIR_EGRESS: u32 = 1;
@@ -16,12 +23,28 @@ pub const EP_HOST_LOCAL: u32 = 2;
 
 pub const PD_ISOLATED: u32 = 1;
 pub const PD_AUDIT: u32 = 2;
+pub const PD_FAIL_CLOSED: u32 = 4;
 
 pub const REASON_ALLOWED_BY_POLICY: u8 = 1;
 pub const REASON_NODE_LOCAL: u8 = 2;
 pub const REASON_NO_RULE_MATCHED: u8 = 3;
 
 pub const STAT_LOST_EVENTS: u32 = 0;
+pub const STAT_SPOOFED: u32 = 1;
+pub const STAT_NOT_FOR_POD: u32 = 2;
+pub const STAT_FRAGMENT: u32 = 3;
+pub const STAT_MALFORMED: u32 = 4;
+pub const STAT_CT_FULL: u32 = 5;
+pub const STAT_UNKNOWN_POD: u32 = 6;
+/// The datapath's drop counters (stats index, metric reason), all taken before any policy
+/// decision.
+pub const DROP_STATS: [(u32, &str); 5] = [
+    (STAT_SPOOFED, "spoofed_source"),
+    (STAT_NOT_FOR_POD, "not_for_pod"),
+    (STAT_FRAGMENT, "fragment_without_first"),
+    (STAT_MALFORMED, "malformed"),
+    (STAT_UNKNOWN_POD, "unknown_pod"),
+];
 
 pub const PROTO_ICMP: u8 = 1;
 pub const PROTO_TCP: u8 = 6;
@@ -54,7 +77,6 @@ pub struct PodDirKey {
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct PodDirVal {
-    pub any_peer_mask: u64,
     pub table_version: u64,
     pub rule_base: u32,
     pub n_rules: u32,
@@ -66,7 +88,8 @@ pub struct PodDirVal {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PeerKey {
     pub local_id: u32,
-    pub dir: u32,
+    pub dir: u16,
+    pub chunk: u16,
     pub identity: u32,
     pub version: u32,
 }
@@ -82,12 +105,13 @@ pub struct MaskVal {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct LpmData {
     pub local_id: u32,
-    pub dir: u32,
+    pub dir: u16,
+    pub chunk: u16,
     pub version: u32,
     pub ip: [u8; 16],
 }
 
-/// Bits of an LPM key before the address (local_id, dir, version).
+/// Bits of an LPM key before the address (local_id, dir, chunk, version).
 pub const LPM_FIXED_BITS: u32 = 96;
 
 #[repr(C)]
@@ -124,6 +148,15 @@ pub struct NamedVal {
     pub pad: u32,
 }
 
+/// The addresses of the pod behind a host veth (key: the veth's ifindex).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct IfaceVal {
+    pub ips: [[u8; 16]; MAX_IFACE_IPS],
+    pub n_ips: u32,
+    pub pad: u32,
+}
+
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Config {
@@ -139,7 +172,7 @@ pub struct VerdictEventRaw {
     pub ts_ns: u64,
     pub generation: u64,
     pub table_version: u64,
-    pub policy_mask: u64,
+    pub policy_mask: [u64; POLICY_WORDS],
     pub src: [u8; 16],
     pub dst: [u8; 16],
     pub sport: u16,
@@ -165,6 +198,7 @@ unsafe impl aya::Pod for Rule {}
 unsafe impl aya::Pod for NamedKey {}
 unsafe impl aya::Pod for NamedVal {}
 unsafe impl aya::Pod for Config {}
+unsafe impl aya::Pod for IfaceVal {}
 
 /// An address as the kernel keys it: IPv4 as `::ffff:a.b.c.d`.
 pub fn ip_key(ip: std::net::IpAddr) -> [u8; 16] {
@@ -202,13 +236,17 @@ mod tests {
     fn sizes_match_the_c_side() {
         // Computed from bpf/verdict.h by hand; a mismatch corrupts every map.
         assert_eq!(std::mem::size_of::<EpVal>(), 16);
-        assert_eq!(std::mem::size_of::<PodDirVal>(), 32);
+        assert_eq!(std::mem::size_of::<PodDirVal>(), 24);
         assert_eq!(std::mem::size_of::<PeerKey>(), 16);
         assert_eq!(std::mem::size_of::<LpmData>(), 28);
         assert_eq!(std::mem::size_of::<PortRange>(), 8);
         assert_eq!(std::mem::size_of::<Rule>(), 8 + 8 * MAX_PORTS);
         assert_eq!(std::mem::size_of::<Config>(), 24);
-        assert_eq!(std::mem::size_of::<VerdictEventRaw>(), 32 + 32 + 8 + 8);
+        assert_eq!(std::mem::size_of::<IfaceVal>(), 16 * MAX_IFACE_IPS + 8);
+        assert_eq!(
+            std::mem::size_of::<VerdictEventRaw>(),
+            24 + 8 * POLICY_WORDS + 32 + 8 + 8
+        );
     }
 
     #[test]

@@ -49,6 +49,22 @@ pub fn host_interface_for(ip: IpAddr) -> Option<String> {
     }
 }
 
+/// The index of `interface` (in this thread's network namespace).
+#[allow(unsafe_code)]
+pub fn ifindex(interface: &str) -> Result<u32, KernelError> {
+    let err = |message: String| KernelError::Attach {
+        interface: interface.to_owned(),
+        message,
+    };
+    let name = std::ffi::CString::new(interface).map_err(|e| err(e.to_string()))?;
+    // SAFETY: `name` is a valid NUL-terminated string that outlives the call.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if index == 0 {
+        return Err(err(std::io::Error::last_os_error().to_string()));
+    }
+    Ok(index)
+}
+
 /// Attaches both programs to `interface`, replacing ours if already there.
 pub fn attach(maps: &mut KernelMaps, interface: &str) -> Result<(), KernelError> {
     add_clsact(interface);

@@ -7,16 +7,20 @@
 //!   ports are indistinguishable to any policy) and, for pods enforced on this node, a local id;
 //!   this node's addresses are flagged host-local (kubelet probes).
 //! - per enforced (local pod, direction) isolated by policies: the rules of all isolating policies
-//!   flattened (one bit each, ≤ 64; a rule with more than 8 ports is split), the policies they
-//!   come from (≤ 64, the event's bits), any-peer rules as a mask, `peer_masks` by peer identity,
-//!   and `cidr_masks` in an LPM trie: every ipBlock `cidr` and `except` is a stored prefix whose
-//!   mask holds the rules whose block contains that prefix and no except of which does — so the
-//!   longest stored prefix of an address gives exactly the rules whose ipBlock admits it.
+//!   flattened (one bit each, ≤ 2048 in chunks of 64; a rule with more than 8 ports is split),
+//!   the policies they come from (≤ 512, the event's bits), and per chunk: `peer_masks` by peer
+//!   identity (any-peer rules under [`ANY_PEER`]), and `cidr_masks` in an LPM trie: every ipBlock
+//!   `cidr` and `except` of the chunk's rules is a stored prefix whose mask holds the rules whose
+//!   block contains that prefix and no except of which does — so the longest stored prefix of an
+//!   address gives exactly the rules whose ipBlock admits it.
+//! - A (pod, direction) whose policies do not fit is compiled *fail closed*: isolated with no
+//!   rules (every connection denied), and listed in [`Tables::failed`]; the other pods are not
+//!   affected.
 //! - Every (pod, direction) carries a table version; its peer/cidr entries are keyed by it and
 //!   its rules live in their own range, so an update writes a new version beside the old one and
 //!   switches the pod's entry in one map write: a packet never sees half an update.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -26,9 +30,10 @@ use verdict_policy::model::PolicyProtocol;
 use verdict_schema::Direction;
 
 use super::abi::{
-    Config, DIR_EGRESS, DIR_INGRESS, EP_HOST_LOCAL, EP_POD, EpKey, EpVal, MAX_PORTS, MAX_RULES,
-    NamedKey, PD_AUDIT, PD_ISOLATED, PROTO_SCTP, PROTO_TCP, PROTO_UDP, PodDirKey, PodDirVal,
-    PortRange, REASON_ALLOWED_BY_POLICY, REASON_NO_RULE_MATCHED, REASON_NODE_LOCAL, Rule, ip_key,
+    ANY_PEER, Config, DIR_EGRESS, DIR_INGRESS, EP_HOST_LOCAL, EP_POD, EpKey, EpVal, MAX_POLICIES,
+    MAX_PORTS, MAX_RULES, NamedKey, PD_AUDIT, PD_FAIL_CLOSED, PD_ISOLATED, POLICY_WORDS,
+    PROTO_SCTP, PROTO_TCP, PROTO_UDP, PodDirKey, PodDirVal, PortRange, REASON_ALLOWED_BY_POLICY,
+    REASON_NO_RULE_MATCHED, REASON_NODE_LOCAL, RULES_PER_CHUNK, Rule, ip_key,
 };
 
 /// What the compiler needs to know about this node.
@@ -41,7 +46,7 @@ pub struct NodeContext {
     pub idle_ns: u64,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CompileError {
     #[error(
         "pod {pod} ({direction}): {count} rules after splitting; the datapath holds at most {MAX_RULES} per pod and direction"
@@ -52,7 +57,7 @@ pub enum CompileError {
         count: usize,
     },
     #[error(
-        "pod {pod} ({direction}) is isolated by {count} policies; the datapath holds at most 64"
+        "pod {pod} ({direction}) is isolated by {count} policies; the datapath holds at most {MAX_POLICIES}"
     )]
     TooManyPolicies {
         pod: String,
@@ -75,20 +80,56 @@ pub struct Numbering {
     local_ids: HashMap<(String, String), u32>,
     name_ids: HashMap<String, u32>,
     next_version: u64,
+    /// Local ids a previous run gave to pod addresses (kept while those pods live).
+    pinned_local_ids: HashMap<IpAddr, u32>,
+    used_local_ids: HashSet<u32>,
+    last_local_id: u32,
+    /// Added to snapshot generations: the kernel's generation continues the previous run's.
+    generation_base: u64,
 }
 
 impl Numbering {
+    /// Continues a previous run's numbering (see `KernelMaps::resume`).
+    pub fn resume(
+        pinned_local_ids: HashMap<IpAddr, u32>,
+        max_version: u64,
+        generation: u64,
+    ) -> Self {
+        Numbering {
+            last_local_id: pinned_local_ids.values().copied().max().unwrap_or(0),
+            pinned_local_ids,
+            next_version: max_version,
+            generation_base: generation,
+            ..Numbering::default()
+        }
+    }
+
+    /// The kernel's generation for snapshot generation `generation`.
+    pub fn kernel_generation(&self, generation: u64) -> u64 {
+        self.generation_base + generation
+    }
+
     fn identity(&mut self, key: IdentityKey) -> u32 {
         let n = self.identities.len() as u32 + 1;
         *self.identities.entry(key).or_insert(n)
     }
 
-    fn local_id(&mut self, ns: &str, name: &str) -> u32 {
-        let n = self.local_ids.len() as u32 + 1;
-        *self
-            .local_ids
-            .entry((ns.to_owned(), name.to_owned()))
-            .or_insert(n)
+    fn local_id(&mut self, ns: &str, name: &str, ips: &[IpAddr]) -> u32 {
+        let key = (ns.to_owned(), name.to_owned());
+        if let Some(id) = self.local_ids.get(&key) {
+            return *id;
+        }
+        let pinned = ips
+            .iter()
+            .find_map(|ip| self.pinned_local_ids.get(ip).copied())
+            .filter(|id| !self.used_local_ids.contains(id));
+        let id = pinned.unwrap_or_else(|| {
+            self.last_local_id += 1;
+            self.last_local_id
+        });
+        self.local_ids.insert(key, id);
+        self.used_local_ids.insert(id);
+        id
     }
 
     fn name_id(&mut self, name: &str) -> u32 {
@@ -102,10 +143,11 @@ impl Numbering {
 pub struct PodDirTables {
     pub flags: u32,
     pub identity: u32,
-    pub any_peer_mask: u64,
     pub rules: Vec<Rule>,
-    pub peer_masks: BTreeMap<u32, u64>,
-    pub cidr_masks: BTreeMap<IpNet, u64>,
+    /// (peer identity or [`ANY_PEER`], chunk) → the chunk's rules selecting that peer.
+    pub peer_masks: BTreeMap<(u32, u16), u64>,
+    /// (chunk, prefix) → the chunk's rules whose ipBlock admits the prefix's addresses.
+    pub cidr_masks: BTreeMap<(u16, IpNet), u64>,
     /// `(namespace, name)` of the policies; bit i of an event's mask is policies[i].
     pub policies: Vec<(String, String)>,
     /// Assigned by [`compile`]; unchanged while the content is unchanged.
@@ -113,6 +155,19 @@ pub struct PodDirTables {
 }
 
 impl PodDirTables {
+    /// Isolated with nothing allowed: for a (pod, direction) whose policies cannot be held.
+    pub fn fail_closed(identity: u32, mode: EnforcementMode) -> Self {
+        PodDirTables {
+            flags: PD_ISOLATED | PD_FAIL_CLOSED | mode_flags(mode),
+            identity,
+            rules: Vec::new(),
+            peer_masks: BTreeMap::new(),
+            cidr_masks: BTreeMap::new(),
+            policies: Vec::new(),
+            version: 0,
+        }
+    }
+
     fn same_content(&self, other: &PodDirTables) -> bool {
         PodDirTables {
             version: 0,
@@ -142,6 +197,16 @@ pub struct Tables {
     pub named_ports: BTreeMap<NamedKey, u32>,
     pub services: BTreeSet<EpKey>,
     pub local_pods: BTreeMap<u32, LocalPod>,
+    /// (pod, direction)s compiled fail closed, with why.
+    pub failed: Vec<CompileError>,
+}
+
+fn mode_flags(mode: EnforcementMode) -> u32 {
+    if mode == EnforcementMode::Audit {
+        PD_AUDIT
+    } else {
+        0
+    }
 }
 
 fn proto_number(p: PolicyProtocol) -> u8 {
@@ -177,7 +242,8 @@ pub fn compile(
     numbering: &mut Numbering,
     previous: Option<&Tables>,
     generation: u64,
-) -> Result<Tables, CompileError> {
+) -> Tables {
+    let generation = numbering.kernel_generation(generation);
     let mut t = Tables {
         generation,
         config: Config {
@@ -239,7 +305,7 @@ pub fn compile(
         let local = pod.node_name.as_deref() == Some(node.node_name.as_str());
         let local_id = if local {
             let ns = &engine.namespace(pod.namespace).name;
-            let lid = numbering.local_id(ns, &pod.name);
+            let lid = numbering.local_id(ns, &pod.name, &pod.ips);
             t.local_pods.insert(
                 lid,
                 LocalPod {
@@ -265,7 +331,7 @@ pub fn compile(
         }
         if local {
             for d in [Direction::Ingress, Direction::Egress] {
-                if let Some(tables) = compile_pod_dir(
+                let tables = match compile_pod_dir(
                     engine,
                     id as PodId,
                     d,
@@ -273,7 +339,17 @@ pub fn compile(
                     node,
                     numbering,
                     &representatives,
-                )? {
+                ) {
+                    Ok(tables) => tables,
+                    Err(e) => {
+                        t.failed.push(e);
+                        Some(PodDirTables::fail_closed(
+                            identity,
+                            engine.enforcement_mode(id as PodId, node.default_mode),
+                        ))
+                    }
+                };
+                if let Some(tables) = tables {
                     t.pod_dirs.insert(
                         PodDirKey {
                             local_id,
@@ -311,7 +387,7 @@ pub fn compile(
             }
         }
     }
-    Ok(t)
+    t
 }
 
 fn compile_pod_dir(
@@ -331,7 +407,7 @@ fn compile_pod_dir(
         let p = engine.pod(pod);
         format!("{}/{}", engine.namespace(p.namespace).name, p.name)
     };
-    if isolating.len() > 64 {
+    if isolating.len() > MAX_POLICIES {
         return Err(CompileError::TooManyPolicies {
             pod: pod_name(),
             direction: d,
@@ -340,14 +416,8 @@ fn compile_pod_dir(
     }
     let mode = engine.enforcement_mode(pod, node.default_mode);
     let mut t = PodDirTables {
-        flags: PD_ISOLATED
-            | if mode == EnforcementMode::Audit {
-                PD_AUDIT
-            } else {
-                0
-            },
+        flags: PD_ISOLATED | mode_flags(mode),
         identity,
-        any_peer_mask: 0,
         rules: Vec::new(),
         peer_masks: BTreeMap::new(),
         cidr_masks: BTreeMap::new(),
@@ -416,15 +486,17 @@ fn compile_pod_dir(
                 };
                 r.ports[..group.len()].copy_from_slice(group);
                 t.rules.push(r);
+                let (chunk, in_chunk) = ((bit / RULES_PER_CHUNK) as u16, 1u64 << (bit % 64));
                 match &rule.peers {
-                    None => t.any_peer_mask |= 1 << bit,
+                    None => *t.peer_masks.entry((ANY_PEER, chunk)).or_default() |= in_chunk,
                     Some(peers) => {
                         for peer in peers {
                             match peer {
                                 CompiledPeer::Pods(set) => {
                                     for (&ident, &rep) in representatives {
                                         if set.contains(rep) {
-                                            *t.peer_masks.entry(ident).or_default() |= 1 << bit;
+                                            *t.peer_masks.entry((ident, chunk)).or_default() |=
+                                                in_chunk;
                                         }
                                     }
                                 }
@@ -436,21 +508,26 @@ fn compile_pod_dir(
             }
         }
     }
-    // The LPM partition: every cidr and except is stored; its mask is the rules whose block
-    // contains it and none of whose excepts contain it.
-    let mut prefixes: BTreeSet<IpNet> = BTreeSet::new();
-    for (_, b) in &blocks {
-        prefixes.insert(b.cidr);
-        prefixes.extend(b.except.iter().copied());
+    // The LPM partition of each chunk: every cidr and except of its rules is stored (a zero mask
+    // too: it hides the shorter prefixes); its mask is the chunk's rules whose block contains it
+    // and none of whose excepts contain it.
+    let mut prefixes: BTreeSet<(u16, IpNet)> = BTreeSet::new();
+    for (bit, b) in &blocks {
+        let chunk = (bit / RULES_PER_CHUNK) as u16;
+        prefixes.insert((chunk, b.cidr));
+        prefixes.extend(b.except.iter().map(|e| (chunk, *e)));
     }
-    for q in prefixes {
+    for (chunk, q) in prefixes {
         let mut mask = 0u64;
         for (bit, b) in &blocks {
-            if b.cidr.contains(&q) && !b.except.iter().any(|e| e.contains(&q)) {
-                mask |= 1 << bit;
+            if (bit / RULES_PER_CHUNK) as u16 == chunk
+                && b.cidr.contains(&q)
+                && !b.except.iter().any(|e| e.contains(&q))
+            {
+                mask |= 1 << (bit % 64);
             }
         }
-        t.cidr_masks.insert(q, mask);
+        t.cidr_masks.insert((chunk, q), mask);
     }
     Ok(Some(t))
 }
@@ -461,8 +538,16 @@ pub struct SimDecision {
     pub isolated: bool,
     pub allowed: bool,
     pub reason: u8,
-    pub policy_mask: u64,
+    /// Bit i: the (pod, direction)'s policies[i] allows the connection.
+    pub policy_mask: [u64; POLICY_WORDS],
     pub audit: bool,
+}
+
+impl SimDecision {
+    /// Indexes of the allowing policies.
+    pub fn allowing(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..MAX_POLICIES).filter(|i| self.policy_mask[i / 64] & (1 << (i % 64)) != 0)
+    }
 }
 
 /// The kernel's `decide()` over [`Tables`], step for step.
@@ -492,7 +577,7 @@ pub fn simulate(
         isolated: false,
         allowed: true,
         reason: 0,
-        policy_mask: 0,
+        policy_mask: [0; POLICY_WORDS],
         audit: false,
     };
     let Some(pd) = t.pod_dirs.get(&PodDirKey {
@@ -510,6 +595,11 @@ pub fn simulate(
         d.reason = REASON_NODE_LOCAL;
         return Some(d);
     }
+    if pd.flags & PD_FAIL_CLOSED != 0 {
+        d.allowed = false;
+        d.reason = REASON_NO_RULE_MATCHED;
+        return Some(d);
+    }
     let dest_identity = if dir == DIR_INGRESS {
         pd.identity
     } else {
@@ -517,21 +607,32 @@ pub fn simulate(
             .map_or(0, |p| p.identity)
     };
     let peer_is_pod = peer.is_some_and(|p| p.flags & EP_POD != 0);
-    let mut mask = pd.any_peer_mask;
-    if let Some(p) = peer.filter(|_| peer_is_pod) {
-        mask |= pd.peer_masks.get(&p.identity).copied().unwrap_or(0);
-    }
-    if !peer_is_pod || t.config.calico != 0 {
-        // Longest stored prefix containing the peer.
-        let best = pd
-            .cidr_masks
-            .iter()
-            .filter(|(net, _)| net.contains(&peer_ip))
-            .max_by_key(|(net, _)| net.prefix_len());
-        mask |= best.map_or(0, |(_, m)| *m);
-    }
+    let chunk_mask = |chunk: u16| {
+        let mut mask = pd.peer_masks.get(&(ANY_PEER, chunk)).copied().unwrap_or(0);
+        if let Some(p) = peer.filter(|_| peer_is_pod) {
+            mask |= pd
+                .peer_masks
+                .get(&(p.identity, chunk))
+                .copied()
+                .unwrap_or(0);
+        }
+        if !peer_is_pod || t.config.calico != 0 {
+            // Longest stored prefix of the chunk containing the peer.
+            let best = pd
+                .cidr_masks
+                .iter()
+                .filter(|((c, net), _)| *c == chunk && net.contains(&peer_ip))
+                .max_by_key(|((_, net), _)| net.prefix_len());
+            mask |= best.map_or(0, |(_, m)| *m);
+        }
+        mask
+    };
+    let mut mask = 0;
     for (i, r) in pd.rules.iter().enumerate() {
-        if mask & (1 << i) == 0 {
+        if i % RULES_PER_CHUNK == 0 {
+            mask = chunk_mask((i / RULES_PER_CHUNK) as u16);
+        }
+        if mask & (1 << (i % 64)) == 0 {
             continue;
         }
         let ports_ok = r.n_ports == 0
@@ -550,10 +651,11 @@ pub fn simulate(
                     }
             });
         if ports_ok {
-            d.policy_mask |= 1 << (r.policy_idx & 63);
+            let p = r.policy_idx as usize % MAX_POLICIES;
+            d.policy_mask[p / 64] |= 1 << (p % 64);
         }
     }
-    if d.policy_mask != 0 {
+    if d.policy_mask.iter().any(|w| *w != 0) {
         d.reason = REASON_ALLOWED_BY_POLICY;
     } else {
         d.allowed = false;
@@ -565,7 +667,6 @@ pub fn simulate(
 /// The kernel's `pod_dirs` value for a table placed at `rule_base`.
 pub fn pod_dir_val(t: &PodDirTables, rule_base: u32) -> PodDirVal {
     PodDirVal {
-        any_peer_mask: t.any_peer_mask,
         table_version: t.version,
         rule_base,
         n_rules: t.rules.len() as u32,

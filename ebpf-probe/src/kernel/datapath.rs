@@ -14,11 +14,11 @@ use verdict_policy::engine::{EnforcementMode, Reason};
 use verdict_schema::{Direction, Protocol, Timestamp};
 
 use super::abi::{
-    DIR_EGRESS, PROTO_ICMP, PROTO_ICMPV6, PROTO_SCTP, PROTO_TCP, PROTO_UDP, PodDirKey,
-    REASON_ALLOWED_BY_POLICY, REASON_NODE_LOCAL, VerdictEventRaw, key_ip, read_event,
+    DIR_EGRESS, MAX_POLICIES, PROTO_ICMP, PROTO_ICMPV6, PROTO_SCTP, PROTO_TCP, PROTO_UDP,
+    PodDirKey, REASON_ALLOWED_BY_POLICY, REASON_NODE_LOCAL, VerdictEventRaw, key_ip, read_event,
 };
 use super::attach;
-use super::compile::{CompileError, NodeContext, Numbering, Tables, compile};
+use super::compile::{NodeContext, Numbering, Tables, compile};
 use super::maps::{ApplyStats, KernelError, KernelMaps};
 use crate::datapath::Datapath;
 use crate::event::VerdictEvent;
@@ -41,15 +41,20 @@ pub struct EbpfDatapath {
     attached: BTreeSet<String>,
     uplinks: Vec<String>,
     uplinks_attached: BTreeSet<String>,
+    /// The veths attached, by name, with their ifindex (their `ifaces` entries).
+    attached_ifindex: std::collections::BTreeMap<String, u32>,
     lost_seen: u64,
+    /// Cumulative kernel counters already published (drops by reason, conntrack full).
+    drops_seen: Vec<u64>,
+    conntrack_full_seen: u64,
+    /// (pod, direction)s in force fail closed.
+    fail_closed: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
     #[error(transparent)]
     Kernel(#[from] KernelError),
-    #[error(transparent)]
-    Compile(#[from] CompileError),
 }
 
 impl EbpfDatapath {
@@ -63,17 +68,28 @@ impl EbpfDatapath {
         snapshot: Arc<PolicySnapshot>,
     ) -> Result<Self, DatapathError> {
         let maps = KernelMaps::load(pin_dir)?;
+        if uplinks.is_empty() {
+            tracing::warn!(
+                "no --uplink given: connections from local pods to Service addresses whose \
+                 backends run on other nodes are not judged on this node (their egress decision \
+                 is taken after kube-proxy's DNAT, on the interface the packet leaves by); pass \
+                 the node's interfaces towards other nodes with --uplink"
+            );
+        }
         let mut d = EbpfDatapath {
+            numbering: maps.resume(),
+            lost_seen: maps.lost_events(),
+            drops_seen: maps.drops().iter().map(|(_, n)| *n).collect(),
+            conntrack_full_seen: maps.conntrack_full(),
             maps,
             node,
-            numbering: Numbering::default(),
             history: Arc::default(),
             attached: BTreeSet::new(),
             uplinks,
             uplinks_attached: BTreeSet::new(),
-            lost_seen: 0,
+            attached_ifindex: Default::default(),
+            fail_closed: 0,
         };
-        d.lost_seen = d.maps.lost_events();
         d.apply(snapshot)?;
         Ok(d)
     }
@@ -93,8 +109,35 @@ impl EbpfDatapath {
             &mut self.numbering,
             previous.as_deref(),
             snapshot.generation,
-        )?);
+        ));
+        for e in &tables.failed {
+            tracing::error!(
+                "{e}: this pod is denied every connection in that direction (fail closed) until \
+                 its policies fit"
+            );
+        }
         let stats = self.maps.apply(&tables)?;
+        for (key, why) in &stats.fail_closed {
+            let pod = tables
+                .local_pods
+                .get(&key.local_id)
+                .map(|p| format!("{}/{}", p.namespace, p.name))
+                .unwrap_or_default();
+            let direction = if key.dir == DIR_EGRESS {
+                "egress"
+            } else {
+                "ingress"
+            };
+            tracing::error!(
+                "pod {pod} ({direction}): its policy tables could not be written ({why}); it is \
+                 denied every connection in that direction (fail closed), retried at the next \
+                 update"
+            );
+        }
+        for e in &stats.errors {
+            tracing::error!("policy maps: {e}");
+        }
+        self.fail_closed = tables.failed.len() + stats.fail_closed.len();
         {
             let mut h = self.history.lock().expect("history lock");
             h.entries.push_back((snapshot, tables));
@@ -107,13 +150,14 @@ impl EbpfDatapath {
     }
 
     /// Attaches to the veth of every local pod that has one, detaches from pods that are gone.
-    /// Called on every apply and periodically (a pod's veth may appear after the pod).
+    /// Called on every apply and periodically (a pod's veth may appear after the pod). The
+    /// veth's pod addresses are written to `ifaces` before the programs are attached there.
     pub fn reconcile_attachments(&mut self) -> Vec<KernelError> {
-        let mut want: BTreeSet<String> = BTreeSet::new();
+        let mut want: std::collections::BTreeMap<String, Vec<IpAddr>> = Default::default();
         for pod in self.maps.applied().local_pods.values() {
             for ip in &pod.ips {
                 if let Some(iface) = attach::host_interface_for(*ip) {
-                    want.insert(iface);
+                    want.entry(iface).or_default().push(*ip);
                 }
             }
         }
@@ -132,7 +176,31 @@ impl EbpfDatapath {
                 }
             }
         }
-        for iface in want.difference(&self.attached.clone()) {
+        for (iface, ips) in &want {
+            let index = match attach::ifindex(iface) {
+                Ok(i) => i,
+                Err(e) => {
+                    errors.push(e);
+                    continue;
+                }
+            };
+            // A veth renamed or re-created under the same name has a new index.
+            if let Some(old) = self
+                .attached_ifindex
+                .get(iface)
+                .filter(|old| **old != index)
+            {
+                self.maps.remove_iface(*old);
+            }
+            if let Err(e) = self.maps.set_iface(index, ips) {
+                tracing::warn!(error = %e, interface = %iface, "not attached");
+                errors.push(e);
+                continue;
+            }
+            self.attached_ifindex.insert(iface.clone(), index);
+            if self.attached.contains(iface) {
+                continue;
+            }
             match attach::attach(&mut self.maps, iface) {
                 Ok(()) => {
                     tracing::info!(interface = %iface, "attached");
@@ -144,11 +212,40 @@ impl EbpfDatapath {
                 }
             }
         }
-        for iface in self.attached.difference(&want).cloned().collect::<Vec<_>>() {
+        for iface in self
+            .attached
+            .iter()
+            .filter(|i| !want.contains_key(*i))
+            .cloned()
+            .collect::<Vec<_>>()
+        {
             let _ = attach::detach(&iface);
             self.attached.remove(&iface);
+            if let Some(index) = self.attached_ifindex.remove(&iface) {
+                self.maps.remove_iface(index);
+            }
         }
         errors
+    }
+
+    /// Publishes the kernel's counters (drops before any decision, conntrack inserts that
+    /// failed) and the fail-closed pods to `metrics`.
+    pub fn publish(&mut self, metrics: &crate::metrics::Metrics) {
+        for (i, (reason, n)) in self.maps.drops().into_iter().enumerate() {
+            let seen = self.drops_seen.get(i).copied().unwrap_or(0);
+            metrics
+                .datapath_dropped(reason)
+                .inc_by(n.saturating_sub(seen));
+            if let Some(s) = self.drops_seen.get_mut(i) {
+                *s = n;
+            }
+        }
+        let full = self.maps.conntrack_full();
+        metrics
+            .conntrack_insert_failures
+            .inc_by(full.saturating_sub(self.conntrack_full_seen));
+        self.conntrack_full_seen = full;
+        metrics.pods_fail_closed.set(self.fail_closed as i64);
     }
 
     pub fn attached_interfaces(&self) -> &BTreeSet<String> {
@@ -224,6 +321,7 @@ impl Datapath for EbpfDatapath {
             Ok(s) => tracing::info!(
                 writes = s.writes,
                 pods_changed = s.pod_dirs_changed,
+                fail_closed = s.fail_closed.len(),
                 "policy maps updated"
             ),
             Err(e) => {
@@ -314,9 +412,9 @@ fn convert(raw: &VerdictEventRaw, history: &History, offset: i64) -> Option<Verd
         .entries
         .iter()
         .rev()
-        .map(|(s, _)| s)
-        .find(|s| s.generation == raw.generation)
-        .or_else(|| history.entries.back().map(|(s, _)| s))?;
+        .find(|(_, t)| t.generation == raw.generation)
+        .or_else(|| history.entries.back())
+        .map(|(s, _)| s)?;
     let key = PodDirKey {
         local_id: raw.local_id,
         dir: u32::from(raw.dir),
@@ -329,8 +427,8 @@ fn convert(raw: &VerdictEventRaw, history: &History, offset: i64) -> Option<Verd
         .find(|t| t.version == raw.table_version)
         .map(|t| t.policies.clone())
         .unwrap_or_default();
-    let allowing = (0..64)
-        .filter(|b| raw.policy_mask & (1u64 << b) != 0)
+    let allowing = (0..MAX_POLICIES)
+        .filter(|b| raw.policy_mask[b / 64] & (1u64 << (b % 64)) != 0)
         .filter_map(|b| policies.get(b))
         .filter_map(|(ns, name)| snapshot.engine.find_policy(ns, name))
         .collect();
@@ -394,6 +492,7 @@ pub async fn run_with_agent(
             _ = every_second.tick() => {
                 ebpf.reconcile_attachments();
                 report_lost(&mut ebpf, &lost);
+                ebpf.publish(&agent.metrics);
             }
         }
     }

@@ -4,7 +4,18 @@
 //! (pod, direction), its new version's rules, peer masks and cidr masks are written first, beside
 //! the old version's; then its `pod_dirs` entry is switched to the new version in one map write;
 //! only then is the old version deleted. Endpoints and named ports are added before and removed
-//! after. The config (generation) is written last.
+//! after. The config (generation) is written last: it makes conntrack re-judge every connection.
+//!
+//! Each (pod, direction) is applied on its own: when its tables cannot be written (a map is
+//! full), what was written of them is removed and its `pod_dirs` entry becomes *fail closed*
+//! (isolated, nothing allowed); when even that entry cannot be written, the pod's addresses stop
+//! being local in `endpoints`, which makes its veth drop everything. The other pods are applied
+//! as usual, and the failed one is tried again at the next apply.
+//!
+//! A restarted agent finds the previous run's maps pinned and leaves them enforcing: it keeps
+//! their local ids and continues their versions and generations (see [`KernelMaps::resume`]),
+//! writes the new state beside the old one, and deletes what is left of the old one after its
+//! first apply — there is no moment without enforcement.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -14,10 +25,11 @@ use aya::maps::{Array, HashMap as BpfHashMap, MapData, RingBuf};
 use aya::{Ebpf, EbpfLoader};
 
 use super::abi::{
-    Config, EpKey, EpVal, LPM_FIXED_BITS, LpmData, MaskVal, NamedKey, NamedVal, PeerKey, PodDirKey,
-    PodDirVal, Rule, STAT_LOST_EVENTS,
+    Config, DROP_STATS, EpKey, EpVal, IfaceVal, LPM_FIXED_BITS, LpmData, MAX_IFACE_IPS, MaskVal,
+    NamedKey, NamedVal, PD_AUDIT, PD_FAIL_CLOSED, PD_ISOLATED, PeerKey, PodDirKey, PodDirVal, Rule,
+    STAT_CT_FULL, STAT_LOST_EVENTS, ip_key, key_ip,
 };
-use super::compile::{PodDirTables, Tables, mapped_prefix, pod_dir_val};
+use super::compile::{Numbering, PodDirTables, Tables, mapped_prefix, pod_dir_val};
 
 /// The compiled object, embedded at build time.
 pub const OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/verdict.bpf.o"));
@@ -71,6 +83,24 @@ impl RuleRanges {
         Some(start)
     }
 
+    /// Marks `[start, start + n)` as used (ranges a previous run left in the pinned maps).
+    fn reserve(&mut self, start: u32, n: u32) {
+        let n = n.max(1);
+        let Some((&s, &len)) = self.free.range(..=start).next_back() else {
+            return;
+        };
+        if start + n > s + len {
+            return;
+        }
+        self.free.remove(&s);
+        if start > s {
+            self.free.insert(s, start - s);
+        }
+        if s + len > start + n {
+            self.free.insert(start + n, s + len - start - n);
+        }
+    }
+
     fn release(&mut self, start: u32, n: u32) {
         let n = n.max(1);
         self.free.insert(start, n);
@@ -100,12 +130,15 @@ pub struct KernelMaps {
     rules: Array<MapData, Rule>,
     named_ports: BpfHashMap<MapData, NamedKey, NamedVal>,
     services: BpfHashMap<MapData, EpKey, u32>,
+    ifaces: BpfHashMap<MapData, u32, IfaceVal>,
     config: Array<MapData, Config>,
     stats: Array<MapData, u64>,
     /// What the maps hold now, with where each (pod, direction)'s rules are.
     applied: Tables,
     placed: HashMap<PodDirKey, (u64, u32)>,
     ranges: RuleRanges,
+    /// The `pod_dirs` of a previous run, until the first apply replaced them.
+    inherited: Vec<(PodDirKey, PodDirVal)>,
 }
 
 impl std::fmt::Debug for KernelMaps {
@@ -145,6 +178,7 @@ impl KernelMaps {
     pub fn load(pin_dir: &Path) -> Result<Self, KernelError> {
         ensure_bpffs()?;
         std::fs::create_dir_all(pin_dir)?;
+        unpin_incompatible(pin_dir)?;
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(pin_dir)
             .load(OBJECT)
@@ -176,6 +210,7 @@ impl KernelMaps {
         let rules = take!("rules", Array<MapData, Rule>);
         let named_ports = take!("named_ports", BpfHashMap<MapData, NamedKey, NamedVal>);
         let services = take!("service_ips", BpfHashMap<MapData, EpKey, u32>);
+        let ifaces = take!("ifaces", BpfHashMap<MapData, u32, IfaceVal>);
         let config = take!("config", Array<MapData, Config>);
         let stats = take!("stats", Array<MapData, u64>);
         let mut maps = KernelMaps {
@@ -188,47 +223,96 @@ impl KernelMaps {
             rules,
             named_ports,
             services,
+            ifaces,
             config,
             stats,
             applied: Tables::default(),
             placed: HashMap::new(),
             ranges: RuleRanges::new(),
+            inherited: Vec::new(),
         };
-        // Pinned maps of a previous run hold a previous state we know nothing about: start the
-        // policy tables from empty (conntrack stays, so established connections keep working).
-        maps.clear_policy_tables()?;
+        maps.inherit();
         Ok(maps)
     }
 
-    fn clear_policy_tables(&mut self) -> Result<(), KernelError> {
-        let stale: Vec<PeerKey> = self.peer_masks.keys().filter_map(Result::ok).collect();
-        for k in stale {
-            let _ = self.peer_masks.remove(&k);
+    /// Takes over the state pinned by a previous run (empty on a first start): it stays in force
+    /// until the first apply replaces it. The apply diffs against what the maps hold, so entries
+    /// it does not write are removed there.
+    fn inherit(&mut self) {
+        self.inherited = self.pod_dirs.iter().filter_map(Result::ok).collect();
+        for (_, v) in &self.inherited {
+            self.ranges.reserve(v.rule_base, v.n_rules);
         }
-        let stale: Vec<LpmKey<LpmData>> = self.cidr_masks.keys().filter_map(Result::ok).collect();
-        for k in stale {
-            let _ = self.cidr_masks.remove(&k);
-        }
-        // pod_dirs/endpoints are overwritten by the first apply; entries it does not write are
-        // removed there (it diffs against what the maps hold).
-        let dirs: Vec<(PodDirKey, PodDirVal)> =
-            self.pod_dirs.iter().filter_map(Result::ok).collect();
-        let eps: Vec<(EpKey, EpVal)> = self.endpoints.iter().filter_map(Result::ok).collect();
-        let named: Vec<(NamedKey, NamedVal)> =
-            self.named_ports.iter().filter_map(Result::ok).collect();
-        let svcs: Vec<EpKey> = self.services.keys().filter_map(Result::ok).collect();
-        self.applied.endpoints = eps.into_iter().collect();
-        self.applied.named_ports = named.into_iter().map(|(k, v)| (k, v.port)).collect();
-        self.applied.services = svcs.into_iter().collect();
-        for (k, _) in dirs {
-            self.pod_dirs.remove(&k).map_err(map_err("pod_dirs"))?;
-        }
-        Ok(())
+        self.applied.endpoints = self.endpoints.iter().filter_map(Result::ok).collect();
+        self.applied.named_ports = self
+            .named_ports
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(k, v)| (k, v.port))
+            .collect();
+        self.applied.services = self.services.keys().filter_map(Result::ok).collect();
+        self.applied.config = self.config.get(&0, 0).unwrap_or_default();
+    }
+
+    /// Numbering that continues the pinned state's: local pods keep their local ids, new table
+    /// versions and generations start above the pinned ones (conntrack entries of the previous
+    /// run are then re-judged, never taken for current).
+    pub fn resume(&self) -> Numbering {
+        let local_ids = self
+            .applied
+            .endpoints
+            .iter()
+            .filter(|(_, v)| v.local_id != 0)
+            .map(|(k, v)| (key_ip(k.ip), v.local_id))
+            .collect();
+        let max_version = self
+            .inherited
+            .iter()
+            .map(|(_, v)| v.table_version)
+            .max()
+            .unwrap_or(0);
+        Numbering::resume(local_ids, max_version, self.applied.config.generation)
     }
 
     /// Events lost because the ring buffer was full (cumulative).
     pub fn lost_events(&self) -> u64 {
-        self.stats.get(&STAT_LOST_EVENTS, 0).unwrap_or(0)
+        self.stat(STAT_LOST_EVENTS)
+    }
+
+    fn stat(&self, index: u32) -> u64 {
+        self.stats.get(&index, 0).unwrap_or(0)
+    }
+
+    /// The datapath's drop counters (cumulative): reason label, packets.
+    pub fn drops(&self) -> Vec<(&'static str, u64)> {
+        DROP_STATS
+            .iter()
+            .map(|(index, reason)| (*reason, self.stat(*index)))
+            .collect()
+    }
+
+    /// Packets judged without a conntrack entry because the insert failed (cumulative).
+    pub fn conntrack_full(&self) -> u64 {
+        self.stat(STAT_CT_FULL)
+    }
+
+    /// Tells the programs which pod is behind the host veth `ifindex` (written before the
+    /// programs are attached there: a veth without an entry drops everything).
+    pub fn set_iface(&mut self, ifindex: u32, ips: &[std::net::IpAddr]) -> Result<(), KernelError> {
+        let mut v = IfaceVal::default();
+        for (slot, ip) in v.ips.iter_mut().zip(ips.iter().take(MAX_IFACE_IPS)) {
+            *slot = ip_key(*ip);
+        }
+        v.n_ips = ips.len().min(MAX_IFACE_IPS) as u32;
+        if self.ifaces.get(&ifindex, 0).ok() == Some(v) {
+            return Ok(());
+        }
+        self.ifaces.insert(ifindex, v, 0).map_err(map_err("ifaces"))
+    }
+
+    /// Forgets the veth `ifindex`.
+    pub fn remove_iface(&mut self, ifindex: u32) {
+        let _ = self.ifaces.remove(&ifindex);
     }
 
     /// The ring buffer of verdict events.
@@ -245,38 +329,47 @@ impl KernelMaps {
         &self.applied
     }
 
-    /// Brings the maps to `next`, never exposing a torn (pod, direction) to packets.
+    /// Brings the maps to `next`, never exposing a torn (pod, direction) to packets. What could
+    /// not be written is in the report (and fails closed, see the module comment); only the
+    /// config write failing is an error.
     pub fn apply(&mut self, next: &Tables) -> Result<ApplyStats, KernelError> {
         let mut stats = ApplyStats::default();
+        let mut applied = next.clone();
         for (k, v) in &next.endpoints {
             if self.applied.endpoints.get(k) != Some(v) {
-                self.endpoints
-                    .insert(k, v, 0)
-                    .map_err(map_err("endpoints"))?;
-                stats.writes += 1;
+                match self.endpoints.insert(k, v, 0) {
+                    Ok(()) => stats.writes += 1,
+                    Err(e) => {
+                        stats.errors.push(map_err("endpoints")(e).to_string());
+                        applied.endpoints.remove(k);
+                    }
+                }
             }
         }
         for (k, port) in &next.named_ports {
             if self.applied.named_ports.get(k) != Some(port) {
-                self.named_ports
-                    .insert(
-                        k,
-                        NamedVal {
-                            port: *port,
-                            pad: 0,
-                        },
-                        0,
-                    )
-                    .map_err(map_err("named_ports"))?;
-                stats.writes += 1;
+                let v = NamedVal {
+                    port: *port,
+                    pad: 0,
+                };
+                match self.named_ports.insert(k, v, 0) {
+                    Ok(()) => stats.writes += 1,
+                    Err(e) => {
+                        stats.errors.push(map_err("named_ports")(e).to_string());
+                        applied.named_ports.remove(k);
+                    }
+                }
             }
         }
         for k in &next.services {
             if !self.applied.services.contains(k) {
-                self.services
-                    .insert(k, 1, 0)
-                    .map_err(map_err("service_ips"))?;
-                stats.writes += 1;
+                match self.services.insert(k, 1, 0) {
+                    Ok(()) => stats.writes += 1,
+                    Err(e) => {
+                        stats.errors.push(map_err("service_ips")(e).to_string());
+                        applied.services.remove(k);
+                    }
+                }
             }
         }
         let mut retired: Vec<(PodDirKey, PodDirTables, u32)> = Vec::new();
@@ -284,44 +377,49 @@ impl KernelMaps {
             if self.placed.get(key).is_some_and(|(v, _)| *v == t.version) {
                 continue;
             }
-            let base = self
-                .ranges
-                .alloc(t.rules.len() as u32)
-                .ok_or(KernelError::RulesFull)?;
-            for (i, r) in t.rules.iter().enumerate() {
-                self.rules
-                    .set(base + i as u32, r, 0)
-                    .map_err(map_err("rules"))?;
+            let old = self.applied.pod_dirs.get(key).cloned();
+            let old_base = self.placed.remove(key).map(|(_, base)| base);
+            match self.write_pod_dir(*key, t) {
+                Ok(base) => {
+                    stats.writes += t.rules.len() + t.peer_masks.len() + t.cidr_masks.len() + 1;
+                    self.placed.insert(*key, (t.version, base));
+                }
+                Err(e) => {
+                    // Fail closed: nothing of this pod's new tables is in force.
+                    let closed = PodDirTables::fail_closed(
+                        t.identity,
+                        if t.flags & PD_AUDIT != 0 {
+                            verdict_policy::engine::EnforcementMode::Audit
+                        } else {
+                            verdict_policy::engine::EnforcementMode::Enforce
+                        },
+                    );
+                    let val = PodDirVal {
+                        table_version: t.version,
+                        rule_base: 0,
+                        n_rules: 0,
+                        flags: PD_ISOLATED | PD_FAIL_CLOSED | (t.flags & PD_AUDIT),
+                        identity: t.identity,
+                    };
+                    let mut why = e.to_string();
+                    if let Err(e) = self.pod_dirs.insert(key, val, 0) {
+                        why = format!("{why}; {}", map_err("pod_dirs")(e));
+                        self.unlocalize(key.local_id, &mut applied);
+                    }
+                    stats.fail_closed.push((*key, why));
+                    applied.pod_dirs.insert(
+                        *key,
+                        PodDirTables {
+                            version: t.version,
+                            ..closed
+                        },
+                    );
+                }
             }
-            for (identity, mask) in &t.peer_masks {
-                let k = PeerKey {
-                    local_id: key.local_id,
-                    dir: key.dir,
-                    identity: *identity,
-                    version: t.version as u32,
-                };
-                self.peer_masks
-                    .insert(k, MaskVal { mask: *mask }, 0)
-                    .map_err(map_err("peer_masks"))?;
-            }
-            for (net, mask) in &t.cidr_masks {
-                self.cidr_masks
-                    .insert(&lpm_key(*key, t.version, *net), MaskVal { mask: *mask }, 0)
-                    .map_err(map_err("cidr_masks"))?;
-            }
-            stats.writes += t.rules.len() + t.peer_masks.len() + t.cidr_masks.len();
-            // The switch: one write.
-            self.pod_dirs
-                .insert(key, pod_dir_val(t, base), 0)
-                .map_err(map_err("pod_dirs"))?;
-            stats.writes += 1;
             stats.pod_dirs_changed += 1;
-            if let (Some(old), Some((_, old_base))) =
-                (self.applied.pod_dirs.get(key), self.placed.get(key))
-            {
-                retired.push((*key, old.clone(), *old_base));
+            if let (Some(old), Some(base)) = (old, old_base) {
+                retired.push((*key, old, base));
             }
-            self.placed.insert(*key, (t.version, base));
         }
         let gone: Vec<PodDirKey> = self
             .applied
@@ -331,7 +429,7 @@ impl KernelMaps {
             .copied()
             .collect();
         for key in gone {
-            self.pod_dirs.remove(&key).map_err(map_err("pod_dirs"))?;
+            let _ = self.pod_dirs.remove(&key);
             stats.pod_dirs_changed += 1;
             if let (Some(old), Some((_, base))) =
                 (self.applied.pod_dirs.get(&key), self.placed.remove(&key))
@@ -340,19 +438,10 @@ impl KernelMaps {
             }
         }
         for (key, old, base) in retired {
-            for identity in old.peer_masks.keys() {
-                let _ = self.peer_masks.remove(&PeerKey {
-                    local_id: key.local_id,
-                    dir: key.dir,
-                    identity: *identity,
-                    version: old.version as u32,
-                });
-            }
-            for net in old.cidr_masks.keys() {
-                let _ = self.cidr_masks.remove(&lpm_key(key, old.version, *net));
-            }
+            self.remove_version(key, &old);
             self.ranges.release(base, old.rules.len() as u32);
         }
+        self.retire_inherited(next);
         for k in self.applied.endpoints.keys() {
             if !next.endpoints.contains_key(k) {
                 let _ = self.endpoints.remove(k);
@@ -371,18 +460,182 @@ impl KernelMaps {
         self.config
             .set(0, next.config, 0)
             .map_err(map_err("config"))?;
-        self.applied = next.clone();
+        self.applied = applied;
         Ok(stats)
+    }
+
+    /// Writes one (pod, direction)'s new version and switches to it; on failure removes what
+    /// it wrote (the old version, if any, is still in force).
+    fn write_pod_dir(&mut self, key: PodDirKey, t: &PodDirTables) -> Result<u32, KernelError> {
+        let base = self
+            .ranges
+            .alloc(t.rules.len() as u32)
+            .ok_or(KernelError::RulesFull)?;
+        let written = (|| {
+            for (i, r) in t.rules.iter().enumerate() {
+                self.rules
+                    .set(base + i as u32, r, 0)
+                    .map_err(map_err("rules"))?;
+            }
+            for ((identity, chunk), mask) in &t.peer_masks {
+                self.peer_masks
+                    .insert(
+                        peer_key(key, t.version, *identity, *chunk),
+                        MaskVal { mask: *mask },
+                        0,
+                    )
+                    .map_err(map_err("peer_masks"))?;
+            }
+            for ((chunk, net), mask) in &t.cidr_masks {
+                self.cidr_masks
+                    .insert(
+                        &lpm_key(key, t.version, *chunk, *net),
+                        MaskVal { mask: *mask },
+                        0,
+                    )
+                    .map_err(map_err("cidr_masks"))?;
+            }
+            // The switch: one write.
+            self.pod_dirs
+                .insert(key, pod_dir_val(t, base), 0)
+                .map_err(map_err("pod_dirs"))
+        })();
+        match written {
+            Ok(()) => Ok(base),
+            Err(e) => {
+                self.remove_version(key, t);
+                self.ranges.release(base, t.rules.len() as u32);
+                Err(e)
+            }
+        }
+    }
+
+    fn remove_version(&mut self, key: PodDirKey, t: &PodDirTables) {
+        for (identity, chunk) in t.peer_masks.keys() {
+            let _ = self
+                .peer_masks
+                .remove(&peer_key(key, t.version, *identity, *chunk));
+        }
+        for (chunk, net) in t.cidr_masks.keys() {
+            let _ = self
+                .cidr_masks
+                .remove(&lpm_key(key, t.version, *chunk, *net));
+        }
+    }
+
+    /// The last resort for a pod whose `pod_dirs` entry cannot be written: its addresses are no
+    /// longer local, so its veth drops everything (the programs require a local pod there).
+    fn unlocalize(&mut self, local_id: u32, applied: &mut Tables) {
+        for (k, v) in applied.endpoints.iter_mut() {
+            if v.local_id == local_id {
+                v.local_id = 0;
+                let _ = self.endpoints.insert(k, *v, 0);
+            }
+        }
+    }
+
+    /// After the first apply, removes what the previous run left: its `pod_dirs` entries the
+    /// apply did not overwrite, and every peer and cidr entry of a version no longer in force.
+    fn retire_inherited(&mut self, next: &Tables) {
+        if self.inherited.is_empty() {
+            return;
+        }
+        for (key, val) in std::mem::take(&mut self.inherited) {
+            if !next.pod_dirs.contains_key(&key) && self.pod_dirs.get(&key, 0).ok() == Some(val) {
+                let _ = self.pod_dirs.remove(&key);
+            }
+            self.ranges.release(val.rule_base, val.n_rules);
+        }
+        let current = |local_id: u32, dir: u16, version: u32| {
+            let key = PodDirKey {
+                local_id,
+                dir: u32::from(dir),
+            };
+            self.placed
+                .get(&key)
+                .is_some_and(|(v, _)| *v as u32 == version)
+        };
+        let stale: Vec<PeerKey> = self
+            .peer_masks
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !current(k.local_id, k.dir, k.version))
+            .collect();
+        let stale_cidrs: Vec<LpmKey<LpmData>> = self
+            .cidr_masks
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| {
+                let d = k.data();
+                !current(d.local_id, d.dir, d.version)
+            })
+            .collect();
+        for k in stale {
+            let _ = self.peer_masks.remove(&k);
+        }
+        for k in stale_cidrs {
+            let _ = self.cidr_masks.remove(&k);
+        }
     }
 }
 
-fn lpm_key(key: PodDirKey, version: u64, net: ipnet::IpNet) -> LpmKey<LpmData> {
+/// Pinned maps whose layout differs from this build's (left by another version of Verdict) are
+/// unpinned, all of them: reusing one would read its entries with the wrong layout, and mixing old
+/// and new state is no better. The programs still attached keep using the old maps until the new
+/// ones replace them, so enforcement does not stop; conntrack starts empty.
+fn unpin_incompatible(pin_dir: &Path) -> Result<(), KernelError> {
+    let obj = aya_obj::Object::parse(OBJECT).map_err(|e| KernelError::Load(e.to_string()))?;
+    let mut incompatible = Vec::new();
+    for (name, map) in &obj.maps {
+        let path = pin_dir.join(name);
+        if !path.exists() {
+            continue;
+        }
+        let same = aya::maps::MapInfo::from_pin(&path).is_ok_and(|info| {
+            info.key_size() == map.key_size()
+                && info.value_size() == map.value_size()
+                && info.max_entries() == map.max_entries()
+        });
+        if !same {
+            incompatible.push(name.clone());
+        }
+    }
+    if incompatible.is_empty() {
+        return Ok(());
+    }
+    tracing::warn!(
+        maps = ?incompatible,
+        "pinned maps under {} have another layout (another version of Verdict): starting from \
+         new maps (conntrack starts empty; the programs attached enforce until replaced)",
+        pin_dir.display()
+    );
+    for name in obj.maps.keys() {
+        let path = pin_dir.join(name);
+        if path.exists() {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
+}
+
+fn peer_key(key: PodDirKey, version: u64, identity: u32, chunk: u16) -> PeerKey {
+    PeerKey {
+        local_id: key.local_id,
+        dir: key.dir as u16,
+        chunk,
+        identity,
+        version: version as u32,
+    }
+}
+
+fn lpm_key(key: PodDirKey, version: u64, chunk: u16, net: ipnet::IpNet) -> LpmKey<LpmData> {
     let (bits, ip) = mapped_prefix(net);
     LpmKey::new(
         LPM_FIXED_BITS + bits,
         LpmData {
             local_id: key.local_id,
-            dir: key.dir,
+            dir: key.dir as u16,
+            chunk,
             version: version as u32,
             ip,
         },
@@ -390,10 +643,14 @@ fn lpm_key(key: PodDirKey, version: u64, net: ipnet::IpNet) -> LpmKey<LpmData> {
 }
 
 /// What one [`KernelMaps::apply`] did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ApplyStats {
     pub writes: usize,
     pub pod_dirs_changed: usize,
+    /// (pod, direction)s whose tables could not be written, with why: they deny everything.
+    pub fail_closed: Vec<(PodDirKey, String)>,
+    /// Other writes that failed (endpoints, named ports, Service addresses).
+    pub errors: Vec<String>,
 }
 
 #[cfg(test)]
