@@ -617,6 +617,33 @@ static __always_inline int starts_over(const struct pkt *p, const struct ct_val 
 	return p->syn_only && now - ct->last_seen > 60 * NSEC_PER_SEC;
 }
 
+/* The established path, kept to one or two hash lookups: an unfragmented packet of a connection
+ * decided under the current policy generation for everything this hook needs (`want`), or a
+ * reply to one. Returns TC_ACT_OK, or -1 for the full path (new connections, other generations,
+ * denials, Service entries, fragments, a tuple starting over). */
+static __always_inline int current(const struct pkt *p, struct ct_val *ct, __u32 want,
+				   const struct config *cfg, __u64 now)
+{
+	if (!ct || ct->generation != cfg->generation || (ct->flags & (DENIED | CT_SERVICE)) ||
+	    (ct->flags & want) != want || starts_over(p, ct, cfg, now))
+		return 0;
+	touch(ct, now);
+	return 1;
+}
+
+static __always_inline int established(const struct pkt *p, __u32 want, const struct config *cfg, __u64 now)
+{
+	if (p->frag != FRAG_NONE)
+		return -1;
+	struct ct_val *ct = bpf_map_lookup_elem(&conntrack, &p->key);
+	if (ct)
+		return current(p, ct, want, cfg, now) ? TC_ACT_OK : -1;
+	struct ct_key rev;
+	reverse(&p->key, &rev);
+	ct = bpf_map_lookup_elem(&conntrack, &rev);
+	return current(p, ct, 0, cfg, now) ? TC_ACT_OK : -1;
+}
+
 /* The conntrack step of a hook deciding `want` (CT_*_DECIDED bits) for new connections.
  * Returns TC_ACT_OK or TC_ACT_SHOT. */
 static __always_inline int conn(struct pkt *p, __u32 want, const struct config *cfg, __u64 now)
@@ -743,6 +770,8 @@ int verdict_from_pod(struct __sk_buff *skb)
 		count(STAT_SPOOFED);
 		return TC_ACT_SHOT;
 	}
+	if (established(&p, CT_EGRESS_DECIDED, cfg, now) == TC_ACT_OK)
+		return TC_ACT_OK;
 	struct ep_key dk;
 	__builtin_memcpy(dk.ip, p.key.dst, 16);
 	int to_service = bpf_map_lookup_elem(&service_ips, &dk) != 0;
@@ -792,6 +821,8 @@ int verdict_to_pod(struct __sk_buff *skb)
 			count(STAT_NOT_FOR_POD);
 			return TC_ACT_SHOT;
 		}
+		if (!deferred && established(&p, want, cfg, now) == TC_ACT_OK)
+			return TC_ACT_OK;
 		if (!endpoint_is_local(p.key.dst)) {
 			count(STAT_UNKNOWN_POD);
 			return TC_ACT_SHOT;

@@ -3,6 +3,8 @@
 //! - `serve PORT`: TCP echo server.
 //! - `latency IP PORT N`: N TCP connects (connect + close) and N request/response round trips
 //!   on one connection; prints `connect_p50_us connect_p99_us rr_p50_us rr_p99_us`.
+//! - `rr IP PORT N`: only the N round trips on one connection (established-path traffic, for
+//!   the programs' own run time); prints `rr_p50_us rr_p99_us`.
 //! - `flood IP RATE SECONDS RUN`: UDP datagrams at RATE/s, each a new 5-tuple (64 source ports
 //!   of their own per RUN × cycling destination ports), so every datagram is a new connection for
 //!   the datapath, across runs too; prints the number sent.
@@ -14,6 +16,21 @@ use std::time::{Duration, Instant};
 fn percentile(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// `n` request/response round trips of 8 bytes on one connection, in µs.
+fn round_trips(addr: SocketAddr, n: usize) -> std::io::Result<Vec<f64>> {
+    let mut c = TcpStream::connect(addr)?;
+    c.set_nodelay(true)?;
+    let mut rr = Vec::with_capacity(n);
+    let mut buf = [0u8; 8];
+    for i in 0..n {
+        let t = Instant::now();
+        c.write_all(&(i as u64).to_le_bytes())?;
+        c.read_exact(&mut buf)?;
+        rr.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    Ok(rr)
 }
 
 fn main() -> std::io::Result<()> {
@@ -46,20 +63,22 @@ fn main() -> std::io::Result<()> {
                 connects.push(t.elapsed().as_secs_f64() * 1e6);
                 drop(c);
             }
-            let mut c = TcpStream::connect(addr)?;
-            c.set_nodelay(true)?;
-            let mut rr = Vec::with_capacity(n);
-            let mut buf = [0u8; 8];
-            for i in 0..n {
-                let t = Instant::now();
-                c.write_all(&(i as u64).to_le_bytes())?;
-                c.read_exact(&mut buf)?;
-                rr.push(t.elapsed().as_secs_f64() * 1e6);
-            }
+            let mut rr = round_trips(addr, n)?;
             println!(
                 "{:.1} {:.1} {:.1} {:.1}",
                 percentile(&mut connects, 0.5),
                 percentile(&mut connects, 0.99),
+                percentile(&mut rr, 0.5),
+                percentile(&mut rr, 0.99)
+            );
+            Ok(())
+        }
+        Some("rr") => {
+            let addr: SocketAddr = format!("{}:{}", args[1], args[2]).parse().expect("address");
+            let n: usize = args[3].parse().expect("count");
+            let mut rr = round_trips(addr, n)?;
+            println!(
+                "{:.1} {:.1}",
                 percentile(&mut rr, 0.5),
                 percentile(&mut rr, 0.99)
             );
@@ -95,7 +114,9 @@ fn main() -> std::io::Result<()> {
             Ok(())
         }
         _ => {
-            eprintln!("usage: netbench serve PORT | latency IP PORT N | flood IP RATE SECONDS");
+            eprintln!(
+                "usage: netbench serve PORT | latency IP PORT N | rr IP PORT N | flood IP RATE SECONDS"
+            );
             std::process::exit(2)
         }
     }
