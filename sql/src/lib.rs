@@ -39,5 +39,5 @@ pub use datafusion;
 pub use entries::{ListEntriesRequest, ListEntriesResponse};
 pub use error::{QueryError, Result};
 pub use lake::{FixedLake, Lake, LakeFile, LakeSnapshot, LakeTable, LakeTableDef};
-pub use session::{QueryEngine, QueryLimits, QueryOutput};
+pub use session::{PANICKED, QueryEngine, QueryLimits, QueryOutput};
 pub use translate::{Translation, translate};

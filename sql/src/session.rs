@@ -82,6 +82,9 @@ impl Drop for QueryRuntime {
     }
 }
 
+/// How the message of a query that panicked starts (a bug, answered 500; the collector stays up).
+pub const PANICKED: &str = "the query panicked: ";
+
 impl QueryRuntime {
     fn new(limits: &QueryLimits) -> Result<QueryRuntime> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -129,7 +132,7 @@ impl QueryRuntime {
                     .map(|s| (*s).to_owned())
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "a panic".to_owned());
-                Err(QueryError::Internal(what))
+                Err(QueryError::Internal(format!("{PANICKED}{what}")))
             }
             Ok(Err(e)) => Err(QueryError::Internal(e.to_string())),
             Err(_) => {
