@@ -167,30 +167,13 @@ pub struct BatchHeader {
 pub fn peek_header(mut buf: &[u8]) -> Option<BatchHeader> {
     let mut header = BatchHeader::default();
     while !buf.is_empty() {
-        let key = read_varint(&mut buf)?;
-        let (field, wire) = (key >> 3, key & 7);
-        match wire {
-            0 => {
-                let v = read_varint(&mut buf)?;
-                if field == 2 {
-                    header.batch_id = v;
-                }
-            }
-            1 => buf = buf.get(8..)?,
-            5 => buf = buf.get(4..)?,
-            2 => {
-                let len = usize::try_from(read_varint(&mut buf)?).ok()?;
-                let value = buf.get(..len)?;
-                buf = &buf[len..];
-                match field {
-                    // NodeIdentity.node_name and Source.id are both field 1 of their message.
-                    3 => header.key.0 = first_string(value).unwrap_or_default(),
-                    4 => header.key.1 = first_string(value).unwrap_or_default(),
-                    5 => header.records += 1,
-                    _ => {}
-                }
-            }
-            _ => return None,
+        match next_field(&mut buf)? {
+            (2, Field::Varint(v)) => header.batch_id = v,
+            // NodeIdentity.node_name and Source.id are both field 1 of their message.
+            (3, Field::Bytes(v)) => header.key.0 = first_string(v).unwrap_or_default(),
+            (4, Field::Bytes(v)) => header.key.1 = first_string(v).unwrap_or_default(),
+            (5, Field::Bytes(_)) => header.records += 1,
+            _ => {}
         }
     }
     Some(header)
@@ -199,28 +182,40 @@ pub fn peek_header(mut buf: &[u8]) -> Option<BatchHeader> {
 /// Field 1 of an encoded message, when it is a UTF-8 string of at most `MAX_SOURCE_ID_BYTES`.
 fn first_string(mut buf: &[u8]) -> Option<String> {
     while !buf.is_empty() {
-        let key = read_varint(&mut buf)?;
-        let (field, wire) = (key >> 3, key & 7);
-        match wire {
-            0 => {
-                read_varint(&mut buf)?;
-            }
-            1 => buf = buf.get(8..)?,
-            5 => buf = buf.get(4..)?,
-            2 => {
-                let len = usize::try_from(read_varint(&mut buf)?).ok()?;
-                let value = buf.get(..len)?;
-                buf = &buf[len..];
-                if field == 1 {
-                    return (len <= MAX_SOURCE_ID_BYTES)
-                        .then(|| std::str::from_utf8(value).ok().map(str::to_owned))
-                        .flatten();
-                }
-            }
-            _ => return None,
+        if let (1, Field::Bytes(value)) = next_field(&mut buf)? {
+            return (value.len() <= MAX_SOURCE_ID_BYTES)
+                .then(|| std::str::from_utf8(value).ok().map(str::to_owned))
+                .flatten();
         }
     }
     None
+}
+
+/// A field's value as read from the wire.
+enum Field<'a> {
+    Varint(u64),
+    Bytes(&'a [u8]),
+    Fixed,
+}
+
+/// The next field of an encoded message (its number and value), advancing `buf` past it. `None`
+/// when the bytes are not a field (or are a group, which batches never hold).
+fn next_field<'a>(buf: &mut &'a [u8]) -> Option<(u64, Field<'a>)> {
+    let key = read_varint(buf)?;
+    let rest: &'a [u8] = buf;
+    let (value, rest) = match key & 7 {
+        0 => return Some((key >> 3, Field::Varint(read_varint(buf)?))),
+        1 => (Field::Fixed, rest.get(8..)?),
+        5 => (Field::Fixed, rest.get(4..)?),
+        2 => {
+            let mut at = rest;
+            let len = usize::try_from(read_varint(&mut at)?).ok()?;
+            (Field::Bytes(at.get(..len)?), &at[len..])
+        }
+        _ => return None,
+    };
+    *buf = rest;
+    Some((key >> 3, value))
 }
 
 /// A protobuf varint (at most 10 bytes).
@@ -463,7 +458,7 @@ pub fn build_rows(
                 let capacity = if builders.is_empty() {
                     records.len()
                 } else {
-                    64
+                    8
                 };
                 let b = match table {
                     Table::Loss => PartBuilder::Loss(LossEntryBatchBuilder::with_capacity(4)),

@@ -175,6 +175,17 @@ fn cluster() -> (Topology, String, String) {
     (t, green, red)
 }
 
+/// Runs `body` against a running probe on the cluster (green, red), then stops the probe.
+fn attack(body: impl FnOnce(&mut Topology, String, String)) {
+    if !can_run() {
+        return;
+    }
+    let (mut t, green, red) = cluster();
+    let probe = t.start_probe(&[]);
+    body(&mut t, green, red);
+    drop(t.stop_probe(probe));
+}
+
 fn craft(t: &Topology, ns: &str, args: &[&str]) -> String {
     let mut v = vec!["python3", "-c", CRAFT];
     v.extend_from_slice(args);
@@ -188,190 +199,166 @@ fn got_through(answer: &str) -> bool {
 
 #[test]
 fn a_syn_in_tiny_fragments_does_not_reach_a_denied_port() {
-    if !can_run() {
-        return;
-    }
-    let (mut t, green, red) = cluster();
-    let probe = t.start_probe(&[]);
-    // The attack: the TCP header split over 8-byte fragments (no ports in the first one).
-    let tiny = craft(
-        &t,
-        &red,
-        &["frag-syn", RED_V4, SERVER_V4, "8080", "41001", "8", "0"],
-    );
-    assert!(!got_through(&tiny), "the server answered {tiny}");
-    // The first fragment holds the whole header, for the denied client: judged, dropped.
-    let denied = craft(
-        &t,
-        &red,
-        &["frag-syn", RED_V4, SERVER_V4, "8080", "41002", "24", "32"],
-    );
-    assert!(!got_through(&denied), "the server answered {denied}");
-    // The same shape from the allowed client: reassembled and answered with a SYN-ACK.
-    let allowed = craft(
-        &t,
-        &green,
-        &["frag-syn", GREEN_V4, SERVER_V4, "8080", "41003", "24", "32"],
-    );
-    assert_eq!(allowed, "18", "SYN-ACK to the allowed fragmented SYN");
-    drop(t.stop_probe(probe));
+    attack(|t, green, red| {
+        // The attack: the TCP header split over 8-byte fragments (no ports in the first one).
+        let tiny = craft(
+            t,
+            &red,
+            &["frag-syn", RED_V4, SERVER_V4, "8080", "41001", "8", "0"],
+        );
+        assert!(!got_through(&tiny), "the server answered {tiny}");
+        // The first fragment holds the whole header, for the denied client: judged, dropped.
+        let denied = craft(
+            t,
+            &red,
+            &["frag-syn", RED_V4, SERVER_V4, "8080", "41002", "24", "32"],
+        );
+        assert!(!got_through(&denied), "the server answered {denied}");
+        // The same shape from the allowed client: reassembled and answered with a SYN-ACK.
+        let allowed = craft(
+            t,
+            &green,
+            &["frag-syn", GREEN_V4, SERVER_V4, "8080", "41003", "24", "32"],
+        );
+        assert_eq!(allowed, "18", "SYN-ACK to the allowed fragmented SYN");
+    });
 }
 
 #[test]
 fn tcp_packets_without_syn_and_without_an_entry_are_judged() {
-    if !can_run() {
-        return;
-    }
-    let (mut t, green, red) = cluster();
-    let probe = t.start_probe(&[]);
-    for (src, dst, sport) in [(RED_V4, SERVER_V4, "42001"), (RED_V6, SERVER_V6, "42002")] {
-        for flags in ["16", "24"] {
-            // ACK, PSH|ACK: the server's stack answers RST when one reaches it.
-            let answer = craft(&t, &red, &["flags", src, dst, "8080", sport, flags]);
-            assert!(
-                !got_through(&answer),
-                "{src} flags {flags}: the server answered {answer}"
+    attack(|t, green, red| {
+        for (src, dst, sport) in [(RED_V4, SERVER_V4, "42001"), (RED_V6, SERVER_V6, "42002")] {
+            for flags in ["16", "24"] {
+                // ACK, PSH|ACK: the server's stack answers RST when one reaches it.
+                let answer = craft(t, &red, &["flags", src, dst, "8080", sport, flags]);
+                assert!(
+                    !got_through(&answer),
+                    "{src} flags {flags}: the server answered {answer}"
+                );
+            }
+        }
+        for (src, dst, sport) in [
+            (GREEN_V4, SERVER_V4, "42003"),
+            (GREEN_V6, SERVER_V6, "42004"),
+        ] {
+            let answer = craft(t, &green, &["flags", src, dst, "8080", sport, "16"]);
+            assert_eq!(
+                answer, "4",
+                "{src}: RST from the server to an allowed bare ACK"
             );
         }
-    }
-    for (src, dst, sport) in [
-        (GREEN_V4, SERVER_V4, "42003"),
-        (GREEN_V6, SERVER_V6, "42004"),
-    ] {
-        let answer = craft(&t, &green, &["flags", src, dst, "8080", sport, "16"]);
-        assert_eq!(
-            answer, "4",
-            "{src}: RST from the server to an allowed bare ACK"
-        );
-    }
-    drop(t.stop_probe(probe));
+    });
 }
 
 #[test]
 fn a_revoked_allow_ends_established_connections_and_reused_tuples() {
-    if !can_run() {
-        return;
-    }
-    let (mut t, green, red) = cluster();
-    let probe = t.start_probe(&[]);
-    // Long-lived: an exchange every 100 ms for 6 s.
-    let mut long_lived = t.spawn_client(&green, "tcp", SERVER_V4, 8080, 60, 0.1);
-    {
-        use std::io::BufRead;
-        let mut first = String::new();
-        std::io::BufReader::new(long_lived.stdout.as_mut().unwrap())
-            .read_line(&mut first)
-            .unwrap();
-        assert_eq!(first.trim(), "ok 0");
-    }
-    assert!(t.connect(&green, "tcp", SERVER_V4, 8080, 43100));
-    // A change that still allows green keeps its connection.
-    std::fs::write(
-        t.manifests_dir().join("policies.yaml"),
-        policy("green") + "---\n" + &policy("red").replace("allow-one", "allow-red"),
-    )
-    .unwrap();
-    t.eventually("red allowed too", || {
-        t.connect(&red, "tcp", SERVER_V4, 8080, 0)
+    attack(|t, green, red| {
+        // Long-lived: an exchange every 100 ms for 6 s.
+        let mut long_lived = t.spawn_client(&green, "tcp", SERVER_V4, 8080, 60, 0.1);
+        {
+            use std::io::BufRead;
+            let mut first = String::new();
+            std::io::BufReader::new(long_lived.stdout.as_mut().unwrap())
+                .read_line(&mut first)
+                .unwrap();
+            assert_eq!(first.trim(), "ok 0");
+        }
+        assert!(t.connect(&green, "tcp", SERVER_V4, 8080, 43100));
+        // A change that still allows green keeps its connection.
+        std::fs::write(
+            t.manifests_dir().join("policies.yaml"),
+            policy("green") + "---\n" + &policy("red").replace("allow-one", "allow-red"),
+        )
+        .unwrap();
+        t.eventually("red allowed too", || {
+            t.connect(&red, "tcp", SERVER_V4, 8080, 0)
+        });
+        assert!(
+            long_lived.try_wait().unwrap().is_none(),
+            "green's connection survives a change that still allows it"
+        );
+        // Revoked: only red now.
+        std::fs::write(t.manifests_dir().join("policies.yaml"), policy("red")).unwrap();
+        t.eventually("green refused", || {
+            !t.connect(&green, "tcp", SERVER_V4, 8080, 0)
+        });
+        let status = long_lived.wait().unwrap();
+        assert!(
+            !status.success(),
+            "the established connection must end with its allow"
+        );
+        assert!(
+            !t.connect(&green, "tcp", SERVER_V4, 8080, 43100),
+            "a SYN reusing the tuple of a revoked connection is judged anew"
+        );
     });
-    assert!(
-        long_lived.try_wait().unwrap().is_none(),
-        "green's connection survives a change that still allows it"
-    );
-    // Revoked: only red now.
-    std::fs::write(t.manifests_dir().join("policies.yaml"), policy("red")).unwrap();
-    t.eventually("green refused", || {
-        !t.connect(&green, "tcp", SERVER_V4, 8080, 0)
-    });
-    let status = long_lived.wait().unwrap();
-    assert!(
-        !status.success(),
-        "the established connection must end with its allow"
-    );
-    assert!(
-        !t.connect(&green, "tcp", SERVER_V4, 8080, 43100),
-        "a SYN reusing the tuple of a revoked connection is judged anew"
-    );
-    drop(t.stop_probe(probe));
 }
 
 #[test]
 fn a_spoofed_reply_opens_nothing() {
-    if !can_run() {
-        return;
-    }
-    let (mut t, _green, red) = cluster();
-    let probe = t.start_probe(&[]);
-    // Red claims to be the server answering red's port 45555, then connects from that port.
-    assert_eq!(
-        craft(&t, &red, &["spoof", SERVER_V4, RED_V4, "8080", "45555"]),
-        "sent"
-    );
-    assert!(
-        !t.connect(&red, "tcp", SERVER_V4, 8080, 45555),
-        "the spoofed reply made red's connection look like a reply"
-    );
-    drop(t.stop_probe(probe));
+    attack(|t, _green, red| {
+        // Red claims to be the server answering red's port 45555, then connects from that port.
+        assert_eq!(
+            craft(t, &red, &["spoof", SERVER_V4, RED_V4, "8080", "45555"]),
+            "sent"
+        );
+        assert!(
+            !t.connect(&red, "tcp", SERVER_V4, 8080, 45555),
+            "the spoofed reply made red's connection look like a reply"
+        );
+    });
 }
 
 #[test]
 fn ipv6_extension_headers_are_walked() {
-    if !can_run() {
-        return;
-    }
-    let (mut t, green, red) = cluster();
-    let probe = t.start_probe(&[]);
-    let hbh = |ns: &str| {
-        std::process::Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                ns,
-                "python3",
-                "-c",
-                HOP_BY_HOP_CLIENT,
-                SERVER_V6,
-                "8080",
-            ])
-            .status()
-            .unwrap()
-            .success()
-    };
-    assert!(hbh(&green), "allowed traffic behind a Hop-by-Hop header");
-    assert!(!hbh(&red), "denied traffic behind a Hop-by-Hop header");
-    drop(t.stop_probe(probe));
+    attack(|_, green, red| {
+        let hbh = |ns: &str| {
+            std::process::Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    ns,
+                    "python3",
+                    "-c",
+                    HOP_BY_HOP_CLIENT,
+                    SERVER_V6,
+                    "8080",
+                ])
+                .status()
+                .unwrap()
+                .success()
+        };
+        assert!(hbh(&green), "allowed traffic behind a Hop-by-Hop header");
+        assert!(!hbh(&red), "denied traffic behind a Hop-by-Hop header");
+    });
 }
 
 #[test]
 fn fragmented_datagrams_follow_their_first_fragment() {
-    if !can_run() {
-        return;
-    }
-    let (mut t, green, red) = cluster();
-    let probe = t.start_probe(&[]);
-    let big = |ns: &str, host: &str| {
-        std::process::Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                ns,
-                "python3",
-                "-c",
-                BIG_UDP_CLIENT,
-                host,
-                "8080",
-                "4000",
-            ])
-            .status()
-            .unwrap()
-            .success()
-    };
-    for host in [SERVER_V4, SERVER_V6] {
-        assert!(
-            big(&green, host),
-            "4000-byte datagrams from green to {host}"
-        );
-        assert!(!big(&red, host), "4000-byte datagrams from red to {host}");
-    }
-    drop(t.stop_probe(probe));
+    attack(|_, green, red| {
+        let big = |ns: &str, host: &str| {
+            std::process::Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    ns,
+                    "python3",
+                    "-c",
+                    BIG_UDP_CLIENT,
+                    host,
+                    "8080",
+                    "4000",
+                ])
+                .status()
+                .unwrap()
+                .success()
+        };
+        for host in [SERVER_V4, SERVER_V6] {
+            assert!(
+                big(&green, host),
+                "4000-byte datagrams from green to {host}"
+            );
+            assert!(!big(&red, host), "4000-byte datagrams from red to {host}");
+        }
+    });
 }
