@@ -115,14 +115,7 @@ async fn bad_batches_are_refused_and_the_rest_of_the_stream_is_stored() {
     assert!(s.finish().await.is_empty(), "the stream ends cleanly");
 
     served.collector.flush().await.unwrap();
-    let stored: usize = served
-        .collector
-        .read_committed(Table::Flows)
-        .await
-        .unwrap()
-        .iter()
-        .map(|b| b.num_rows())
-        .sum();
+    let stored = committed_rows(&served.collector, Table::Flows).await;
     assert_eq!(stored, 30);
     let m = served.metrics().await;
     for (reason, batches) in [

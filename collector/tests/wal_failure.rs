@@ -124,14 +124,7 @@ async fn a_full_disk_refuses_its_batches_and_ingest_resumes_when_space_is_back()
     served.abandon().await;
     let served = Served::start(cfg).await;
     served.collector.flush().await.unwrap();
-    let rows: usize = served
-        .collector
-        .read_committed(Table::Flows)
-        .await
-        .unwrap()
-        .iter()
-        .map(|b| b.num_rows())
-        .sum();
+    let rows = committed_rows(&served.collector, Table::Flows).await;
     assert_eq!(rows, 350);
     served.stop().await;
     drop(mount);

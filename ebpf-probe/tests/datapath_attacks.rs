@@ -6,7 +6,7 @@
 
 mod support;
 
-use support::netns::{PodSpec, Topology, can_run};
+use support::netns::{PodSpec, Topology, can_run, python_succeeds};
 
 /// Crafts and sends packets with raw sockets, then reports what came back from the target.
 /// `frag-syn SRC DST DPORT SPORT FIRST PAYLOAD`: a SYN carrying PAYLOAD bytes, sent as IPv4
@@ -312,22 +312,7 @@ fn a_spoofed_reply_opens_nothing() {
 #[test]
 fn ipv6_extension_headers_are_walked() {
     attack(|_, green, red| {
-        let hbh = |ns: &str| {
-            std::process::Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    ns,
-                    "python3",
-                    "-c",
-                    HOP_BY_HOP_CLIENT,
-                    SERVER_V6,
-                    "8080",
-                ])
-                .status()
-                .unwrap()
-                .success()
-        };
+        let hbh = |ns: &str| python_succeeds(ns, HOP_BY_HOP_CLIENT, &[SERVER_V6, "8080"]);
         assert!(hbh(&green), "allowed traffic behind a Hop-by-Hop header");
         assert!(!hbh(&red), "denied traffic behind a Hop-by-Hop header");
     });
@@ -336,23 +321,8 @@ fn ipv6_extension_headers_are_walked() {
 #[test]
 fn fragmented_datagrams_follow_their_first_fragment() {
     attack(|_, green, red| {
-        let big = |ns: &str, host: &str| {
-            std::process::Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    ns,
-                    "python3",
-                    "-c",
-                    BIG_UDP_CLIENT,
-                    host,
-                    "8080",
-                    "4000",
-                ])
-                .status()
-                .unwrap()
-                .success()
-        };
+        let big =
+            |ns: &str, host: &str| python_succeeds(ns, BIG_UDP_CLIENT, &[host, "8080", "4000"]);
         for host in [SERVER_V4, SERVER_V6] {
             assert!(
                 big(&green, host),

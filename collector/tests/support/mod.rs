@@ -485,3 +485,16 @@ pub fn tempdir() -> (tempfile::TempDir, PathBuf) {
     let p = d.path().to_owned();
     (d, p)
 }
+
+/// Rows of `table` in committed files.
+pub async fn committed_rows(
+    c: &verdict_collector::Collector,
+    table: verdict_collector::Table,
+) -> usize {
+    c.read_committed(table)
+        .await
+        .unwrap()
+        .iter()
+        .map(|b| b.num_rows())
+        .sum()
+}

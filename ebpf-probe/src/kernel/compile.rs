@@ -155,10 +155,10 @@ pub struct PodDirTables {
 }
 
 impl PodDirTables {
-    /// Isolated with nothing allowed: for a (pod, direction) whose policies cannot be held.
-    pub fn fail_closed(identity: u32, mode: EnforcementMode) -> Self {
+    /// Isolated, with no rules yet.
+    fn isolated(identity: u32, flags: u32) -> Self {
         PodDirTables {
-            flags: PD_ISOLATED | PD_FAIL_CLOSED | mode_flags(mode),
+            flags: PD_ISOLATED | flags,
             identity,
             rules: Vec::new(),
             peer_masks: BTreeMap::new(),
@@ -166,6 +166,11 @@ impl PodDirTables {
             policies: Vec::new(),
             version: 0,
         }
+    }
+
+    /// Isolated with nothing allowed: for a (pod, direction) whose policies cannot be held.
+    pub fn fail_closed(identity: u32, mode: EnforcementMode) -> Self {
+        Self::isolated(identity, PD_FAIL_CLOSED | mode_flags(mode))
     }
 
     fn same_content(&self, other: &PodDirTables) -> bool {
@@ -415,15 +420,7 @@ fn compile_pod_dir(
         });
     }
     let mode = engine.enforcement_mode(pod, node.default_mode);
-    let mut t = PodDirTables {
-        flags: PD_ISOLATED | mode_flags(mode),
-        identity,
-        rules: Vec::new(),
-        peer_masks: BTreeMap::new(),
-        cidr_masks: BTreeMap::new(),
-        policies: Vec::new(),
-        version: 0,
-    };
+    let mut t = PodDirTables::isolated(identity, mode_flags(mode));
     // (bit, block) for every ipBlock peer, to build the LPM partition afterwards.
     let mut blocks: Vec<(usize, &verdict_policy::model::IpBlock)> = Vec::new();
     for (policy_idx, &pid) in isolating.iter().enumerate() {

@@ -334,22 +334,11 @@ impl Topology {
 
     /// One client exchange from `ns`; true if it worked.
     pub fn connect(&self, ns: &str, proto: &str, host: &str, port: u16, src_port: u16) -> bool {
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                ns,
-                "python3",
-                "-c",
-                CLIENT,
-                proto,
-                host,
-                &port.to_string(),
-                &src_port.to_string(),
-            ])
-            .status()
-            .unwrap()
-            .success()
+        python_succeeds(
+            ns,
+            CLIENT,
+            &[proto, host, &port.to_string(), &src_port.to_string()],
+        )
     }
 
     /// A long-lived client: `rounds` exchanges `gap` seconds apart.
@@ -602,4 +591,14 @@ impl Drop for Topology {
             let _ = std::fs::remove_dir(&self.pin_dir);
         }
     }
+}
+
+/// Runs the Python `script` with `args` in the network namespace `ns`; true if it exited 0.
+pub fn python_succeeds(ns: &str, script: &str, args: &[&str]) -> bool {
+    Command::new("ip")
+        .args(["netns", "exec", ns, "python3", "-c", script])
+        .args(args)
+        .status()
+        .unwrap()
+        .success()
 }
