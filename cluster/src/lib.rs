@@ -4,12 +4,17 @@
 //!
 //! - [`source`]: the [`ClusterSource`] trait (a consistent state, then a new state per change)
 //!   and [`ManifestDirSource`], a watched folder of manifests.
+//! - [`api`]: the same over the Kubernetes API server ([`api::ApiSource`]), the NetworkLogging
+//!   custom resource, and Events.
 //! - [`compiler`]: [`PolicyCompiler`], states → numbered [`PolicySnapshot`]s, keeping the last
 //!   valid NetworkLogging in force.
 //! - [`snapshot`]: [`PolicySnapshot`] and [`Generations`], the current generation plus the
 //!   superseded ones kept for late events.
 
+pub mod api;
 pub mod compiler;
+#[cfg(feature = "fake-apiserver")]
+pub mod fake_apiserver;
 pub mod snapshot;
 pub mod source;
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 use verdict_policy::ClusterState;
 use verdict_policy::manifests::load_dir_lenient;
 
+
 /// A new cluster state, with what was wrong in it but did not stop it.
 #[derive(Debug, Clone, Default)]
 pub struct StateUpdate {
@@ -54,11 +55,9 @@ impl ManifestDirSource {
 
     fn fingerprint(&self) -> u64 {
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+        let Ok(files) = verdict_policy::manifests::manifest_files(&self.dir) else {
             return 0;
         };
-        let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-        files.sort();
         for f in files {
             f.hash(&mut h);
             if let Ok(bytes) = std::fs::read(&f) {

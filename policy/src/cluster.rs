@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use verdict_schema::NetworkLogging;
 
 use crate::model::{
-    NAMESPACE_NAME_LABEL, Namespace, NetworkPolicy, Node, ObjectMeta, Pod, Service,
+    EndpointSlice, NAMESPACE_NAME_LABEL, Namespace, NetworkPolicy, Node, ObjectMeta, Pod, Service,
 };
 
 /// Namespaces every cluster has; referring to them without declaring them is not worth a warning.
@@ -26,6 +26,8 @@ pub struct ClusterState {
     pub pods: Vec<Pod>,
     pub nodes: Vec<Node>,
     pub services: Vec<Service>,
+    /// `discovery.k8s.io/v1` EndpointSlices: the Services' backends.
+    pub endpoint_slices: Vec<EndpointSlice>,
     pub policies: Vec<NetworkPolicy>,
     /// The cluster's NetworkLogging, if any (absent: nothing is logged).
     pub network_logging: Option<NetworkLogging>,
@@ -42,6 +44,28 @@ pub fn object_key(kind: &str, namespace: Option<&str>, name: &str) -> String {
 }
 
 impl ClusterState {
+    /// The ready backend addresses of `service`, from the EndpointSlices labelled with its
+    /// name, without duplicates (a backend can be listed by several slices).
+    pub fn service_backends(&self, service: &Service) -> Vec<std::net::IpAddr> {
+        let key = (
+            service.metadata.namespace_or_default(),
+            service.metadata.name.as_str(),
+        );
+        let mut ips: Vec<std::net::IpAddr> = Vec::new();
+        for slice in self
+            .endpoint_slices
+            .iter()
+            .filter(|s| s.service() == Some(key))
+        {
+            for ip in slice.ready_ips() {
+                if !ips.contains(&ip) {
+                    ips.push(ip);
+                }
+            }
+        }
+        ips
+    }
+
     /// Adds the Namespaces that pods or policies refer to but that were not declared, with only
     /// the automatic `kubernetes.io/metadata.name` label, and returns their names.
     pub fn add_implicit_namespaces(&mut self) -> Vec<String> {

@@ -1,7 +1,8 @@
 //! Loading cluster state from a folder of YAML manifests (what `verdict policy check` and the
 //! node agent read when there is no API server).
 //!
-//! Every regular file in the folder that does not start with `.` is read, in name order; each may
+//! Every `.yaml`, `.yml` and `.json` file in the folder that does not start with `.` is read, in
+//! name order (other files, such as a `notes.txt`, are not: as kubectl); each may
 //! hold several `---`-separated documents and `kind: List` objects. Errors name the file, the line
 //! and column inside it, and the object. Objects of kinds the engine does not use are ignored
 //! with a warning.
@@ -14,7 +15,7 @@ use verdict_schema::NetworkLogging;
 
 use crate::cluster::{BUILTIN_NAMESPACES, ClusterState, Origin, object_key};
 use crate::error::{Error, ManifestError, Result};
-use crate::model::{Namespace, NetworkPolicy, Node, Service};
+use crate::model::{EndpointSlice, Namespace, NetworkPolicy, Node, Service};
 
 /// Something worth telling the user that does not stop loading.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,15 +78,7 @@ pub fn load_dir_lenient(dir: &Path) -> Result<Loaded> {
         path: dir.to_owned(),
         source,
     };
-    let mut files: Vec<PathBuf> = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(io)? {
-        let entry = entry.map_err(io)?;
-        let hidden = entry.file_name().to_string_lossy().starts_with('.');
-        if !hidden && entry.file_type().map_err(io)?.is_file() {
-            files.push(entry.path());
-        }
-    }
-    files.sort();
+    let files = manifest_files(dir).map_err(io)?;
     let mut loader = Loader::default();
     for file in &files {
         let text = std::fs::read_to_string(file).map_err(|source| Error::Io {
@@ -95,6 +88,26 @@ pub fn load_dir_lenient(dir: &Path) -> Result<Loaded> {
         loader.add_text(&text, file)?;
     }
     loader.finish()
+}
+
+/// The manifest files of `dir`, in name order: regular files ending in `.yaml`, `.yml` or
+/// `.json` (as `kubectl apply -f DIR` reads), not hidden. A `notes.txt` or an editor's backup
+/// beside the manifests is not read.
+pub fn manifest_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let manifest = [".yaml", ".yml", ".json"]
+            .iter()
+            .any(|ext| name.ends_with(ext));
+        if manifest && !name.starts_with('.') && entry.file_type()?.is_file() {
+            files.push(entry.path());
+        }
+    }
+    files.sort();
+    Ok(files)
 }
 
 /// Like [`load_str`], but an invalid NetworkLogging is reported, not an error.
@@ -225,7 +238,10 @@ impl Loader {
         let name = str_at(value, &["metadata", "name"])
             .unwrap_or("")
             .to_owned();
-        let namespaced = matches!(kind.as_str(), "Pod" | "NetworkPolicy" | "Service");
+        let namespaced = matches!(
+            kind.as_str(),
+            "Pod" | "NetworkPolicy" | "Service" | "EndpointSlice"
+        );
         let namespace = namespaced.then(|| {
             str_at(value, &["metadata", "namespace"])
                 .filter(|s| !s.is_empty())
@@ -243,6 +259,7 @@ impl Loader {
         let expected_api = match kind.as_str() {
             "Pod" | "Namespace" | "Node" | "Service" => Some("v1"),
             "NetworkPolicy" => Some("networking.k8s.io/v1"),
+            "EndpointSlice" => Some("discovery.k8s.io/v1"),
             "NetworkLogging" => Some(verdict_schema::network_logging::API_VERSION),
             _ => None,
         };
@@ -292,6 +309,11 @@ impl Loader {
             "Service" => state
                 .services
                 .push(parse::<Service>(value, text, file, line, &object)?),
+            "EndpointSlice" => {
+                let mut slice: EndpointSlice = parse(value, text, file, line, &object)?;
+                slice.metadata.namespace = namespace.clone();
+                state.endpoint_slices.push(slice);
+            }
             "NetworkPolicy" => {
                 let mut p: NetworkPolicy = parse(value, text, file, line, &object)?;
                 p.metadata.namespace = namespace.clone();
@@ -328,41 +350,48 @@ impl Loader {
         Ok(())
     }
 
-    fn finish(mut self) -> Result<Loaded> {
-        for ns in &self.loaded.state.namespaces {
-            let value = ns
-                .metadata
-                .annotations
-                .get(crate::engine::ENFORCEMENT_ANNOTATION);
-            if let Some(v) = value.filter(|v| crate::engine::EnforcementMode::parse(v).is_none()) {
-                let key = object_key("Namespace", None, &ns.metadata.name);
-                let origin = self.loaded.state.origins.get(&key);
-                self.loaded.warnings.push(Warning {
-                    file: origin.map(|o| o.file.clone()),
-                    line: origin.map(|o| o.line),
-                    object: Some(key),
-                    message: format!(
-                        "annotation {}: {v:?} is neither \"audit\" nor \"enforce\"; ignored",
-                        crate::engine::ENFORCEMENT_ANNOTATION
-                    ),
-                });
-            }
-        }
-        let added = self.loaded.state.add_implicit_namespaces();
-        for ns in added {
-            if !BUILTIN_NAMESPACES.contains(&ns.as_str()) {
-                self.loaded.warnings.push(Warning {
-                    file: None,
-                    line: None,
-                    object: Some(object_key("Namespace", None, &ns)),
-                    message: "referred to but not defined; assuming it exists with no labels but \
-                              kubernetes.io/metadata.name"
-                        .into(),
-                });
-            }
-        }
-        Ok(self.loaded)
+    fn finish(self) -> Result<Loaded> {
+        Ok(complete(self.loaded))
     }
+}
+
+/// What every loaded state gets, wherever its objects came from (a folder, the API server):
+/// warnings for unknown enforcement annotations, and the Namespaces that objects refer to but
+/// that were not declared.
+pub fn complete(mut loaded: Loaded) -> Loaded {
+    for ns in &loaded.state.namespaces {
+        let value = ns
+            .metadata
+            .annotations
+            .get(crate::engine::ENFORCEMENT_ANNOTATION);
+        if let Some(v) = value.filter(|v| crate::engine::EnforcementMode::parse(v).is_none()) {
+            let key = object_key("Namespace", None, &ns.metadata.name);
+            let origin = loaded.state.origins.get(&key);
+            loaded.warnings.push(Warning {
+                file: origin.map(|o| o.file.clone()),
+                line: origin.map(|o| o.line),
+                object: Some(key),
+                message: format!(
+                    "annotation {}: {v:?} is neither \"audit\" nor \"enforce\"; ignored",
+                    crate::engine::ENFORCEMENT_ANNOTATION
+                ),
+            });
+        }
+    }
+    let added = loaded.state.add_implicit_namespaces();
+    for ns in added {
+        if !BUILTIN_NAMESPACES.contains(&ns.as_str()) {
+            loaded.warnings.push(Warning {
+                file: None,
+                line: None,
+                object: Some(object_key("Namespace", None, &ns)),
+                message: "referred to but not defined; assuming it exists with no labels but \
+                              kubernetes.io/metadata.name"
+                    .into(),
+            });
+        }
+    }
+    loaded
 }
 
 /// Deserializes one object, from its text when we have it (for exact line numbers).
@@ -425,6 +454,38 @@ mod tests {
                 "cluster allow log action is invalid: delegate cannot be true when log is false"
             ),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn a_folder_loads_only_yaml_yml_and_json_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let ns = |n: &str| format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {n}}}\n");
+        std::fs::write(dir.path().join("a.yaml"), ns("a")).unwrap();
+        std::fs::write(dir.path().join("b.yml"), ns("b")).unwrap();
+        std::fs::write(
+            dir.path().join("c.json"),
+            r#"{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "c"}}"#,
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "remember: the db policy is new\n").unwrap();
+        std::fs::write(dir.path().join("a.yaml~"), "not: [valid").unwrap();
+        std::fs::write(dir.path().join(".hidden.yaml"), "not: [valid").unwrap();
+        let l = load_dir(dir.path()).unwrap();
+        for n in ["a", "b", "c"] {
+            assert!(l.state.namespaces.iter().any(|x| x.metadata.name == n), "{n}");
+        }
+    }
+
+    #[test]
+    fn endpoint_slices_are_the_service_backends() {
+        let text = "apiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: data}\nspec: {clusterIP: 10.96.0.20}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: db-1\n  namespace: data\n  labels: {kubernetes.io/service-name: db}\naddressType: IPv4\nendpoints:\n- addresses: [10.0.3.10]\n- addresses: [10.0.3.11]\n  conditions: {ready: false}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: other\n  namespace: web\n  labels: {kubernetes.io/service-name: db}\nendpoints:\n- addresses: [10.0.9.9]\n";
+        let l = load_str(text, Path::new("s.yaml")).unwrap();
+        let svc = &l.state.services[0];
+        // Ready endpoints of slices in the Service's own namespace only.
+        assert_eq!(
+            l.state.service_backends(svc),
+            vec!["10.0.3.10".parse::<std::net::IpAddr>().unwrap()]
         );
     }
 

@@ -259,6 +259,67 @@ impl Service {
     }
 }
 
+/// The label that names an EndpointSlice's Service (`discovery.k8s.io/v1`).
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// A `discovery.k8s.io/v1` EndpointSlice: where a Service's connections go. Service backends
+/// come from these (as kube-proxy and Dataplane V2 route), not from the Service's selector:
+/// a Service without a selector, or one whose slices list a backend outside it, is seen as the
+/// cluster routes it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointSlice {
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub address_type: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub endpoints: Vec<SliceEndpoint>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub ports: Vec<SlicePort>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SliceEndpoint {
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub addresses: Vec<String>,
+    #[serde(default)]
+    pub conditions: SliceConditions,
+}
+
+/// `ready` absent means ready (the API reference: "nil should be interpreted as true").
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SliceConditions {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlicePort {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub protocol: PolicyProtocol,
+}
+
+impl EndpointSlice {
+    /// The Service this slice belongs to (`namespace`, `name`), from its label.
+    pub fn service(&self) -> Option<(&str, &str)> {
+        let name = self.metadata.labels.get(SERVICE_NAME_LABEL)?;
+        Some((self.metadata.namespace_or_default(), name.as_str()))
+    }
+
+    /// Addresses of the ready endpoints.
+    pub fn ready_ips(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.endpoints
+            .iter()
+            .filter(|e| e.conditions.ready != Some(false))
+            .flat_map(|e| &e.addresses)
+            .filter_map(|a| a.parse::<IpAddr>().ok())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetworkPolicy {
     pub metadata: ObjectMeta,
