@@ -224,10 +224,10 @@ enum PolicyCommand {
 /// Where the cluster comes from and how ipBlock treats pods.
 #[derive(Debug, Args)]
 struct ClusterArgs {
-    /// Folder of YAML manifests: Namespaces, Pods, Nodes, Services, NetworkPolicies and at most
-    /// one NetworkLogging (multi-document files, any file names).
-    #[arg(long, value_name = "DIR")]
-    manifests: PathBuf,
+    /// `--manifests DIR` (multi-document `.yaml`/`.yml`/`.json` files), or a live cluster's
+    /// state read once through its API server (`--kubeconfig`, `--context`; read only).
+    #[command(flatten)]
+    state: verdict_cluster::StateArgs,
     /// `dataplane-v2`: an ipBlock never matches pod IPs (GKE Dataplane V2 / Cilium);
     /// `calico`: it does.
     #[arg(long, value_enum, default_value_t = IpBlockModeArg::DataplaneV2)]
@@ -275,12 +275,12 @@ fn main() -> ExitCode {
     verdict_service::logging::init("warn");
     let result = match cli.command {
         Command::Policy(PolicyCommand::Check(a)) => policy_check::run(
-            &a.cluster.manifests,
+            &a.cluster.state.source(std::time::Duration::ZERO),
             a.cluster.ipblock_mode.into(),
             &a.connections,
         ),
         Command::Policy(PolicyCommand::Explain(a)) => policy_explain::run(
-            &a.cluster.manifests,
+            &a.cluster.state.source(std::time::Duration::ZERO),
             a.cluster.ipblock_mode.into(),
             &a.connection,
         ),
@@ -364,13 +364,38 @@ fn run_demo(a: DemoArgs) -> anyhow::Result<()> {
     }))
 }
 
-/// Loads manifests, prints warnings to stderr, and compiles the engine.
+/// Reads the cluster state (a manifest folder, or the API server once), prints warnings to
+/// stderr, and compiles the engine. In a folder an invalid NetworkLogging is an error (fix the
+/// file); read from a cluster it is reported and not applied, as the agents do.
 fn load_engine(
-    dir: &std::path::Path,
+    source: &verdict_cluster::StateSource,
     mode: verdict_policy::IpBlockMode,
 ) -> anyhow::Result<verdict_policy::Engine> {
-    let loaded = verdict_policy::manifests::load_dir(dir)?;
-    for w in &loaded.warnings {
+    let (state, warnings) = match source {
+        verdict_cluster::StateSource::Manifests { dir, .. } => {
+            let loaded = verdict_policy::manifests::load_dir(dir)?;
+            let warnings = loaded.warnings.iter().map(ToString::to_string).collect();
+            (loaded.state, warnings)
+        }
+        verdict_cluster::StateSource::Api(_) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let update = runtime.block_on(source.read_once())?;
+            let mut warnings = update.warnings;
+            if let Some(e) = update.rejected_network_logging {
+                warnings.push(format!(
+                    "NetworkLogging default: {e}; not applied (nothing is logged)"
+                ));
+            }
+            (update.state, warnings)
+        }
+    };
+    let loaded = verdict_policy::manifests::Loaded {
+        state,
+        ..Default::default()
+    };
+    for w in &warnings {
         eprintln!("warning: {w}");
     }
     if mode == verdict_policy::IpBlockMode::DataplaneV2 {

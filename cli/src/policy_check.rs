@@ -73,8 +73,12 @@ fn side_line(
     }
 }
 
-pub fn run(manifests: &Path, mode: IpBlockMode, connections: &Path) -> anyhow::Result<()> {
-    let engine = super::load_engine(manifests, mode)?;
+pub fn run(
+    cluster: &verdict_cluster::StateSource,
+    mode: IpBlockMode,
+    connections: &Path,
+) -> anyhow::Result<()> {
+    let engine = super::load_engine(cluster, mode)?;
     let (name, reader): (String, Box<dyn BufRead>) = if connections == Path::new("-") {
         ("<stdin>".into(), Box::new(std::io::stdin().lock()))
     } else {

@@ -1,7 +1,5 @@
 //! `verdict policy explain 'SRC -> DEST:PORT/PROTO'`.
 
-use std::path::Path;
-
 use anyhow::anyhow;
 use verdict_policy::engine::Flow;
 use verdict_policy::model::PolicyProtocol;
@@ -40,9 +38,13 @@ fn parse_connection(s: &str) -> anyhow::Result<(EndpointSpec, EndpointSpec, u16,
     ))
 }
 
-pub fn run(manifests: &Path, mode: IpBlockMode, connection: &str) -> anyhow::Result<()> {
+pub fn run(
+    cluster: &verdict_cluster::StateSource,
+    mode: IpBlockMode,
+    connection: &str,
+) -> anyhow::Result<()> {
     let (src, dest, port, proto) = parse_connection(connection)?;
-    let engine = super::load_engine(manifests, mode)?;
+    let engine = super::load_engine(cluster, mode)?;
     let (s, d) = engine.resolve_pair(&src, &dest)?;
     let flow = Flow {
         src: s,

@@ -462,3 +462,75 @@ fn explain_rejects_malformed_connections() {
         assert!(stderr(&o).contains(want), "{arg}: {}", stderr(&o));
     }
 }
+
+/// `--kubeconfig` reads a live cluster's state once, read only. No API server can run on this
+/// machine: the fake one on loopback (`verdict_cluster::fake_apiserver`, written from the
+/// Kubernetes API reference) serves the objects of `examples/debugging`.
+#[test]
+fn explain_against_a_live_cluster_gives_what_the_manifests_give() {
+    use serde::Deserialize as _;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(verdict_cluster::fake_apiserver::FakeApiServer::start("cli"));
+    for file in
+        verdict_policy::manifests::manifest_files(&repo().join("examples/debugging")).unwrap()
+    {
+        let text = std::fs::read_to_string(file).unwrap();
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let v = Value::deserialize(doc).unwrap();
+            if !v.is_null() {
+                server.apply(v);
+            }
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, server.kubeconfig()).unwrap();
+    let conn = "demo/my-deployment -> kube-system/kube-dns:53/UDP";
+    let live = verdict(
+        &[
+            "policy",
+            "explain",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--context",
+            "fake",
+            conn,
+        ],
+        None,
+    );
+    assert!(live.status.success(), "{}", stderr(&live));
+    assert_eq!(String::from_utf8(live.stdout).unwrap(), explain(conn));
+
+    // RBAC refusals and unknown contexts are errors that say what is wrong.
+    server.set_forbidden("pods", true);
+    let refused = verdict(
+        &[
+            "policy",
+            "explain",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            conn,
+        ],
+        None,
+    );
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("forbidden") && stderr(&refused).contains("pods"),
+        "{}",
+        stderr(&refused)
+    );
+    let unknown = verdict(
+        &[
+            "policy",
+            "explain",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--context",
+            "prod",
+            conn,
+        ],
+        None,
+    );
+    assert!(!unknown.status.success());
+    assert!(stderr(&unknown).contains("prod"), "{}", stderr(&unknown));
+}

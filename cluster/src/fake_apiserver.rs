@@ -51,6 +51,8 @@ struct Data {
     forbidden: BTreeSet<String>,
     events: Vec<Value>,
     requests: HashMap<String, u64>,
+    /// When the last list response was built.
+    last_list: Option<std::time::Instant>,
 }
 
 #[derive(Debug)]
@@ -305,6 +307,11 @@ impl FakeApiServer {
         self.serve(listener);
     }
 
+    /// When the last list response was served (a client's initial list ends there).
+    pub fn last_list_at(&self) -> Option<std::time::Instant> {
+        self.inner.data.lock().expect("lock").last_list
+    }
+
     /// The Events posted so far.
     pub fn events(&self) -> Vec<Value> {
         self.inner.data.lock().expect("lock").events.clone()
@@ -416,7 +423,8 @@ fn serve_collection(
 }
 
 fn list_collection(inner: &Inner, plural: &str, q: &HashMap<String, String>) -> Response {
-    let d = inner.data.lock().expect("lock");
+    let mut d = inner.data.lock().expect("lock");
+    d.last_list = Some(std::time::Instant::now());
     let limit: usize = q
         .get("limit")
         .and_then(|l| l.parse().ok())

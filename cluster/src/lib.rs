@@ -20,4 +20,6 @@ pub mod source;
 
 pub use compiler::{Compiled, PolicyCompiler};
 pub use snapshot::{Generations, PolicySnapshot};
-pub use source::{ClusterSource, ManifestDirSource, SourceError, StateUpdate};
+pub use source::{
+    ClusterSource, ManifestDirSource, OpenSource, SourceError, StateArgs, StateSource, StateUpdate,
+};

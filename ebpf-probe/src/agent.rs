@@ -118,6 +118,7 @@ impl Agent {
                     match compiled {
                         Ok(c) => {
                             note_network_logging(&c.network_logging_error, &metrics, &status);
+                            metrics.state_stale.set(0);
                             *status.state_error.lock().expect("status lock") = None;
                             tracing::info!(
                                 generation = c.snapshot.generation,
@@ -127,6 +128,7 @@ impl Agent {
                         }
                         Err(e) => {
                             metrics.state_errors.inc();
+                            metrics.state_stale.set(1);
                             tracing::error!(error = %e, "cluster state rejected; the previous one stays in force");
                             *status.state_error.lock().expect("status lock") = Some(e.to_string());
                         }

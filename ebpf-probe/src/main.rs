@@ -26,9 +26,8 @@ use verdict_probe::pipeline::{
     about = "Verdict node agent: NetworkPolicy verdicts logged in GKE's policy-action format"
 )]
 struct Args {
-    /// Folder of manifests (Namespaces, Pods, Nodes, NetworkPolicies, NetworkLogging), re-read when it changes.
-    #[arg(long, value_name = "DIR", required_unless_present = "uninstall")]
-    manifests: Option<PathBuf>,
+    #[command(flatten)]
+    cluster: verdict_cluster::StateArgs,
     /// Which datapath enforces and reports connections.
     #[arg(long, value_enum, default_value_t = DatapathArg::Auto)]
     datapath: DatapathArg,
@@ -126,8 +125,7 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("binding metrics address {}", args.metrics_addr))?;
     tracing::info!(addr = %listener.local_addr()?, log = %args.log_path.display(), "verdict-probe running");
     let config = NodeConfig {
-        manifests: args.manifests.clone().expect("required unless --uninstall"),
-        reload_interval: args.reload_interval,
+        cluster: args.cluster.source(args.reload_interval),
         agent: AgentConfig {
             log_path: args.log_path.clone(),
             max_log_bytes: args.max_log_bytes,

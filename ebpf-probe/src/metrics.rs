@@ -42,6 +42,7 @@ pub struct Metrics {
     pub config_errors: Counter,
     pub config_valid: Gauge,
     pub state_errors: Counter,
+    pub state_stale: Gauge,
     pub policy_generation: Gauge,
     /// eBPF datapath: packets dropped before any policy decision, by reason
     /// (`kernel::abi::DROP_STATS`).
@@ -130,6 +131,11 @@ impl Metrics {
             "policy_logging_config_valid",
             "1 when the current NetworkLogging is in force, 0 when the last one was rejected.",
         );
+        let state_stale = gauge(
+            "verdict_probe_cluster_state_stale",
+            "1 while cluster state cannot be read (the API server is unreachable, or refused): \
+             the last state received stays in force; 0 when it is current.",
+        );
         let policy_generation = gauge(
             "verdict_probe_policy_generation",
             "Generation of the policy state in force.",
@@ -171,6 +177,7 @@ impl Metrics {
             config_errors,
             config_valid,
             state_errors,
+            state_stale,
             policy_generation,
             datapath_dropped,
             conntrack_insert_failures,

@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::io::AsyncBufReadExt;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
-use verdict_cluster::{ManifestDirSource, PolicySnapshot};
+use verdict_cluster::{PolicySnapshot, StateSource};
 use verdict_policy::engine::EnforcementMode;
 use verdict_service::shutdown::{CancellationToken, TaskTracker};
 
@@ -47,10 +47,8 @@ pub enum AttemptInput {
 /// Everything a node runs with (the probe's flags).
 #[derive(Debug)]
 pub struct NodeConfig {
-    /// The folder of manifests cluster state is read from (re-read when it changes).
-    pub manifests: PathBuf,
-    /// How often the folder is checked for changes.
-    pub reload_interval: Duration,
+    /// Where cluster state is read from: the API server, or a folder of manifests.
+    pub cluster: StateSource,
     pub agent: AgentConfig,
     pub datapath: DatapathChoice,
     /// Where the eBPF maps are pinned (kept across restarts).
@@ -125,7 +123,12 @@ impl Node {
     /// Loads the first cluster state (failing if it can't), starts the pipeline, the writer
     /// and the metrics endpoint, and brings up the datapath.
     pub async fn start(mut config: NodeConfig, listeners: Listeners) -> Result<Node, NodeError> {
-        let source = ManifestDirSource::new(config.manifests.clone(), config.reload_interval);
+        tracing::info!(from = %config.cluster.describe(), "reading cluster state");
+        let source = config
+            .cluster
+            .open(config.node_name.clone())
+            .await
+            .map_err(AgentError::from)?;
         let agent = Agent::start(config.agent.clone(), source, Clock::new()).await?;
         let tasks = TaskTracker::new();
         let stop_tasks = CancellationToken::new();
@@ -367,5 +370,14 @@ pub async fn run(
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> Result<(), NodeError> {
-    Node::start(config, listeners).await?.run(shutdown).await
+    // Starting waits for the first cluster state (the API server may be slow or away): a stop
+    // request meanwhile ends it, with nothing yet to drain.
+    let node = tokio::select! {
+        node = Node::start(config, listeners) => node?,
+        () = shutdown.cancelled() => {
+            tracing::info!("stopped before the first cluster state arrived");
+            return Ok(());
+        }
+    };
+    node.run(shutdown).await
 }

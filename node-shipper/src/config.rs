@@ -149,8 +149,14 @@ pub struct IptablesConfig {
     /// Distinct drops remembered for the window; the oldest are forgotten beyond it.
     pub dedup_entries: usize,
     /// Cluster state (Pods, Services, Nodes) for naming IPs: a folder of manifests, watched.
-    /// Without it every endpoint is `{"instance": IP}`.
+    /// Without it, the Kubernetes API (below) when there is one; with neither, every endpoint is
+    /// `{"instance": IP}`.
     pub manifests: Option<PathBuf>,
+    /// The kubeconfig for the API server (cluster state, Events); default: in-cluster when
+    /// running in a pod, else `$KUBECONFIG` or `~/.kube/config`.
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context (default: its current context).
+    pub context: Option<String>,
     #[serde(with = "duration_text")]
     pub reload_interval: Duration,
     /// Reverse DNS for IPs that are neither pods, Services nor nodes (Event messages only).
@@ -169,6 +175,8 @@ impl Default for IptablesConfig {
             dedup_window: DEFAULT_DEDUP_WINDOW,
             dedup_entries: DEFAULT_DEDUP_ENTRIES,
             manifests: None,
+            kubeconfig: None,
+            context: None,
             reload_interval: Duration::from_secs(1),
             reverse_dns: true,
             dns_cache_ttl: DEFAULT_DNS_CACHE_TTL,
@@ -177,16 +185,38 @@ impl Default for IptablesConfig {
     }
 }
 
-/// Where and how Events are posted.
+impl IptablesConfig {
+    /// How to reach the API server.
+    pub fn api_options(&self) -> verdict_cluster::api::ApiOptions {
+        verdict_cluster::api::ApiOptions {
+            kubeconfig: self.kubeconfig.clone(),
+            context: self.context.clone(),
+        }
+    }
+
+    /// Where IP → pod names come from: the manifest folder, else the API server when one is
+    /// configured or found, else nowhere.
+    pub fn state_source(&self) -> Option<verdict_cluster::StateSource> {
+        match &self.manifests {
+            Some(dir) => Some(verdict_cluster::StateSource::Manifests {
+                dir: dir.clone(),
+                interval: self.reload_interval,
+            }),
+            None if self.kubeconfig.is_some()
+                || self.context.is_some()
+                || verdict_cluster::api::default_available() =>
+            {
+                Some(verdict_cluster::StateSource::Api(self.api_options()))
+            }
+            None => None,
+        }
+    }
+}
+
+/// How Events are posted (through the API server of [`IptablesConfig::api_options`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EventsConfig {
-    /// API server URL (default: in-cluster, `https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT`).
-    pub api_server: String,
-    /// Bearer token file (default: the service account's).
-    pub token_file: Option<PathBuf>,
-    /// CA bundle for https (default: the service account's `ca.crt`).
-    pub ca_file: Option<PathBuf>,
     /// Sustained Event posts per second, and the burst above it; the rest are dropped.
     pub per_second: f64,
     pub burst: u32,
@@ -202,18 +232,7 @@ pub struct EventsConfig {
 
 impl Default for EventsConfig {
     fn default() -> Self {
-        let host = std::env::var("KUBERNETES_SERVICE_HOST")
-            .unwrap_or_else(|_| "kubernetes.default.svc".into());
-        let port = std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "443".into());
-        let host = if host.contains(':') {
-            format!("[{host}]")
-        } else {
-            host
-        };
         EventsConfig {
-            api_server: format!("https://{host}:{port}"),
-            token_file: None,
-            ca_file: None,
             per_second: DEFAULT_EVENTS_PER_SECOND,
             burst: DEFAULT_EVENTS_BURST,
             max_attempts: DEFAULT_EVENTS_MAX_ATTEMPTS,

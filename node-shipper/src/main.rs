@@ -89,22 +89,22 @@ struct Args {
     /// Repeats of a drop within this window are not shipped.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
     iptables_dedup_window: Duration,
-    /// Cluster state for IP → pod: a folder of manifests (watched).
-    #[arg(long)]
+    /// Cluster state for IP → pod: a folder of manifests (watched) instead of the Kubernetes API.
+    #[arg(long, value_name = "DIR")]
     manifests: Option<PathBuf>,
+    /// The kubeconfig for the Kubernetes API (cluster state unless --manifests; Events).
+    /// Default: in-cluster when running in a pod, else $KUBECONFIG or ~/.kube/config.
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context (default: its current context).
+    #[arg(long, value_name = "NAME")]
+    context: Option<String>,
     /// No reverse DNS for unknown IPs in Event messages.
     #[arg(long)]
     no_reverse_dns: bool,
     /// Post a PacketDrop Event to each affected pod.
     #[arg(long)]
     post_events: bool,
-    /// Kubernetes API server (default: in-cluster).
-    #[arg(long)]
-    events_api_server: Option<String>,
-    #[arg(long)]
-    events_token_file: Option<PathBuf>,
-    #[arg(long)]
-    events_ca: Option<PathBuf>,
     /// Sustained Events per second (burst: --events-burst).
     #[arg(long, default_value_t = config::DEFAULT_EVENTS_PER_SECOND)]
     events_per_second: f64,
@@ -132,13 +132,12 @@ impl Args {
             prefixes: self.iptables_prefixes,
             dedup_window: self.iptables_dedup_window,
             manifests: self.manifests,
+            kubeconfig: self.kubeconfig,
+            context: self.context,
             reverse_dns: !self.no_reverse_dns,
             events: self.post_events.then(|| {
                 let d = EventsConfig::default();
                 EventsConfig {
-                    api_server: self.events_api_server.unwrap_or(d.api_server.clone()),
-                    token_file: self.events_token_file,
-                    ca_file: self.events_ca,
                     per_second: self.events_per_second,
                     burst: self.events_burst,
                     ..d

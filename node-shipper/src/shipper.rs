@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
-use verdict_cluster::{ClusterSource, ManifestDirSource};
+use verdict_cluster::ClusterSource;
 use verdict_schema::proto::v1;
 use verdict_service::shutdown::{CancellationToken, TaskTracker};
 
@@ -174,9 +174,12 @@ impl Shipper {
         }
         if let Some(ipt) = &config.iptables {
             let (dir_tx, dir_rx) = watch::channel(Arc::new(PodDirectory::default()));
-            if let Some(manifests) = &ipt.manifests {
-                let mut source = ManifestDirSource::new(manifests.clone(), ipt.reload_interval);
+            if let Some(state_source) = ipt.state_source() {
                 let interval = ipt.reload_interval;
+                let mut source = state_source
+                    .open(None)
+                    .await
+                    .map_err(|e| Error::KubernetesApi(e.to_string()))?;
                 // The first state before any line is read, so early drops are named.
                 match source.next_state().await {
                     Ok(u) => {
@@ -210,7 +213,7 @@ impl Shipper {
             }
             let notices = match &ipt.events {
                 Some(ev) => {
-                    let client = crate::k8s_events::ApiClient::new(ev)?;
+                    let client = crate::k8s_events::client(&ipt.api_options()).await?;
                     let (tx, rx) = mpsc::channel(ev.queue.max(1));
                     let dns = ipt
                         .reverse_dns

@@ -3,8 +3,8 @@
 //! IPv4 and IPv6) become deny records in the exact policy-action format, stored by the real
 //! collector; and PacketDrop Events are posted to a Kubernetes API.
 //!
-//! No Kubernetes API server can run here: the Events go to a hand-written HTTP fixture server on
-//! loopback that checks each request against the Kubernetes API reference (`POST
+//! No Kubernetes API server can run here: the Events go, through the Kubernetes API client
+//! configured by a kubeconfig, to a hand-written HTTP fixture server on loopback that checks each request against the Kubernetes API reference (`POST
 //! /api/v1/namespaces/{namespace}/events`, a `core/v1` Event body, bearer token, JSON) and
 //! answers as the API server does (201 Created with the object; one 503 first, to exercise the
 //! retry).
@@ -90,7 +90,7 @@ async fn fixture_api() -> (std::net::SocketAddr, Arc<Mutex<Vec<ApiRequest>>>) {
                 body,
             });
             let response = format!(
-                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{reply}",
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{reply}",
                 reply.len()
             );
             sock.write_all(response.as_bytes()).await.unwrap();
@@ -141,9 +141,16 @@ async fn iptables_drops_become_deny_records_and_packet_drop_events() {
     let (_g, dir) = tempdir();
     let kern = dir.join("kern.log");
     std::fs::copy(fixtures().join("kern.log"), &kern).unwrap();
-    let token = dir.join("token");
-    std::fs::write(&token, "sa-token-123\n").unwrap();
     let (api, seen) = fixture_api().await;
+    // The Events go through the API client, configured as kubectl is.
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: c\nclusters:\n- name: c\n  cluster: {{server: \"http://{api}\"}}\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\nusers:\n- name: u\n  user: {{token: sa-token-123}}\n"
+        ),
+    )
+    .unwrap();
     let served = Served::start(collector_config(&dir)).await;
 
     let mut cfg = shipper_config(&dir.join("no-logs"), &dir, served.grpc);
@@ -153,9 +160,8 @@ async fn iptables_drops_become_deny_records_and_packet_drop_events() {
         prefixes: vec!["calico-drop:".into(), "DROP-OUT:".into()],
         manifests: Some(fixtures().join("manifests")),
         reverse_dns: false,
+        kubeconfig: Some(kubeconfig),
         events: Some(EventsConfig {
-            api_server: format!("http://{api}"),
-            token_file: Some(token),
             initial_backoff: Duration::from_millis(20),
             ..EventsConfig::default()
         }),
@@ -212,7 +218,9 @@ async fn iptables_drops_become_deny_records_and_packet_drop_events() {
     for r in &requests {
         assert_eq!(r.method, "POST");
         let ns = r.body["involvedObject"]["namespace"].as_str().unwrap();
-        assert_eq!(r.path, format!("/api/v1/namespaces/{ns}/events"));
+        // The path (the client may add an empty query: `...events?`).
+        let path = r.path.split('?').next().unwrap();
+        assert_eq!(path, format!("/api/v1/namespaces/{ns}/events"));
         assert_eq!(r.headers["content-type"], "application/json");
         assert_eq!(r.headers["authorization"], "Bearer sa-token-123");
         let b = &r.body;

@@ -468,12 +468,19 @@ mod tests {
             r#"{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "c"}}"#,
         )
         .unwrap();
-        std::fs::write(dir.path().join("notes.txt"), "remember: the db policy is new\n").unwrap();
+        std::fs::write(
+            dir.path().join("notes.txt"),
+            "remember: the db policy is new\n",
+        )
+        .unwrap();
         std::fs::write(dir.path().join("a.yaml~"), "not: [valid").unwrap();
         std::fs::write(dir.path().join(".hidden.yaml"), "not: [valid").unwrap();
         let l = load_dir(dir.path()).unwrap();
         for n in ["a", "b", "c"] {
-            assert!(l.state.namespaces.iter().any(|x| x.metadata.name == n), "{n}");
+            assert!(
+                l.state.namespaces.iter().any(|x| x.metadata.name == n),
+                "{n}"
+            );
         }
     }
 

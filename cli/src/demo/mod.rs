@@ -306,8 +306,10 @@ fn node_config(
     attempts: Option<AttemptInput>,
 ) -> NodeConfig {
     NodeConfig {
-        manifests: dirs.manifests.clone(),
-        reload_interval: Duration::from_secs(1),
+        cluster: verdict_cluster::StateSource::Manifests {
+            dir: dirs.manifests.clone(),
+            interval: Duration::from_secs(1),
+        },
         agent: AgentConfig {
             log_path: dirs.node_log.clone(),
             max_log_bytes: verdict_probe::log_writer::DEFAULT_MAX_BYTES,

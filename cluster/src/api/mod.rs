@@ -46,6 +46,27 @@ pub(crate) fn api_error(message: impl Into<String>) -> SourceError {
 
 /// A client for the API server that `options` name.
 pub async fn connect(options: &ApiOptions) -> Result<kube::Client, SourceError> {
+    client_for(config(options).await?)
+}
+
+/// A client for `config` (e.g. with kube's own retries off, for a caller that retries and counts
+/// retries itself).
+pub fn client_for(config: kube::Config) -> Result<kube::Client, SourceError> {
+    let server = config.cluster_url.to_string();
+    kube::Client::try_from(config).map_err(|e| api_error(format!("client for {server}: {e}")))
+}
+
+/// Whether [`ApiOptions::default`] finds an API server: running in a pod, or a kubeconfig named
+/// by `$KUBECONFIG` or at `~/.kube/config`.
+pub fn default_available() -> bool {
+    std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
+        || std::env::var_os("KUBECONFIG").is_some()
+        || std::env::var_os("HOME")
+            .is_some_and(|h| std::path::Path::new(&h).join(".kube/config").is_file())
+}
+
+/// The client configuration that `options` name.
+pub async fn config(options: &ApiOptions) -> Result<kube::Config, SourceError> {
     let in_pod = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
     let config = if options.kubeconfig.is_none() && options.context.is_none() && in_pod {
         kube::Config::incluster()
@@ -66,8 +87,7 @@ pub async fn connect(options: &ApiOptions) -> Result<kube::Client, SourceError> 
             .await
             .map_err(|e| api_error(format!("kubeconfig: {e}")))?
     };
-    let server = config.cluster_url.to_string();
-    kube::Client::try_from(config).map_err(|e| api_error(format!("client for {server}: {e}")))
+    Ok(config)
 }
 
 /// Says what a failed API call means for the operator: RBAC refusals name the permission to
