@@ -116,6 +116,14 @@ fn status_response(code: u16, reason: &str, message: &str) -> Response {
 impl FakeApiServer {
     /// Starts on `127.0.0.1:0`; requests must carry `Authorization: Bearer TOKEN`.
     pub async fn start(token: &str) -> Self {
+        let listener =
+            std::net::TcpListener::bind("127.0.0.1:0").expect("bind the fake API server");
+        Self::start_on(listener, token)
+    }
+
+    /// Starts on a listener the caller made (e.g. inside a network namespace: the socket stays
+    /// there). Must be called within a tokio runtime.
+    pub fn start_on(listener: std::net::TcpListener, token: &str) -> Self {
         let (changes, _) = broadcast::channel(65_536);
         let inner = Arc::new(Inner {
             data: Mutex::new(Data {
@@ -127,9 +135,10 @@ impl FakeApiServer {
             bookmark_every: Duration::from_millis(200),
             cut: watch::channel(0).0,
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the fake API server");
+        listener
+            .set_nonblocking(true)
+            .expect("a non-blocking listener");
+        let listener = tokio::net::TcpListener::from_std(listener).expect("a tokio listener");
         let addr = listener.local_addr().expect("local address");
         let server = FakeApiServer {
             inner,

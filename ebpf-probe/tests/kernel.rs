@@ -463,6 +463,72 @@ fn live_policy_change_keeps_established_connections_it_still_allows() {
     drop(t.stop_probe(probe));
 }
 
+/// Cluster state from the Kubernetes API instead of a folder: the fake API server (no real one
+/// can run here; `verdict_cluster::fake_apiserver`, written from the API reference) listens in
+/// the node's network namespace, where the agent runs.
+#[test]
+fn a_policy_deleted_through_the_api_server_opens_the_pod_while_connections_run() {
+    if !can_run() {
+        return;
+    }
+    use serde::Deserialize as _;
+    let (mut t, _, green, red) = green_red_cluster();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let _in_runtime = runtime.enter();
+    let listener =
+        verdict_probe::lab::in_netns(&t.node_ns, || std::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+    let server = verdict_cluster::fake_apiserver::FakeApiServer::start_on(listener, "kernel");
+    for file in verdict_policy::manifests::manifest_files(&t.manifests_dir()).unwrap() {
+        let text = std::fs::read_to_string(file).unwrap();
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let v = serde_json::Value::deserialize(doc).unwrap();
+            if !v.is_null() {
+                server.apply(v);
+            }
+        }
+    }
+    let kubeconfig = t.manifests_dir().with_file_name("kubeconfig");
+    std::fs::write(&kubeconfig, server.kubeconfig()).unwrap();
+    let probe = t.start_probe(&["--kubeconfig", kubeconfig.to_str().unwrap()]);
+    assert!(
+        !t.connect(&red, "tcp", "10.244.1.10", 8080, 0),
+        "red denied"
+    );
+    // An established connection from green, exchanging every 100 ms for 3 s.
+    let mut long_lived = t.spawn_client(&green, "tcp", "10.244.1.10", 8080, 30, 0.1);
+    {
+        use std::io::BufRead;
+        let out = long_lived.stdout.as_mut().expect("piped stdout");
+        let mut first = String::new();
+        std::io::BufReader::new(out).read_line(&mut first).unwrap();
+        assert_eq!(
+            first.trim(),
+            "ok 0",
+            "green's connection is established first"
+        );
+    }
+    // The only policy is deleted in the API server: the server's pod is no longer isolated.
+    server.delete("NetworkPolicy", "default", "allow-green");
+    t.eventually("red allowed once the policy is gone", || {
+        t.connect(&red, "tcp", "10.244.1.10", 8080, 0)
+    });
+    assert!(
+        long_lived.wait().unwrap().success(),
+        "the established connection kept working through the deletion"
+    );
+    // A deny-all applied through the API closes the pod again.
+    server.apply(
+        serde_json::json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "deny-all", "namespace": "default"},
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}}),
+    );
+    t.eventually("green denied by the new deny-all", || {
+        !t.connect(&green, "tcp", "10.244.1.10", 8080, 0)
+    });
+    drop(t.stop_probe(probe));
+}
+
 #[test]
 fn ipv6_connections_are_enforced_and_logged() {
     if !can_run() {

@@ -435,8 +435,12 @@ impl Topology {
                 "--reload-interval",
                 "200ms",
             ])
-            .arg("--manifests")
-            .arg(self.manifests_dir())
+            // State from the manifest folder, unless the test gives an API server.
+            .args(if extra_args.contains(&"--kubeconfig") {
+                vec![]
+            } else {
+                vec!["--manifests".into(), self.manifests_dir().into_os_string()]
+            })
             .arg("--log-path")
             .arg(&log)
             .arg("--bpf-pin-dir")
