@@ -468,20 +468,11 @@ fn explain_rejects_malformed_connections() {
 /// Kubernetes API reference) serves the objects of `examples/debugging`.
 #[test]
 fn explain_against_a_live_cluster_gives_what_the_manifests_give() {
-    use serde::Deserialize as _;
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let server = runtime.block_on(verdict_cluster::fake_apiserver::FakeApiServer::start("cli"));
-    for file in
-        verdict_policy::manifests::manifest_files(&repo().join("examples/debugging")).unwrap()
-    {
-        let text = std::fs::read_to_string(file).unwrap();
-        for doc in serde_yaml::Deserializer::from_str(&text) {
-            let v = Value::deserialize(doc).unwrap();
-            if !v.is_null() {
-                server.apply(v);
-            }
-        }
-    }
+    server
+        .apply_manifest_dir(&repo().join("examples/debugging"))
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
     std::fs::write(&kubeconfig, server.kubeconfig()).unwrap();

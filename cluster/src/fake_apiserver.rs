@@ -246,6 +246,29 @@ impl FakeApiServer {
         rv
     }
 
+    /// Applies every object of the manifest files in `dir` (as `kubectl apply -f DIR` reads
+    /// them: `.yaml`, `.yml`, `.json`, `---`-separated documents).
+    pub fn apply_manifest_dir(&self, dir: &std::path::Path) -> std::io::Result<usize> {
+        use serde::Deserialize as _;
+        let mut applied = 0;
+        for file in verdict_policy::manifests::manifest_files(dir)? {
+            let text = std::fs::read_to_string(&file)?;
+            for doc in serde_yaml::Deserializer::from_str(&text) {
+                let v = Value::deserialize(doc).map_err(|e| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("{}: {e}", file.display()),
+                    )
+                })?;
+                if !v.is_null() {
+                    self.apply(v);
+                    applied += 1;
+                }
+            }
+        }
+        Ok(applied)
+    }
+
     /// Deletes an object (`kind`, namespace or "" for cluster-scoped, name).
     pub fn delete(&self, kind: &str, namespace: &str, name: &str) {
         let (plural, _) = route_of(kind);

@@ -4,6 +4,7 @@
 //!
 //! - [`source`]: the [`ClusterSource`] trait (a consistent state, then a new state per change)
 //!   and [`ManifestDirSource`], a watched folder of manifests.
+//! - [`choice`]: [`StateSource`], the configured source, and [`StateArgs`], its flags.
 //! - [`api`]: the same over the Kubernetes API server ([`api::ApiSource`]), the NetworkLogging
 //!   custom resource, and Events.
 //! - [`compiler`]: [`PolicyCompiler`], states → numbered [`PolicySnapshot`]s, keeping the last
@@ -12,14 +13,14 @@
 //!   superseded ones kept for late events.
 
 pub mod api;
+pub mod choice;
 pub mod compiler;
 #[cfg(feature = "fake-apiserver")]
 pub mod fake_apiserver;
 pub mod snapshot;
 pub mod source;
 
+pub use choice::{OpenSource, StateArgs, StateSource};
 pub use compiler::{Compiled, PolicyCompiler};
 pub use snapshot::{Generations, PolicySnapshot};
-pub use source::{
-    ClusterSource, ManifestDirSource, OpenSource, SourceError, StateArgs, StateSource, StateUpdate,
-};
+pub use source::{ClusterSource, ManifestDirSource, SourceError, StateUpdate};

@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize as _;
 use verdict_cluster::api::{ApiOptions, ApiSource, ApiSourceOptions, connect};
 use verdict_cluster::fake_apiserver::FakeApiServer;
 use verdict_policy::IpBlockMode;
@@ -30,15 +29,9 @@ fn repo() -> PathBuf {
 /// A fake API server holding the example's objects, and a kubeconfig for it.
 async fn cluster(dir: &Path) -> (FakeApiServer, PathBuf) {
     let server = FakeApiServer::start(TOKEN).await;
-    for f in ["cluster.yaml", "policies.yaml", "network-logging.yaml"] {
-        let text = std::fs::read_to_string(repo().join("examples/allow-green").join(f)).unwrap();
-        for doc in serde_yaml::Deserializer::from_str(&text) {
-            let v = serde_json::Value::deserialize(doc).unwrap();
-            if !v.is_null() {
-                server.apply(v);
-            }
-        }
-    }
+    server
+        .apply_manifest_dir(&repo().join("examples/allow-green"))
+        .unwrap();
     let kubeconfig = dir.join("kubeconfig");
     std::fs::write(&kubeconfig, server.kubeconfig()).unwrap();
     (server, kubeconfig)

@@ -336,6 +336,18 @@ fn green_red_cluster() -> (Topology, String, String, String) {
     (t, server, green, red)
 }
 
+/// A TCP connection from `client` to the test service exchanging every 100 ms for 3 s, returned
+/// once its first exchange is done (so it is established before whatever the test changes).
+fn established(t: &Topology, client: &str) -> std::process::Child {
+    let mut long_lived = t.spawn_client(client, "tcp", "10.244.1.10", 8080, 30, 0.1);
+    use std::io::BufRead;
+    let out = long_lived.stdout.as_mut().expect("piped stdout");
+    let mut first = String::new();
+    std::io::BufReader::new(out).read_line(&mut first).unwrap();
+    assert_eq!(first.trim(), "ok 0", "the connection is established first");
+    long_lived
+}
+
 fn green_only() -> String {
     format!(
         "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: allow-green, namespace: default}}\nspec:\n  podSelector: {{matchLabels: {{app: test-service}}}}\n  ingress: [{{from: [{{podSelector: {{matchLabels: {{app: client-green}}}}}}]}}]\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: test-service, namespace: default}}\nspec: {{clusterIP: 10.96.0.10}}\n---\n{LOG_ALL}"
@@ -431,18 +443,7 @@ fn live_policy_change_keeps_established_connections_it_still_allows() {
     // only once its first exchange is done (a fixed wait raced the client's start on a loaded
     // machine: the "established" connection was then a new one). A revocation ends connections
     // (datapath_attacks.rs); a change that still allows them must not.
-    let mut long_lived = t.spawn_client(&green, "tcp", "10.244.1.10", 8080, 30, 0.1);
-    {
-        use std::io::BufRead;
-        let out = long_lived.stdout.as_mut().expect("piped stdout");
-        let mut first = String::new();
-        std::io::BufReader::new(out).read_line(&mut first).unwrap();
-        assert_eq!(
-            first.trim(),
-            "ok 0",
-            "green's connection is established before the change"
-        );
-    }
+    let mut long_lived = established(&t, &green);
     // Now red may connect too.
     std::fs::write(
         t.manifests_dir().join("policies.yaml"),
@@ -471,7 +472,6 @@ fn a_policy_deleted_through_the_api_server_opens_the_pod_while_connections_run()
     if !can_run() {
         return;
     }
-    use serde::Deserialize as _;
     let (mut t, _, green, red) = green_red_cluster();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let _in_runtime = runtime.enter();
@@ -479,15 +479,7 @@ fn a_policy_deleted_through_the_api_server_opens_the_pod_while_connections_run()
         verdict_probe::lab::in_netns(&t.node_ns, || std::net::TcpListener::bind("127.0.0.1:0"))
             .unwrap();
     let server = verdict_cluster::fake_apiserver::FakeApiServer::start_on(listener, "kernel");
-    for file in verdict_policy::manifests::manifest_files(&t.manifests_dir()).unwrap() {
-        let text = std::fs::read_to_string(file).unwrap();
-        for doc in serde_yaml::Deserializer::from_str(&text) {
-            let v = serde_json::Value::deserialize(doc).unwrap();
-            if !v.is_null() {
-                server.apply(v);
-            }
-        }
-    }
+    server.apply_manifest_dir(&t.manifests_dir()).unwrap();
     let kubeconfig = t.manifests_dir().with_file_name("kubeconfig");
     std::fs::write(&kubeconfig, server.kubeconfig()).unwrap();
     let probe = t.start_probe(&["--kubeconfig", kubeconfig.to_str().unwrap()]);
@@ -496,18 +488,7 @@ fn a_policy_deleted_through_the_api_server_opens_the_pod_while_connections_run()
         "red denied"
     );
     // An established connection from green, exchanging every 100 ms for 3 s.
-    let mut long_lived = t.spawn_client(&green, "tcp", "10.244.1.10", 8080, 30, 0.1);
-    {
-        use std::io::BufRead;
-        let out = long_lived.stdout.as_mut().expect("piped stdout");
-        let mut first = String::new();
-        std::io::BufReader::new(out).read_line(&mut first).unwrap();
-        assert_eq!(
-            first.trim(),
-            "ok 0",
-            "green's connection is established first"
-        );
-    }
+    let mut long_lived = established(&t, &green);
     // The only policy is deleted in the API server: the server's pod is no longer isolated.
     server.delete("NetworkPolicy", "default", "allow-green");
     t.eventually("red allowed once the policy is gone", || {

@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use serde::Deserialize as _;
 use serde_json::{Value, json};
 use verdict_cluster::fake_apiserver::FakeApiServer;
 
@@ -145,32 +144,6 @@ fn synthetic(size: Size) -> Vec<Value> {
     objects
 }
 
-fn manifests(dir: &Path) -> anyhow::Result<Vec<Value>> {
-    let mut objects = Vec::new();
-    for file in verdict_policy_files(dir)? {
-        let text = std::fs::read_to_string(&file)?;
-        for doc in serde_yaml::Deserializer::from_str(&text) {
-            let v = Value::deserialize(doc).with_context(|| file.display().to_string())?;
-            if !v.is_null() {
-                objects.push(v);
-            }
-        }
-    }
-    Ok(objects)
-}
-
-fn verdict_policy_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension()
-                .is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
-        })
-        .collect();
-    files.sort();
-    Ok(files)
-}
-
 async fn serve(objects: Vec<Value>) -> FakeApiServer {
     let server = FakeApiServer::start(TOKEN).await;
     for o in objects {
@@ -286,12 +259,18 @@ async fn main() -> anyhow::Result<()> {
             manifests: dir,
             kubeconfig_out,
         } => {
-            let objects = match dir {
-                Some(d) => manifests(&d)?,
-                None => synthetic(size),
+            let (server, count) = match dir {
+                Some(d) => {
+                    let server = serve(Vec::new()).await;
+                    let count = server.apply_manifest_dir(&d)?;
+                    (server, count)
+                }
+                None => {
+                    let objects = synthetic(size);
+                    let count = objects.len();
+                    (serve(objects).await, count)
+                }
             };
-            let count = objects.len();
-            let server = serve(objects).await;
             std::fs::write(&kubeconfig_out, server.kubeconfig())?;
             println!(
                 "serving {count} objects at {}; kubeconfig: {}",

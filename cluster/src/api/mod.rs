@@ -52,6 +52,10 @@ pub async fn connect(options: &ApiOptions) -> Result<kube::Client, SourceError> 
 /// A client for `config` (e.g. with kube's own retries off, for a caller that retries and counts
 /// retries itself).
 pub fn client_for(config: kube::Config) -> Result<kube::Client, SourceError> {
+    // rustls picks a process-wide crypto provider only when exactly one is compiled in; a build
+    // that links both ring and aws-lc-rs (the CLI with the collector) must choose. Ring, as the
+    // rest of Verdict's TLS; an already installed provider is kept.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let server = config.cluster_url.to_string();
     kube::Client::try_from(config).map_err(|e| api_error(format!("client for {server}: {e}")))
 }
