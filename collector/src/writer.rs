@@ -285,6 +285,16 @@ pub fn spawn(
                 if rows >= settings.flush_rows {
                     shared.flush_wanted.notify_one();
                 }
+                if stored != [0, 0] {
+                    // The group is fsynced and applied: sinks may now read up to this LSN. The
+                    // head moves before any client hears "stored", so a sink's lag counts every
+                    // record a client was told is stored.
+                    let lsn = shared.lock().applied_lsn;
+                    shared.durable.send_modify(|h| {
+                        h.lsn = lsn;
+                        h.records += stored[0] + stored[1];
+                    });
+                }
                 for (r, plan) in group.into_iter().zip(plans) {
                     let n = r.batch.sequences.len() as u64;
                     let outcome = match plan {
@@ -305,14 +315,6 @@ pub fn spawn(
                     };
                     duplicates += outcome.duplicates;
                     let _ = r.reply.send(Ok(Written::Stored(outcome)));
-                }
-                if stored != [0, 0] {
-                    // The group is fsynced and applied: sinks may now read up to this LSN.
-                    let lsn = shared.lock().applied_lsn;
-                    shared.durable.send_modify(|h| {
-                        h.lsn = lsn;
-                        h.records += stored[0] + stored[1];
-                    });
                 }
                 metrics.writer.stored(Table::Flows, stored[0]);
                 metrics.writer.stored(Table::Loss, stored[1]);
