@@ -13,7 +13,12 @@
 //!   oldest retained version ([`FakeApiServer::compact`]);
 //! - `403 Forbidden` Status for resources made forbidden, `401` without the bearer token;
 //! - `POST /api/v1/namespaces/NS/events` (`409` on a name already used) and a merge `PATCH` of
-//!   `/apis/networking.gke.io/v1alpha1/networkloggings/NAME/status`.
+//!   `/apis/networking.gke.io/v1alpha1/networkloggings/NAME/status`;
+//! - `POST /apis/authentication.k8s.io/v1/tokenreviews` for the ServiceAccount tokens registered
+//!   with [`FakeApiServer::add_service_account_token`] (the answer a real API server gives for a
+//!   projected token bound to a pod: the user, its audiences, and the pod's node in
+//!   `extra["authentication.kubernetes.io/node-name"]`);
+//! - a log of every request's method, path and query ([`FakeApiServer::calls`]).
 //!
 //! Objects are JSON values; every write gets the next resourceVersion, as etcd's revision.
 
@@ -53,6 +58,19 @@ struct Data {
     requests: HashMap<String, u64>,
     /// When the last list response was built.
     last_list: Option<std::time::Instant>,
+    /// Every request: (method, path, query).
+    calls: Vec<(String, String, String)>,
+    /// ServiceAccount tokens the TokenReview endpoint knows.
+    service_account_tokens: HashMap<String, ServiceAccountToken>,
+}
+
+/// A projected ServiceAccount token as the API server would review it.
+#[derive(Debug, Clone)]
+struct ServiceAccountToken {
+    namespace: String,
+    service_account: String,
+    node: Option<String>,
+    audiences: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -159,6 +177,14 @@ impl FakeApiServer {
                 "/apis/networking.gke.io/v1alpha1/networkloggings/{name}/status",
                 axum::routing::patch(patch_status),
             )
+            .route(
+                "/apis/authentication.k8s.io/v1/tokenreviews",
+                post(create_token_review),
+            )
+            .layer(axum::middleware::from_fn_with_state(
+                self.inner.clone(),
+                record_call,
+            ))
             .with_state(self.inner.clone());
         // Connections are served by tasks this one owns: stopping it closes every connection
         // (a client's pooled keep-alive connections included), as an API server that goes away.
@@ -357,6 +383,37 @@ impl FakeApiServer {
             .get(plural)
             .and_then(|m| m.get(&(namespace.to_owned(), name.to_owned())))
             .cloned()
+    }
+
+    /// Every request served so far: (method, path, query), in order.
+    pub fn calls(&self) -> Vec<(String, String, String)> {
+        self.inner.data.lock().expect("lock").calls.clone()
+    }
+
+    /// Makes `token` a ServiceAccount token of `namespace/service_account`, for `audiences`,
+    /// bound to a pod on `node` (None: a token not bound to a pod), for TokenReview.
+    pub fn add_service_account_token(
+        &self,
+        token: &str,
+        namespace: &str,
+        service_account: &str,
+        node: Option<&str>,
+        audiences: &[&str],
+    ) {
+        self.inner
+            .data
+            .lock()
+            .expect("lock")
+            .service_account_tokens
+            .insert(
+                token.to_owned(),
+                ServiceAccountToken {
+                    namespace: namespace.to_owned(),
+                    service_account: service_account.to_owned(),
+                    node: node.map(str::to_owned),
+                    audiences: audiences.iter().map(|a| (*a).to_owned()).collect(),
+                },
+            );
     }
 
     /// How many list (`list:PLURAL`) and watch (`watch:PLURAL`) requests were served, and how
@@ -628,6 +685,79 @@ async fn create_event(
     event["metadata"]["namespace"] = json!(ns);
     d.events.push(event.clone());
     (StatusCode::CREATED, axum::Json(event)).into_response()
+}
+
+async fn record_call(
+    State(inner): State<Arc<Inner>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let uri = request.uri();
+    let call = (
+        request.method().to_string(),
+        uri.path().to_owned(),
+        uri.query().unwrap_or("").to_owned(),
+    );
+    inner.data.lock().expect("lock").calls.push(call);
+    next.run(request).await
+}
+
+/// TokenReview (authentication.k8s.io/v1) as the API server answers it: an unknown token, or
+/// one whose audiences do not meet the requested ones, is `authenticated: false` with an error.
+async fn create_token_review(
+    State(inner): State<Arc<Inner>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !authorized(&inner, &headers) {
+        return status_response(401, "Unauthorized", "Unauthorized");
+    }
+    let Ok(review) = serde_json::from_slice::<Value>(&body) else {
+        return status_response(400, "BadRequest", "the body is not JSON");
+    };
+    let d = inner.data.lock().expect("lock");
+    if d.forbidden.contains("tokenreviews") {
+        return status_response(403, "Forbidden", "tokenreviews is forbidden");
+    }
+    let token = review["spec"]["token"].as_str().unwrap_or("");
+    let wanted: Vec<&str> = review["spec"]["audiences"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let status = match d.service_account_tokens.get(token) {
+        Some(t)
+            if wanted.is_empty() || wanted.iter().any(|w| t.audiences.iter().any(|a| a == w)) =>
+        {
+            let mut extra = serde_json::Map::new();
+            if let Some(node) = &t.node {
+                extra.insert(
+                    "authentication.kubernetes.io/node-name".into(),
+                    json!([node]),
+                );
+                extra.insert(
+                    "authentication.kubernetes.io/pod-name".into(),
+                    json!(["agent-pod"]),
+                );
+            }
+            let audiences: Vec<&str> = if wanted.is_empty() {
+                t.audiences.iter().map(String::as_str).collect()
+            } else {
+                wanted.clone()
+            };
+            json!({"authenticated": true, "audiences": audiences, "user": {
+                "username": format!("system:serviceaccount:{}:{}", t.namespace, t.service_account),
+                "uid": "fake-uid",
+                "groups": ["system:serviceaccounts", format!("system:serviceaccounts:{}", t.namespace), "system:authenticated"],
+                "extra": extra}})
+        }
+        Some(_) => {
+            json!({"authenticated": false, "error": "token audiences is invalid for the target audiences"})
+        }
+        None => json!({"authenticated": false, "error": "invalid bearer token"}),
+    };
+    let mut answer = review.clone();
+    answer["status"] = status;
+    (StatusCode::CREATED, axum::Json(answer)).into_response()
 }
 
 async fn patch_status(

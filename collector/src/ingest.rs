@@ -35,7 +35,7 @@ use crate::config::Config;
 use crate::decode::{BatchHeader, Limits, Rejection, TimeWindow, peek_header, prepare};
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::node_auth::Principal;
+use crate::node_auth::{PendingReview, Principal};
 use crate::writer::{WriteRequest, WriterSender, Written};
 
 /// The gRPC method path.
@@ -418,7 +418,12 @@ impl tonic::server::StreamingService<Bytes> for StreamMethod {
             .get::<Principal>()
             .cloned()
             .unwrap_or_else(|| Principal::Nodes(Vec::new()));
+        let pending = request.extensions().get::<PendingReview>().cloned();
         Box::pin(async move {
+            let principal = match pending {
+                Some(review) => review.principal().await?,
+                None => principal,
+            };
             let permit = Arc::clone(&state.stream_permits)
                 .try_acquire_owned()
                 .map_err(|_| {

@@ -7,7 +7,10 @@
 //!   `NODE_NAME sha256:HEX` (the token's SHA-256, so the file need not hold the token itself),
 //!   presented as `authorization: Bearer TOKEN`;
 //! - **a client certificate** (mutual TLS, `grpc.tls.client_ca_file`): the node names are the
-//!   certificate's DNS subject alternative names, else its common name.
+//!   certificate's DNS subject alternative names, else its common name;
+//! - **a Kubernetes ServiceAccount token** (`grpc.kubernetes`): a bearer token that is not a
+//!   node token is reviewed by the API server ([`verdict_cluster::api::review`]) when the stream
+//!   starts; the node of the agent pod it is bound to is the stream's node.
 //!
 //! Without either configured, streams are unbound ([`Principal::Unbound`]) — which the
 //! configuration allows only on a loopback address or with `grpc.insecure = true`.
@@ -18,6 +21,8 @@ use std::sync::Arc;
 
 use prometheus_client::metrics::counter::Counter;
 use tonic::{Request, Status};
+
+use verdict_cluster::api::review::{ReviewError, TokenReviewer};
 
 use crate::error::{Error, Result};
 
@@ -215,7 +220,57 @@ pub struct NodeAuth {
     tokens: NodeTokens,
     /// Client certificates are required (mutual TLS): they name the node.
     certificates: bool,
+    reviewer: Option<TokenReviewer>,
     failures: Counter,
+}
+
+/// A bearer token the interceptor could not place: reviewed by the API server when the stream
+/// starts ([`PendingReview::principal`]).
+#[derive(Clone)]
+pub struct PendingReview {
+    token: String,
+    reviewer: TokenReviewer,
+    /// The nodes a client certificate named, if any: the token's node must be one of them.
+    certificate_nodes: Vec<String>,
+    failures: Counter,
+}
+
+impl std::fmt::Debug for PendingReview {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingReview")
+            .field("certificate_nodes", &self.certificate_nodes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PendingReview {
+    /// The stream's principal, or why it is refused: UNAUTHENTICATED for a token that is not an
+    /// agent's, UNAVAILABLE while the API server cannot be asked (fail closed; the shipper
+    /// retries with backoff).
+    pub async fn principal(self) -> std::result::Result<Principal, Status> {
+        match self.reviewer.node_of(&self.token).await {
+            Ok(node) => {
+                if !self.certificate_nodes.is_empty() && !self.certificate_nodes.contains(&node) {
+                    self.failures.inc();
+                    return Err(Status::unauthenticated(
+                        "the ServiceAccount token and the client certificate name different nodes",
+                    ));
+                }
+                Ok(Principal::Nodes(vec![node]))
+            }
+            Err(ReviewError::Refused(why)) => {
+                self.failures.inc();
+                tracing::warn!(reason = %why, "ingest stream refused: its ServiceAccount token was not accepted");
+                Err(Status::unauthenticated(format!(
+                    "the bearer token is not accepted: {why}"
+                )))
+            }
+            Err(ReviewError::Unavailable(why)) => {
+                tracing::warn!(reason = %why, "ingest stream refused: its token could not be reviewed");
+                Err(Status::unavailable(why))
+            }
+        }
+    }
 }
 
 impl NodeAuth {
@@ -226,8 +281,15 @@ impl NodeAuth {
         NodeAuth {
             tokens,
             certificates,
+            reviewer: None,
             failures,
         }
+    }
+
+    /// Also accepts Kubernetes ServiceAccount tokens, reviewed by `reviewer`.
+    pub fn with_reviewer(mut self, reviewer: TokenReviewer) -> Self {
+        self.reviewer = Some(reviewer);
+        self
     }
 
     fn refuse(&self, message: &'static str) -> Status {
@@ -250,7 +312,7 @@ impl tonic::service::Interceptor for NodeAuth {
                 ));
             }
         }
-        if !self.tokens.is_empty() {
+        if !self.tokens.is_empty() || self.reviewer.is_some() {
             let presented = request
                 .metadata()
                 .get("authorization")
@@ -258,8 +320,21 @@ impl tonic::service::Interceptor for NodeAuth {
                 .and_then(|v| {
                     v.strip_prefix("Bearer ")
                         .or_else(|| v.strip_prefix("bearer "))
-                });
-            match presented.map(|t| self.tokens.node_of(t)) {
+                })
+                .map(str::to_owned);
+            if let (Some(token), Some(reviewer)) = (&presented, &self.reviewer)
+                && self.tokens.node_of(token).is_none()
+            {
+                let pending = PendingReview {
+                    token: token.clone(),
+                    reviewer: reviewer.clone(),
+                    certificate_nodes: names,
+                    failures: self.failures.clone(),
+                };
+                request.extensions_mut().insert(pending);
+                return Ok(request);
+            }
+            match presented.as_deref().map(|t| self.tokens.node_of(t)) {
                 Some(Some(node)) => {
                     // With both credentials, they must agree.
                     if !names.is_empty() && !names.iter().any(|n| n == node) {

@@ -415,7 +415,7 @@ impl Collector {
     }
 
     /// The gRPC ingest service, each stream bound to the node its credential names.
-    pub fn ingest_service(
+    pub async fn ingest_service(
         &self,
     ) -> Result<tonic::service::interceptor::InterceptedService<IngestServer, NodeAuth>> {
         let g = &self.config.grpc;
@@ -432,13 +432,34 @@ impl Collector {
             self.stop.clone(),
         ));
         let max = usize::try_from(self.config.grpc.max_message_bytes.0).unwrap_or(usize::MAX);
+        let mut auth = NodeAuth::new(
+            tokens,
+            certificates,
+            self.metrics.ingest.auth_failures.clone(),
+        );
+        if let Some(k) = &g.kubernetes {
+            let options = verdict_cluster::api::ApiOptions {
+                kubeconfig: k.kubeconfig.clone(),
+                context: k.context.clone(),
+            };
+            let client =
+                verdict_cluster::api::connect(&options)
+                    .await
+                    .map_err(|e| Error::Setting {
+                        setting: "grpc.kubernetes".into(),
+                        message: format!("cannot reach the Kubernetes API server: {e}"),
+                        source: None,
+                    })?;
+            auth = auth.with_reviewer(verdict_cluster::api::review::TokenReviewer::new(
+                client,
+                &k.audience,
+                &k.service_accounts,
+                k.cache_ttl,
+            ));
+        }
         Ok(tonic::service::interceptor::InterceptedService::new(
             IngestServer::new(state, max),
-            NodeAuth::new(
-                tokens,
-                certificates,
-                self.metrics.ingest.auth_failures.clone(),
-            ),
+            auth,
         ))
     }
 
@@ -464,7 +485,7 @@ impl Collector {
         let grpc_task = tokio::spawn({
             let servers = servers.clone();
             builder
-                .add_service(self.ingest_service()?)
+                .add_service(self.ingest_service().await?)
                 .serve_with_incoming_shutdown(
                     tonic::transport::server::TcpIncoming::from(listeners.grpc),
                     async move { servers.cancelled().await },

@@ -232,3 +232,148 @@ async fn unusable_tls_files_are_named_at_start() {
     assert!(e.contains("is not PEM"), "{e}");
     collector.close().await.unwrap();
 }
+
+/// Per-node identity from the Kubernetes API: agents present their pod's projected
+/// ServiceAccount token, the collector asks the API server (TokenReview) whose it is and for
+/// which node. The API server is the fake one of `verdict_cluster::fake_apiserver` (no real API
+/// server can run on this machine); it answers TokenReview as the API reference documents it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_service_account_tokens_bind_streams_to_their_pods_node() {
+    use verdict_cluster::fake_apiserver::FakeApiServer;
+    use verdict_collector::config::KubernetesIdentityConfig;
+
+    let (_guard, dir) = tempdir();
+    let api = FakeApiServer::start("collector-sa-token").await;
+    let audience = "verdict-collector";
+    api.add_service_account_token(
+        "n1-pod-token",
+        "verdict",
+        "verdict-agent",
+        Some("n1"),
+        &[audience],
+    );
+    api.add_service_account_token(
+        "n2-pod-token",
+        "verdict",
+        "verdict-agent",
+        Some("n2"),
+        &[audience],
+    );
+    api.add_service_account_token(
+        "other-audience",
+        "verdict",
+        "verdict-agent",
+        Some("n1"),
+        &["vault"],
+    );
+    api.add_service_account_token("other-sa", "shop", "default", Some("n1"), &[audience]);
+    api.add_service_account_token(
+        "not-pod-bound",
+        "verdict",
+        "verdict-agent",
+        None,
+        &[audience],
+    );
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(&kubeconfig, api.kubeconfig()).unwrap();
+    let mut cfg = config(&dir);
+    cfg.grpc.kubernetes = Some(KubernetesIdentityConfig {
+        audience: audience.into(),
+        service_accounts: vec!["verdict:verdict-agent".into()],
+        cache_ttl: std::time::Duration::from_secs(300),
+        kubeconfig: Some(kubeconfig),
+        context: None,
+    });
+    let served = Served::start(cfg).await;
+    let ch = channel(served.grpc).await;
+    let reviews = || {
+        api.calls()
+            .iter()
+            .filter(|(m, p, _)| m == "POST" && p.ends_with("/tokenreviews"))
+            .count()
+    };
+
+    // A pod's token speaks for its node only.
+    let mut s = Stream::open(ch.clone(), Some("n1-pod-token"))
+        .await
+        .unwrap();
+    assert_eq!(s.call(&one_batch(1)).await.stored, 1);
+    assert_permission_denied(&s.call(&node_batch("n2", 2)).await, "n2");
+    let mut s2 = Stream::open(ch.clone(), Some("n2-pod-token"))
+        .await
+        .unwrap();
+    let mut forged = one_batch(3);
+    forged.records[0].sequence = u64::MAX;
+    assert_permission_denied(&s2.call(&forged).await, "n1");
+    assert_eq!(s2.call(&node_batch("n2", 4)).await.stored, 1);
+    // Reviews are cached: a reconnecting agent does not ask the API server again.
+    let before = reviews();
+    let mut again = Stream::open(ch.clone(), Some("n1-pod-token"))
+        .await
+        .unwrap();
+    assert_eq!(again.call(&one_batch(5)).await.stored, 1);
+    assert_eq!(reviews(), before);
+
+    // Refused, saying why (an oversized token without asking the API server).
+    let oversized = "x".repeat(10 * 1024);
+    for (token, why) in [
+        (oversized.as_str(), "over the 8192"),
+        ("other-audience", "not accepted"),
+        ("other-sa", "is not an agent ServiceAccount"),
+        ("not-pod-bound", "not bound to a pod"),
+        ("forged.jwt.token", "not accepted"),
+    ] {
+        let e = Stream::open(ch.clone(), Some(token))
+            .await
+            .err()
+            .expect("refused");
+        let shown = &token[..token.len().min(20)];
+        assert_eq!(e.code(), tonic::Code::Unauthenticated, "{shown}: {e:?}");
+        assert!(e.message().contains(why), "{shown}: {e:?}");
+    }
+    let e = Stream::open(ch.clone(), None).await.err().expect("refused");
+    assert_eq!(e.code(), tonic::Code::Unauthenticated);
+
+    // The collector may not review: fail closed, as unavailable (the shipper retries), naming
+    // the grant.
+    api.set_forbidden("tokenreviews", true);
+    api.add_service_account_token(
+        "n3-pod-token",
+        "verdict",
+        "verdict-agent",
+        Some("n3"),
+        &[audience],
+    );
+    let e = Stream::open(ch.clone(), Some("n3-pod-token"))
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+    assert!(
+        e.message().contains("grant create on tokenreviews"),
+        "{e:?}"
+    );
+    api.set_forbidden("tokenreviews", false);
+    // The API server is down: new tokens cannot be reviewed (unavailable); a reviewed one still
+    // works from the cache.
+    api.stop();
+    let e = Stream::open(ch.clone(), Some("n3-pod-token"))
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+    let mut cached = Stream::open(ch.clone(), Some("n1-pod-token"))
+        .await
+        .unwrap();
+    assert_eq!(cached.call(&one_batch(6)).await.stored, 1);
+    api.resume().await;
+    let mut s3 = Stream::open(ch, Some("n3-pod-token")).await.unwrap();
+    assert_eq!(s3.call(&node_batch("n3", 7)).await.stored, 1);
+
+    let m = served.metrics().await;
+    assert_eq!(
+        metric(&m, "verdict_collector_auth_failures_total"),
+        Some(6.0)
+    );
+    served.stop().await;
+}

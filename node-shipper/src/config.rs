@@ -256,6 +256,9 @@ pub struct Config {
     /// `$VERDICT_SHIPPER_TOKEN`; never a command-line argument, which any process can read).
     /// Only sent over TLS, or to a collector on loopback.
     pub token: Option<Secret>,
+    /// The file `token` was read from: read again before every new stream, so a token the
+    /// kubelet rotates (a projected ServiceAccount token) is always current.
+    pub token_file: Option<PathBuf>,
     pub tls: Option<TlsConfig>,
     /// Where acknowledged positions are kept, one JSON file per input.
     pub checkpoint_dir: PathBuf,
@@ -286,6 +289,7 @@ impl Default for Config {
             log_dir: Some(PathBuf::from(DEFAULT_LOG_DIR)),
             collector: DEFAULT_COLLECTOR.into(),
             token: None,
+            token_file: None,
             tls: None,
             checkpoint_dir: PathBuf::from(DEFAULT_CHECKPOINT_DIR),
             identity: Identity::default(),

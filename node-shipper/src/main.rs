@@ -29,7 +29,8 @@ struct Args {
     collector: String,
     /// File holding this node's bearer token for the collector (its first line). The token may
     /// also come from $VERDICT_SHIPPER_TOKEN; never from an argument, which every process on the
-    /// node can read. It is sent only over TLS or to a collector on loopback.
+    /// node can read. It is sent only over TLS or to a collector on loopback. The file is read
+    /// again before every new stream (a projected ServiceAccount token rotates).
     #[arg(long, env = "VERDICT_SHIPPER_TOKEN_FILE")]
     token_file: Option<PathBuf>,
     /// Refused: a token on the command line is visible to every process (use --token-file).
@@ -146,6 +147,7 @@ impl Args {
             ..IptablesConfig::default()
         });
         Ok(Config {
+            token_file: self.token_file.clone(),
             log_dir: (!self.no_policy_logs).then_some(self.log_dir),
             collector: self.collector,
             token: match (&self.token_file, std::env::var("VERDICT_SHIPPER_TOKEN")) {

@@ -43,6 +43,23 @@ pub struct ShipSettings {
     pub backoff: BackoffConfig,
     pub shutdown_timeout: Duration,
     pub token: Option<Secret>,
+    /// Re-read before each new stream (see [`crate::config::Config::token_file`]).
+    pub token_file: Option<std::path::PathBuf>,
+}
+
+/// The token to open a stream with: the token file's current content, else (unreadable: logged)
+/// the last token read.
+fn current_token(settings: &ShipSettings, last: &mut Option<String>) -> Option<String> {
+    if let Some(path) = &settings.token_file {
+        match crate::config::read_token_file(path) {
+            Ok(t) => *last = Some(t.expose().to_owned()),
+            Err(e) => tracing::warn!(
+                file = %path.display(),
+                "the token file cannot be read (the last token read is used): {e}"
+            ),
+        }
+    }
+    last.clone()
 }
 
 #[derive(Debug)]
@@ -179,7 +196,7 @@ pub async fn ship(
 ) {
     let name = input.name();
     let limits = settings.batch.clone();
-    let token = settings.token.as_ref().map(|t| t.expose().to_owned());
+    let mut token = settings.token.as_ref().map(|t| t.expose().to_owned());
     let mut backoff = Backoff::new(settings.backoff.clone());
     let mut carry: VecDeque<Run> = VecDeque::new();
     let mut building: Option<Building> = None;
@@ -216,7 +233,8 @@ pub async fn ship(
 
         // 2. A stream, when there is something to send.
         if stream.is_none() && (in_flight.is_some() || ready) && now >= retry_at {
-            match IngestStream::open(channel.clone(), token.as_deref()).await {
+            let current = current_token(&settings, &mut token);
+            match IngestStream::open(channel.clone(), current.as_deref()).await {
                 Ok(s) => stream = Some(s),
                 Err(status) => {
                     metrics.stream_failures.inc();

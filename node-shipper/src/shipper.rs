@@ -263,6 +263,7 @@ impl Shipper {
                     backoff: config.backoff.clone(),
                     shutdown_timeout: config.shutdown_timeout,
                     token: config.token.clone(),
+                    token_file: config.token_file.clone(),
                 };
                 loops.spawn(ship(
                     input,

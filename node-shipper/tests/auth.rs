@@ -94,3 +94,46 @@ async fn mutual_tls_and_a_bearer_token() {
     assert_eq!(stored_flows(&served).await.len(), 50);
     served.stop().await;
 }
+
+/// A projected ServiceAccount token is rotated by the kubelet: the shipper reads its token file
+/// again before every new stream, so the rotated token is the one presented.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_token_file_is_read_for_the_next_stream() {
+    let (_g, dir) = tempdir();
+    let mut cc = collector_config(&dir);
+    let tokens = dir.join("node-tokens");
+    std::fs::write(&tokens, format!("{NODE} rotated-token-0123456789\n")).unwrap();
+    cc.grpc.node_tokens_file = Some(tokens);
+    let served = Served::start(cc).await;
+
+    let logs = dir.join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let mut log = RotatingLog::new(logs.join("policy_action.log"), 1 << 30, 5);
+    for i in 1..=20 {
+        log.write_line(&flow(i));
+    }
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, "expired-token\n").unwrap();
+    let mut cfg = shipper_config(&logs, &dir.join("checkpoints"), served.grpc);
+    cfg.token = Some(Secret::new("expired-token"));
+    cfg.token_file = Some(token_file.clone());
+    let shipper = start_shipper(cfg).await;
+    let m = shipper.metrics().input("policy_action");
+    eventually(Duration::from_secs(30), "the expired token refused", || {
+        m.stream_failures.get() >= 2
+    })
+    .await;
+    assert_eq!(m.records_acked.get(), 0);
+
+    // The kubelet writes the new token (atomically, as it does: a new file renamed over).
+    let next = dir.join("token.new");
+    std::fs::write(&next, "rotated-token-0123456789\n").unwrap();
+    std::fs::rename(&next, &token_file).unwrap();
+    eventually(Duration::from_secs(30), "every record acknowledged", || {
+        m.records_acked.get() >= 20
+    })
+    .await;
+    shipper.shutdown().await;
+    assert_eq!(stored_flows(&served).await.len(), 20);
+    served.stop().await;
+}

@@ -11,10 +11,12 @@
 //! - [`list_state`]: one consistent read of the same kinds (the CLI's read-only view).
 //! - [`crd`]: the NetworkLogging custom resource and its CustomResourceDefinition.
 //! - [`events`]: posting core/v1 Events with a rate limit and backoff.
+//! - [`review`]: who a node's ServiceAccount token belongs to (TokenReview), for the collector.
 
 pub mod crd;
 pub mod events;
 mod kinds;
+pub mod review;
 mod watch;
 
 use std::path::PathBuf;
@@ -112,7 +114,7 @@ pub(crate) fn explain_error(kind: Kind, error: &kube::Error) -> String {
         kube::Error::Api(status) if status.code == 404 => format!(
             "{resource}: the API server does not serve this resource{} ({})",
             if kind == Kind::NetworkLogging {
-                " (install deploy/crds/networklogging.yaml)"
+                " (install deploy/helm/verdict/crds/networklogging.yaml)"
             } else {
                 ""
             },

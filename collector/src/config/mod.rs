@@ -220,14 +220,47 @@ impl Config {
                 format!("{} is not a file", path.display()),
             );
         }
+        if let Some(k) = &g.kubernetes {
+            if k.audience.trim().is_empty() {
+                bad("grpc.kubernetes.audience", "must not be empty".into());
+            }
+            if k.service_accounts.is_empty() {
+                bad(
+                    "grpc.kubernetes.service_accounts",
+                    "name the agents' ServiceAccounts (NAMESPACE:NAME)".into(),
+                );
+            }
+            for sa in &k.service_accounts {
+                let valid = sa.split_once(':').is_some_and(|(ns, name)| {
+                    !ns.is_empty() && !name.is_empty() && !name.contains(':')
+                });
+                if !valid {
+                    bad(
+                        "grpc.kubernetes.service_accounts",
+                        format!("{sa:?} is not NAMESPACE:NAME"),
+                    );
+                }
+            }
+            if k.cache_ttl.is_zero() {
+                bad("grpc.kubernetes.cache_ttl", "must be positive".into());
+            }
+            if g.tls.is_none() && !g.listen.ip().is_loopback() {
+                bad(
+                    "grpc.kubernetes",
+                    "ServiceAccount tokens would cross the network in clear text: configure grpc.tls".into(),
+                );
+            }
+        }
         let node_credentials = g.node_tokens_file.is_some()
+            || g.kubernetes.is_some()
             || g.tls.as_ref().is_some_and(|t| t.client_ca_file.is_some());
         if !g.listen.ip().is_loopback() && !node_credentials && !g.insecure {
             bad(
                 "grpc.listen",
                 format!(
                     "{} accepts nodes from other hosts but no node credential is configured: set \
-                     grpc.node_tokens_file or grpc.tls.client_ca_file (or grpc.insecure = true to \
+                     grpc.node_tokens_file, grpc.kubernetes or grpc.tls.client_ca_file (or \
+                     grpc.insecure = true to \
                      accept any client as any node)",
                     g.listen
                 ),
@@ -567,6 +600,59 @@ url = "ftp://x/y"
         let d = format!("{c:?}");
         assert!(!d.contains("hunter2") && !d.contains("s3cr3t"), "{d}");
         assert!(d.contains("AKIDVISIBLE") && d.contains("http://e"), "{d}");
+    }
+
+    #[test]
+    fn kubernetes_identity_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            r#"
+[grpc]
+listen = "0.0.0.0:9000"
+[grpc.kubernetes]
+audience = " "
+service_accounts = ["verdict-agent", "ns:a:b"]
+cache_ttl = "0s"
+"#,
+        )
+        .unwrap();
+        let e = Config::load(Some(&path), env(&[])).unwrap_err();
+        let settings: Vec<&str> = e.problems.iter().map(|p| p.setting.as_str()).collect();
+        assert_eq!(
+            settings,
+            [
+                "grpc.kubernetes.audience",
+                "grpc.kubernetes.service_accounts",
+                "grpc.kubernetes.service_accounts",
+                "grpc.kubernetes.cache_ttl",
+                "grpc.kubernetes",
+            ],
+            "{e}"
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains("\"verdict-agent\" is not NAMESPACE:NAME"),
+            "{text}"
+        );
+        assert!(text.contains("clear text: configure grpc.tls"), "{text}");
+        // A Kubernetes identity is a node credential: with TLS, listening off loopback is fine.
+        let mut c = Config::default();
+        c.grpc.listen = "0.0.0.0:9000".parse().unwrap();
+        c.grpc.tls = Some(TlsConfig {
+            cert_file: path.clone(),
+            key_file: path.clone(),
+            client_ca_file: None,
+        });
+        c.grpc.kubernetes = Some(KubernetesIdentityConfig {
+            audience: "verdict-collector".into(),
+            service_accounts: vec!["verdict:verdict-agent".into()],
+            cache_ttl: Duration::from_secs(300),
+            kubeconfig: None,
+            context: None,
+        });
+        c.validate().unwrap();
     }
 
     #[test]

@@ -95,6 +95,33 @@ pub struct GrpcConfig {
     /// TLS for the ingest endpoint; absent: plaintext HTTP/2. With `client_ca_file`, a client's
     /// certificate names its node (DNS names, else the common name).
     pub tls: Option<TlsConfig>,
+    /// Nodes authenticate with their agent pod's projected ServiceAccount token, reviewed by the
+    /// Kubernetes API server (TokenReview): the pod's node is the node the stream may send for.
+    pub kubernetes: Option<KubernetesIdentityConfig>,
+}
+
+/// Per-node identity from the Kubernetes API (`[grpc.kubernetes]`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesIdentityConfig {
+    /// The audience the agents' projected tokens are issued for (and reviewed against).
+    pub audience: String,
+    /// The agents' ServiceAccounts, `NAMESPACE:NAME`: a token of any other is refused.
+    pub service_accounts: Vec<String>,
+    /// How long an accepted token's review is reused before the API server is asked again.
+    #[serde(default = "default_review_cache_ttl", with = "humantime_serde_compat")]
+    pub cache_ttl: Duration,
+    /// A kubeconfig for the API server; absent: in-cluster (the collector's own
+    /// ServiceAccount, which needs create on tokenreviews), else `$KUBECONFIG`.
+    #[serde(default)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context; absent: its current one.
+    #[serde(default)]
+    pub context: Option<String>,
+}
+
+fn default_review_cache_ttl() -> Duration {
+    Duration::from_secs(300)
 }
 
 impl Default for GrpcConfig {
@@ -113,6 +140,7 @@ impl Default for GrpcConfig {
             node_tokens_file: None,
             insecure: false,
             tls: None,
+            kubernetes: None,
         }
     }
 }
