@@ -1,10 +1,11 @@
-//! The NetworkLogging CustomResourceDefinition checked in under `deploy/crds/` is the one the
+//! The NetworkLogging CustomResourceDefinition checked in under `deploy/helm/verdict/crds/` (the chart installs it) is the one the
 //! Rust type generates (regenerate with `UPDATE_CRDS=1 cargo test -p verdict-cluster --test crd`).
 
 use verdict_cluster::api::crd::definition_yaml;
 
 fn checked_in() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/crds/networklogging.yaml")
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/helm/verdict/crds/networklogging.yaml")
 }
 
 #[test]
@@ -16,7 +17,7 @@ fn the_checked_in_crd_is_the_generated_one() {
     let file = std::fs::read_to_string(checked_in()).unwrap();
     assert!(
         file == generated,
-        "deploy/crds/networklogging.yaml is out of date: UPDATE_CRDS=1 cargo test -p verdict-cluster --test crd"
+        "deploy/helm/verdict/crds/networklogging.yaml is out of date: UPDATE_CRDS=1 cargo test -p verdict-cluster --test crd"
     );
 }
 

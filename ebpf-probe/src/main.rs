@@ -41,6 +41,10 @@ struct Args {
     /// Remove Verdict's TC programs from every interface and its pinned maps, then exit.
     #[arg(long)]
     uninstall: bool,
+    /// With --uninstall: keep running until stopped afterwards (a DaemonSet that cleans every
+    /// node and is ready once it has).
+    #[arg(long, requires = "uninstall")]
+    stay: bool,
     /// This node's name: only its pods produce records. Default: $NODE_NAME, else every pod.
     #[arg(long, env = "NODE_NAME")]
     node_name: Option<String>,
@@ -118,6 +122,9 @@ async fn main() -> anyhow::Result<()> {
             "removed Verdict's TC programs and {}",
             args.bpf_pin_dir.display()
         );
+        if args.stay {
+            shutdown.cancelled().await;
+        }
         return Ok(());
     }
     let listener = tokio::net::TcpListener::bind(&args.metrics_addr)

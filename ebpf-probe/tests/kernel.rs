@@ -558,15 +558,10 @@ fn enforcement_survives_an_agent_crash_and_uninstall_removes_everything() {
         "{records:#?}"
     );
     // Uninstall: programs and pins gone, traffic unrestricted.
-    let out = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &t.node_ns,
-            env!("CARGO_BIN_EXE_verdict-probe"),
-            "--uninstall",
-            "--bpf-pin-dir",
-        ])
+    assert!(pinned(&t), "no maps pinned in {}", t.pin_dir.display());
+    let out = t
+        .agent_command(None)
+        .args(["--uninstall", "--bpf-pin-dir"])
         .arg(&t.pin_dir)
         .output()
         .unwrap();
@@ -590,6 +585,90 @@ fn enforcement_survives_an_agent_crash_and_uninstall_removes_everything() {
         t.connect(&red, "tcp", "10.244.1.10", 8080, 0),
         "no enforcement after uninstall"
     );
+}
+
+/// Maps are pinned in the node's bpffs (where they outlive the agent).
+fn pinned(t: &Topology) -> bool {
+    t.pin_dir
+        .read_dir()
+        .is_ok_and(|mut entries| entries.next().is_some())
+}
+
+/// The Helm chart's agent holds exactly these capabilities (deploy/helm/verdict: the probe BPF,
+/// NET_ADMIN, PERFMON; the uninstaller BPF, NET_ADMIN): with nothing else the probe loads,
+/// enforces and logs, and the uninstaller cleans up.
+#[test]
+fn the_charts_capabilities_are_enough_to_enforce_and_to_uninstall() {
+    if !can_run() {
+        return;
+    }
+    let (mut t, _, green, red) = green_red_cluster();
+    let probe = t.start_probe_with_capabilities(&["bpf", "net_admin", "perfmon"], &[]);
+    assert!(t.connect(&green, "tcp", "10.244.1.10", 8080, 44001));
+    assert!(!t.connect(&red, "tcp", "10.244.1.10", 8080, 44002));
+    let records = t.stop_probe(probe);
+    for (port, disposition) in [(44001, Disposition::Allow), (44002, Disposition::Deny)] {
+        assert!(
+            records
+                .iter()
+                .any(|r| r.connection.src_port == port && r.disposition == disposition),
+            "{port}: {records:#?}"
+        );
+    }
+    assert!(pinned(&t), "no maps pinned in {}", t.pin_dir.display());
+    let out = t
+        .agent_command(Some(&["bpf", "net_admin"]))
+        .args(["--uninstall", "--bpf-pin-dir"])
+        .arg(&t.pin_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!t.pin_dir.exists());
+    assert!(t.connect(&red, "tcp", "10.244.1.10", 8080, 0));
+
+    // And none of the three can be left out: without any one the probe stops with an error.
+    for missing in ["bpf", "net_admin", "perfmon"] {
+        let caps: Vec<&str> = ["bpf", "net_admin", "perfmon"]
+            .into_iter()
+            .filter(|c| *c != missing)
+            .collect();
+        let mut probe = t
+            .agent_command(Some(&caps))
+            .args([
+                "--datapath",
+                "ebpf",
+                "--metrics-addr",
+                "127.0.0.1:0",
+                "--manifests",
+            ])
+            .arg(t.manifests_dir())
+            .arg("--log-path")
+            .arg(t.log_path())
+            .arg("--bpf-pin-dir")
+            .arg(&t.pin_dir)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = probe.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = probe.kill();
+                panic!("without {missing} the probe kept running");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut probe.stderr.take().unwrap(), &mut stderr).unwrap();
+        assert!(!status.success(), "without {missing}: {stderr}");
+        assert!(stderr.contains("eBPF"), "without {missing}: {stderr}");
+    }
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! The `NetworkLogging` custom resource (`networking.gke.io/v1alpha1`, cluster-scoped), as GKE
 //! defines it: one object named `default` whose `spec.cluster.{allow,deny}.{log,delegate}` say
-//! what is logged. The CustomResourceDefinition under `deploy/crds/` is generated from this type
+//! what is logged. The CustomResourceDefinition under `deploy/helm/verdict/crds/` is generated from this type
 //! ([`definition_yaml`]); a test keeps the checked-in file equal to it.
 //!
 //! The agent reads the object as raw JSON and validates it with GKE's rules
@@ -79,7 +79,7 @@ pub struct Condition {
 /// The status condition type the agents set.
 pub const VALID_CONDITION: &str = "Valid";
 
-/// The CustomResourceDefinition, as YAML (what `deploy/crds/networklogging.yaml` holds).
+/// The CustomResourceDefinition, as YAML (what `deploy/helm/verdict/crds/networklogging.yaml` holds).
 pub fn definition_yaml() -> String {
     let crd = NetworkLogging::crd();
     let body = serde_yaml::to_string(&crd).expect("a CRD serializes");

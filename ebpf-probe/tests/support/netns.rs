@@ -143,6 +143,10 @@ pub struct Topology {
     pub pods: Vec<(PodSpec, String, String)>, // spec, netns, host veth
     pub dir: tempfile::TempDir,
     pub pin_dir: PathBuf,
+    /// The host's bpffs, bind-mounted outside /sys: `ip netns exec` remounts /sys, so the agent
+    /// mounts this over its /sys/fs/bpf, as a pod gets the node's through a hostPath. Pins then
+    /// outlive the agent, and the test sees them at `pin_dir`.
+    host_bpffs: PathBuf,
     children: Vec<Child>,
     extra_netns: Vec<String>,
     /// Pods on a second node (not enforced here): spec and netns.
@@ -156,12 +160,30 @@ impl Topology {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let id = format!("vd{}x{n}", std::process::id() % 100_000);
         let node_ns = format!("{id}-node");
+        let dir = tempfile::tempdir().unwrap();
+        let host_bpffs = dir.path().join("host-bpffs");
+        std::fs::create_dir(&host_bpffs).unwrap();
+        if !Command::new("mountpoint")
+            .args(["-q", "/sys/fs/bpf"])
+            .status()
+            .unwrap()
+            .success()
+        {
+            sh(&["mount", "-t", "bpf", "bpf", "/sys/fs/bpf"]);
+        }
+        sh(&[
+            "mount",
+            "--bind",
+            "/sys/fs/bpf",
+            host_bpffs.to_str().unwrap(),
+        ]);
         let mut t = Topology {
             node_ns: node_ns.clone(),
             node_ipv4: "172.31.255.1",
             pods: Vec::new(),
-            dir: tempfile::tempdir().unwrap(),
+            dir,
             pin_dir: PathBuf::from(format!("/sys/fs/bpf/{id}")),
+            host_bpffs,
             children: Vec::new(),
             extra_netns: Vec::new(),
             remote_pods: Vec::new(),
@@ -421,34 +443,67 @@ impl Topology {
     /// Starts verdict-probe (eBPF datapath) in the node namespace and waits until every pod's
     /// veth has both programs.
     pub fn start_probe(&mut self, extra_args: &[&str]) -> Probe {
-        let log = self.log_path();
+        self.start_probe_with(None, extra_args)
+    }
+
+    /// The probe as root holding only `capabilities` (e.g. `["bpf", "net_admin"]`).
+    pub fn start_probe_with_capabilities(
+        &mut self,
+        capabilities: &[&str],
+        extra_args: &[&str],
+    ) -> Probe {
+        self.start_probe_with(Some(capabilities), extra_args)
+    }
+
+    /// `verdict-probe` as the node's agent: in the node's network namespace, the host's bpffs at
+    /// /sys/fs/bpf, and (given `capabilities`) root with only those, as a container whose
+    /// securityContext drops ALL and adds them (the bounding set is narrowed by `setpriv`, so
+    /// root's capabilities after exec are exactly these). Arguments follow.
+    pub fn agent_command(&self, capabilities: Option<&[&str]>) -> Command {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.node_ns])
-            .arg(workspace_binary("verdict-probe"))
-            .args([
-                "--datapath",
-                "ebpf",
-                "--node-name",
-                NODE_NAME,
-                "--metrics-addr",
-                "127.0.0.1:0",
-                "--reload-interval",
-                "200ms",
-            ])
-            // State from the manifest folder, unless the test gives an API server.
-            .args(if extra_args.contains(&"--kubeconfig") {
-                vec![]
-            } else {
-                vec!["--manifests".into(), self.manifests_dir().into_os_string()]
-            })
-            .arg("--log-path")
-            .arg(&log)
-            .arg("--bpf-pin-dir")
-            .arg(&self.pin_dir)
-            .args(extra_args)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stderr(Stdio::piped());
+            .args(["sh", "-c", "mount --bind \"$0\" /sys/fs/bpf && exec \"$@\""])
+            .arg(&self.host_bpffs);
+        if let Some(caps) = capabilities {
+            let set: String = caps.iter().map(|c| format!(",+{c}")).collect();
+            cmd.args([
+                "setpriv".into(),
+                format!("--bounding-set=-all{set}"),
+                "--inh-caps=-all".into(),
+                "--".into(),
+            ]);
+        }
+        cmd.arg(workspace_binary("verdict-probe"));
+        cmd
+    }
+
+    fn start_probe_with(&mut self, capabilities: Option<&[&str]>, extra_args: &[&str]) -> Probe {
+        let log = self.log_path();
+        let mut cmd = self.agent_command(capabilities);
+        cmd.args([
+            "--datapath",
+            "ebpf",
+            "--node-name",
+            NODE_NAME,
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--reload-interval",
+            "200ms",
+        ])
+        // State from the manifest folder, unless the test gives an API server.
+        .args(if extra_args.contains(&"--kubeconfig") {
+            vec![]
+        } else {
+            vec!["--manifests".into(), self.manifests_dir().into_os_string()]
+        })
+        .arg("--log-path")
+        .arg(&log)
+        .arg("--bpf-pin-dir")
+        .arg(&self.pin_dir)
+        .args(extra_args)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap();
         // Ready when it says so (its event reader runs from then on). Its log is echoed, and kept
         // in the test folder for failures.
@@ -594,6 +649,10 @@ impl Drop for Topology {
             }
             let _ = std::fs::remove_dir(&self.pin_dir);
         }
+        let _ = Command::new("umount")
+            .arg("--lazy")
+            .arg(&self.host_bpffs)
+            .status();
     }
 }
 
