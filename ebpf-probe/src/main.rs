@@ -35,7 +35,8 @@ struct Args {
     #[arg(long, default_value = "/sys/fs/bpf/verdict")]
     bpf_pin_dir: PathBuf,
     /// The node's interfaces towards other nodes (repeatable): Service traffic from local pods to
-    /// backends on other nodes gets its egress decision there, after kube-proxy's DNAT.
+    /// backends on other nodes gets its egress decision there, after kube-proxy's DNAT. `auto`:
+    /// the interfaces of the node's default routes.
     #[arg(long, value_name = "IFACE")]
     uplink: Vec<String>,
     /// Remove Verdict's TC programs from every interface and its pinned maps, then exit.

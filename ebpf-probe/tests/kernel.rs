@@ -558,18 +558,7 @@ fn enforcement_survives_an_agent_crash_and_uninstall_removes_everything() {
         "{records:#?}"
     );
     // Uninstall: programs and pins gone, traffic unrestricted.
-    assert!(pinned(&t), "no maps pinned in {}", t.pin_dir.display());
-    let out = t
-        .agent_command(None)
-        .args(["--uninstall", "--bpf-pin-dir"])
-        .arg(&t.pin_dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    uninstall(&t, None);
     for (_, _, veth) in &t.pods {
         assert!(
             !t.node(&["tc", "filter", "show", "dev", veth, "ingress"])
@@ -594,6 +583,23 @@ fn pinned(t: &Topology) -> bool {
         .is_ok_and(|mut entries| entries.next().is_some())
 }
 
+/// `verdict-probe --uninstall` on the node (with only `capabilities`, if given), after the maps
+/// were seen pinned.
+fn uninstall(t: &Topology, capabilities: Option<&[&str]>) {
+    assert!(pinned(t), "no maps pinned in {}", t.pin_dir.display());
+    let out = t
+        .agent_command(capabilities)
+        .args(["--uninstall", "--bpf-pin-dir"])
+        .arg(&t.pin_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The Helm chart's agent holds exactly these capabilities (deploy/helm/verdict: the probe BPF,
 /// NET_ADMIN, PERFMON; the uninstaller BPF, NET_ADMIN): with nothing else the probe loads,
 /// enforces and logs, and the uninstaller cleans up.
@@ -615,18 +621,7 @@ fn the_charts_capabilities_are_enough_to_enforce_and_to_uninstall() {
             "{port}: {records:#?}"
         );
     }
-    assert!(pinned(&t), "no maps pinned in {}", t.pin_dir.display());
-    let out = t
-        .agent_command(Some(&["bpf", "net_admin"]))
-        .args(["--uninstall", "--bpf-pin-dir"])
-        .arg(&t.pin_dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    uninstall(&t, Some(&["bpf", "net_admin"]));
     assert!(!t.pin_dir.exists());
     assert!(t.connect(&red, "tcp", "10.244.1.10", 8080, 0));
 
@@ -893,7 +888,8 @@ fn service_traffic_to_a_backend_on_another_node_is_judged_at_the_uplink() {
     ]);
     let green = t.pod("default/client-green").1.clone();
     let red = t.pod("default/client-red").1.clone();
-    let probe = t.start_probe(&["--uplink", &uplink, "--deny-aggregation-window", "1s"]);
+    // `auto`: the node's default route leaves by the uplink.
+    let probe = t.start_probe(&["--uplink", "auto", "--deny-aggregation-window", "1s"]);
     assert!(
         t.node(&["tc", "filter", "show", "dev", &uplink, "egress"])
             .contains("verdict_to_pod")

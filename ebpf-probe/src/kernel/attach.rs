@@ -82,6 +82,55 @@ pub fn attach_uplink(maps: &mut KernelMaps, interface: &str) -> Result<(), Kerne
     attach_hook(maps, interface, name, attach_type)
 }
 
+/// `--uplink auto`: the interfaces this node's default routes leave by (IPv4 and IPv6), read
+/// from `/proc/net/route` and `/proc/net/ipv6_route` of the agent's network namespace (the
+/// node's: the agent uses the host network). Traffic to other nodes' pods leaves there.
+pub fn uplinks(requested: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for name in requested {
+        if name == "auto" {
+            let v4 = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+            let v6 = std::fs::read_to_string("/proc/net/ipv6_route").unwrap_or_default();
+            let found = default_route_interfaces(&v4, &v6);
+            if found.is_empty() {
+                tracing::warn!(
+                    "--uplink auto: this node has no default route; no uplink is attached"
+                );
+            }
+            out.extend(found);
+        } else {
+            out.push(name.clone());
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The interfaces of the default routes in the kernel's route tables (`/proc/net/route`,
+/// `/proc/net/ipv6_route` text), loopback excluded, in order of appearance.
+pub fn default_route_interfaces(route_v4: &str, route_v6: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    // Iface Destination Gateway Flags RefCnt Use Metric Mask ...; hex, host byte order.
+    for line in route_v4.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() >= 8 && f[1] == "00000000" && f[7] == "00000000" {
+            out.push(f[0].to_owned());
+        }
+    }
+    // dest plen src splen next_hop metric refcnt use flags iface
+    for line in route_v6.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() >= 10 && f[0].bytes().all(|b| b == b'0') && f[1] == "00" {
+            out.push(f[9].to_owned());
+        }
+    }
+    out.retain(|i| i != "lo");
+    let mut seen = std::collections::BTreeSet::new();
+    out.retain(|i| seen.insert(i.clone()));
+    out
+}
+
 /// Fails when the interface already has a clsact qdisc (ours from a previous run, or another
 /// tool's, which we share): the filter attach is what decides.
 fn add_clsact(interface: &str) {
@@ -138,4 +187,24 @@ pub fn detach(interface: &str) -> Result<(), KernelError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::default_route_interfaces;
+
+    #[test]
+    fn default_routes_name_the_uplinks() {
+        let v4 = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+            ens4\t00000000\t0100800A\t0003\t0\t0\t100\t00000000\t0\t0\t0\n\
+            ens4\t0000800A\t00000000\t0001\t0\t0\t100\t00F0FFFF\t0\t0\t0\n\
+            cilium_host\t0001F40A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
+        let v6 = "00000000000000000000000000000001 80 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000002 00000000 00000001       lo\n\
+            fd000000000000000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001     eth1\n\
+            00000000000000000000000000000000 00 00000000000000000000000000000000 00 fe800000000000000000000000000001 00000400 00000001 00000000 00000003     eth1\n\
+            00000000000000000000000000000000 00 00000000000000000000000000000000 00 00000000000000000000000000000000 ffffffff 00000001 00000000 00200200       lo\n";
+        assert_eq!(default_route_interfaces(v4, v6), ["ens4", "eth1"]);
+        assert_eq!(default_route_interfaces(v4, ""), ["ens4"]);
+        assert!(default_route_interfaces("Iface\tDestination\n", "").is_empty());
+    }
 }

@@ -68,6 +68,7 @@ impl EbpfDatapath {
         snapshot: Arc<PolicySnapshot>,
     ) -> Result<Self, DatapathError> {
         let maps = KernelMaps::load(pin_dir)?;
+        let uplinks = attach::uplinks(&uplinks);
         if uplinks.is_empty() {
             tracing::warn!(
                 "no --uplink given: connections from local pods to Service addresses whose \

@@ -291,6 +291,8 @@ impl Topology {
         ]);
         // Each end needs an address of its own as ARP sender (both nodes own 169.254.1.1).
         self.node(&["ip", "addr", "add", "172.31.254.1/32", "dev", &uplink]);
+        // Like a node's default route: towards the other nodes (`--uplink auto` finds it).
+        self.node(&["ip", "route", "add", "default", "dev", &uplink]);
         r(&["ip", "addr", "add", "172.31.254.2/32", "dev", "uplink"]);
         r(&["ip", "link", "set", "uplink", "up"]);
         r(&["sysctl", "-qw", "net.ipv4.conf.uplink.proxy_arp=1"]);
