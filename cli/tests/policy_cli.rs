@@ -525,3 +525,45 @@ fn explain_against_a_live_cluster_gives_what_the_manifests_give() {
     assert!(!unknown.status.success());
     assert!(stderr(&unknown).contains("prod"), "{}", stderr(&unknown));
 }
+
+/// `verdict policy check` against a live cluster (the fake API server of
+/// `verdict_cluster::fake_apiserver`: no real API server runs here) judges and logs exactly as it
+/// does from the same objects in a manifest folder.
+#[test]
+fn check_against_a_live_cluster_gives_what_the_manifests_give() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(verdict_cluster::fake_apiserver::FakeApiServer::start("cli"));
+    server
+        .apply_manifest_dir(&repo().join("examples/allow-green"))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, server.kubeconfig()).unwrap();
+    let connections = "examples/allow-green.connections.jsonl";
+    let from_files = verdict(
+        &[
+            "policy",
+            "check",
+            "--manifests",
+            "examples/allow-green",
+            "--connections",
+            connections,
+        ],
+        None,
+    );
+    assert!(from_files.status.success(), "{}", stderr(&from_files));
+    let live = verdict(
+        &[
+            "policy",
+            "check",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--connections",
+            connections,
+        ],
+        None,
+    );
+    assert!(live.status.success(), "{}", stderr(&live));
+    assert_eq!(stdout_lines(&live).len(), 3);
+    assert_eq!(stdout_lines(&live), stdout_lines(&from_files));
+}

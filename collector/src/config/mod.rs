@@ -494,12 +494,20 @@ mod tests {
         assert_eq!(c, Config::default());
     }
 
-    #[test]
-    fn every_problem_is_reported_with_its_setting() {
+    /// The settings named by the problems of a configuration file holding `toml`, and the
+    /// error's text.
+    fn problems(toml: &str) -> (Vec<String>, String) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
-        std::fs::write(
-            &path,
+        std::fs::write(&path, toml).unwrap();
+        let e = Config::load(Some(&path), env(&[])).unwrap_err();
+        let settings = e.problems.iter().map(|p| p.setting.clone()).collect();
+        (settings, e.to_string())
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_setting() {
+        let (settings, text) = problems(
             r#"
 instance_id = "a b"
 [grpc]
@@ -509,10 +517,7 @@ zstd_level = 40
 [storage]
 url = "ftp://x/y"
 "#,
-        )
-        .unwrap();
-        let e = Config::load(Some(&path), env(&[])).unwrap_err();
-        let settings: Vec<&str> = e.problems.iter().map(|p| p.setting.as_str()).collect();
+        );
         assert_eq!(
             settings,
             [
@@ -522,9 +527,8 @@ url = "ftp://x/y"
                 "wal.max_group_bytes",
                 "parquet.zstd_level",
             ],
-            "{e}"
+            "{text}"
         );
-        let text = e.to_string();
         assert!(
             text.contains("parquet.zstd_level: 40 is not in 1–22"),
             "{text}"
@@ -604,10 +608,7 @@ url = "ftp://x/y"
 
     #[test]
     fn kubernetes_identity_is_checked() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.toml");
-        std::fs::write(
-            &path,
+        let (settings, text) = problems(
             r#"
 [grpc]
 listen = "0.0.0.0:9000"
@@ -616,10 +617,7 @@ audience = " "
 service_accounts = ["verdict-agent", "ns:a:b"]
 cache_ttl = "0s"
 "#,
-        )
-        .unwrap();
-        let e = Config::load(Some(&path), env(&[])).unwrap_err();
-        let settings: Vec<&str> = e.problems.iter().map(|p| p.setting.as_str()).collect();
+        );
         assert_eq!(
             settings,
             [
@@ -629,15 +627,17 @@ cache_ttl = "0s"
                 "grpc.kubernetes.cache_ttl",
                 "grpc.kubernetes",
             ],
-            "{e}"
+            "{text}"
         );
-        let text = e.to_string();
         assert!(
             text.contains("\"verdict-agent\" is not NAMESPACE:NAME"),
             "{text}"
         );
         assert!(text.contains("clear text: configure grpc.tls"), "{text}");
         // A Kubernetes identity is a node credential: with TLS, listening off loopback is fine.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "").unwrap();
         let mut c = Config::default();
         c.grpc.listen = "0.0.0.0:9000".parse().unwrap();
         c.grpc.tls = Some(TlsConfig {
