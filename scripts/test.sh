@@ -61,7 +61,8 @@ cargo test --workspace --all-targets --locked
 
 # The Helm chart and the container images (deploy/tests): Helm's own template engine (PyPI's
 # helm-python-sdk), kubernetes-validate's bundled schemas, kubectl kustomize (installed from
-# Debian when missing), buildah for the images. They use the binaries built above.
+# Debian when missing), buildah for the images. They run the binaries `cargo test` built (every
+# binary's crate has integration tests, so they are in target/debug).
 install_debian_packages buildah binutils openssl ca-certificates
 if ! need kubectl; then
   install_debian_packages kubernetes-client
@@ -69,7 +70,5 @@ fi
 if ! python3 -c 'import helm_python, kubernetes_validate, jsonschema, yaml' >/dev/null 2>&1; then
   python3 -m pip install -q 'helm-python-sdk==0.2.2' kubernetes-validate jsonschema pyyaml
 fi
-step "cargo build (the binaries the chart and image tests run)"
-cargo build --workspace --bins --locked
 step "deploy tests (chart, kustomize base, images)"
 python3 -m unittest discover -s deploy/tests -v
