@@ -4,7 +4,8 @@
 #   bash scripts/images.sh [--debug] [--out DIR] [--tag TAG]
 # - verdict-agent: verdict-probe and verdict-shipper (the node DaemonSet; runs as root with the
 #   capabilities the chart lists);
-# - verdict-collector: verdict-collector and the verdict CLI, user 65532 (non-root).
+# - verdict-collector: verdict-collector, user 65532 (non-root). The verdict CLI is not in it: it
+#   talks to the collector over HTTP from anywhere, and would double the image.
 # Each image is `scratch` plus the stripped binaries, the exact shared libraries `ldd` reports
 # (copied from their Debian packages' installed files, each package named in the image's
 # labels), CA certificates, and /etc/passwd for the user. No shell, no package manager.
@@ -33,9 +34,9 @@ mkdir -p "$out"
 source scripts/deps.sh
 install_debian_packages buildah binutils ca-certificates
 
-bins=(verdict-probe verdict-shipper verdict-collector verdict)
+bins=(verdict-probe verdict-shipper verdict-collector)
 if [ "$profile" = release ]; then
-  cargo build --release --locked -p verdict-probe -p verdict-shipper -p verdict-collector -p verdict-cli
+  cargo build --release --locked -p verdict-probe -p verdict-shipper -p verdict-collector
 fi
 for b in "${bins[@]}"; do
   [ -x "$CARGO_TARGET_DIR/$profile/$b" ] || { echo "missing $CARGO_TARGET_DIR/$profile/$b: build it first" >&2; exit 1; }
@@ -121,4 +122,4 @@ build_image() {
 }
 
 build_image verdict-agent 0 /usr/bin/verdict-probe verdict-probe verdict-shipper
-build_image verdict-collector 65532 /usr/bin/verdict-collector verdict-collector verdict
+build_image verdict-collector 65532 /usr/bin/verdict-collector verdict-collector

@@ -443,7 +443,7 @@ async fn an_rbac_refusal_is_a_clear_error_naming_the_permission() {
     let e = next(&mut s).await.expect_err("RBAC refusal").to_string();
     assert!(e.contains("forbidden"), "{e}");
     assert!(e.contains("networkpolicies"), "{e}");
-    assert!(e.contains("grant get, list and watch"), "{e}");
+    assert!(e.contains("grant list and watch"), "{e}");
     assert!(e.contains("networking.k8s.io"), "{e}");
 
     // The one-shot read says the same.

@@ -37,14 +37,14 @@ import render_chart  # noqa: E402
 KUBERNETES_VERSIONS = ["1.31", "1.32", "1.33", "1.34", "1.35"]
 # The capabilities each container may hold: the probe loads eBPF programs, pins maps and attaches
 # TC filters (BPF, NET_ADMIN, PERFMON); the uninstaller detaches and unpins (BPF, NET_ADMIN); the
-# shipper reads /dev/kmsg only when asked to (SYSLOG).
+# shipper needs none. (ebpf-probe/tests/kernel.rs runs the probe with exactly these.)
 ALLOWED_CAPABILITIES = {
     "probe": {"BPF", "NET_ADMIN", "PERFMON"},
     "uninstall": {"BPF", "NET_ADMIN"},
-    "shipper": {"SYSLOG"},
+    "shipper": set(),
     "collector": set(),
 }
-AGENT_HOST_PATHS = {"/sys/fs/bpf", "/var/log/network", "/var/lib/verdict/shipper", "/var/log/kern.log", "/dev/kmsg"}
+AGENT_HOST_PATHS = {"/sys/fs/bpf", "/var/log/network", "/var/lib/verdict/shipper", "/var/log"}
 # Kinds of optional integrations whose schemas are not bundled (checked structurally here).
 EXTERNAL_KINDS = {"Certificate", "Issuer", "ServiceMonitor", "PodMonitor", "PrometheusRule"}
 
@@ -58,7 +58,7 @@ VARIANTS = {
         "collector.storageCredentialsSecret=verdict-s3",
     ],
     "iptables from kern.log": ["agent.iptables.enabled=true", "agent.iptables.postEvents=true"],
-    "iptables from kmsg": ["agent.iptables.enabled=true", "agent.iptables.logPath=/dev/kmsg"],
+    "iptables from syslog": ["agent.iptables.enabled=true", "agent.iptables.logPath=/var/log/syslog"],
     "audit with uplinks": ["agent.mode=audit", "agent.uplinks={eth0,eth1}"],
     "monitoring": ["monitoring.serviceMonitor.enabled=true", "monitoring.prometheusRule.enabled=true"],
     "uninstall": ["agent.uninstall=true"],
@@ -119,8 +119,41 @@ class Rendering(unittest.TestCase):
             ("NetworkLogging", "default"),
             ("Secret", "verdict-collector-tls"),
             ("Secret", "verdict-query-token"),
+            ("ResourceQuota", "verdict-agent-priority"),
         ]:
             self.assertIn(want, kinds)
+
+    def test_names_fit_kubernetes_limits_for_long_release_names(self):
+        objs = yaml.safe_load_all(render_chart.render(release="payments-platform-network-verdict-prod-eu"))
+        for o in (o for o in objs if o):
+            name = o["metadata"]["name"]
+            self.assertLessEqual(len(name), 63, name)
+            if o["kind"] == "StatefulSet":
+                self.assertLessEqual(len(name), 52, name)  # + the revision hash in a label
+
+    def test_the_kernel_log_folder_is_mounted_so_rotations_are_followed(self):
+        objs = render(VARIANTS["iptables from syslog"])
+        ds = next(o for o in objs if o["kind"] == "DaemonSet")
+        spec = ds["spec"]["template"]["spec"]
+        volume = next(v for v in spec["volumes"] if v["name"] == "kernel-log")
+        self.assertEqual(volume["hostPath"], {"path": "/var/log", "type": "DirectoryOrCreate"})
+        shipper = next(c for c in spec["containers"] if c["name"] == "shipper")
+        self.assertIn("--iptables-log=/host/kernel-log/syslog", shipper["args"])
+        self.assertIn({"name": "kernel-log", "mountPath": "/host/kernel-log", "readOnly": True}, shipper["volumeMounts"])
+        self.assertEqual(spec["securityContext"]["supplementalGroups"], [4])
+
+    def test_the_service_monitor_scrapes_the_collector_once(self):
+        objs = render(VARIANTS["monitoring"])
+        monitor = next(o for o in objs if o["kind"] == "ServiceMonitor")
+        selector = monitor["spec"]["selector"]
+        services = [o for o in objs if o["kind"] == "Service"]
+
+        def selects(service):
+            labels = service["metadata"]["labels"]
+            return all(labels.get(k) == v for k, v in selector["matchLabels"].items()) and all(
+                e["key"] not in labels for e in selector.get("matchExpressions", []) if e["operator"] == "DoesNotExist")
+
+        self.assertEqual([s["metadata"]["name"] for s in services if selects(s)], ["verdict-collector"])
 
     def test_generated_tls_serves_the_collector_name_the_agents_dial(self):
         objs = render()
@@ -151,6 +184,9 @@ class Rendering(unittest.TestCase):
         cs = ds["spec"]["template"]["spec"]["containers"]
         self.assertEqual([c["name"] for c in cs], ["uninstall"])
         self.assertEqual(cs[0]["args"][:2], ["--uninstall", "--stay"])
+        # Ready only once clean: /healthz is served after the cleanup (kernel.rs tests that).
+        port = cs[0]["readinessProbe"]["httpGet"]["port"]
+        self.assertIn(f"--metrics-addr=127.0.0.1:{port}", cs[0]["args"])
 
 
 class Documentation(unittest.TestCase):
@@ -250,6 +286,9 @@ class SecurityPolicy(unittest.TestCase):
             ("tls.source=none", "tls/source"),
             ("collector.storageUrl=ftp://x/y", "storageUrl"),
             ("identity.tokenExpirationSeconds=60", "tokenExpirationSeconds"),
+            ("agent.shipperStopDelaySeconds=0", "shipperStopDelaySeconds"),
+            # A device needs a privileged container (the device cgroup): refused, saying so.
+            ("agent.iptables.enabled=true,agent.iptables.logPath=/dev/kmsg", "cannot be read by an unprivileged container"),
         ]:
             with self.assertRaises(Exception) as e:
                 render([bad])

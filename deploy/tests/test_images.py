@@ -18,7 +18,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 IMAGES = {
     "verdict-agent": {"user": "0:0", "entrypoint": ["/usr/bin/verdict-probe"], "binaries": ["verdict-probe", "verdict-shipper"]},
-    "verdict-collector": {"user": "65532:65532", "entrypoint": ["/usr/bin/verdict-collector"], "binaries": ["verdict-collector", "verdict"]},
+    "verdict-collector": {"user": "65532:65532", "entrypoint": ["/usr/bin/verdict-collector"], "binaries": ["verdict-collector"]},
 }
 
 

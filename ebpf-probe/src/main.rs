@@ -42,8 +42,8 @@ struct Args {
     /// Remove Verdict's TC programs from every interface and its pinned maps, then exit.
     #[arg(long)]
     uninstall: bool,
-    /// With --uninstall: keep running until stopped afterwards (a DaemonSet that cleans every
-    /// node and is ready once it has).
+    /// With --uninstall: keep running until stopped afterwards, answering /healthz on
+    /// --metrics-addr once the node is clean (a DaemonSet that is ready when every node is).
     #[arg(long, requires = "uninstall")]
     stay: bool,
     /// This node's name: only its pods produce records. Default: $NODE_NAME, else every pod.
@@ -124,7 +124,12 @@ async fn main() -> anyhow::Result<()> {
             args.bpf_pin_dir.display()
         );
         if args.stay {
-            shutdown.cancelled().await;
+            // Ready (/healthz on --metrics-addr) only now that the node is clean.
+            let listener = tokio::net::TcpListener::bind(&args.metrics_addr)
+                .await
+                .with_context(|| format!("binding metrics address {}", args.metrics_addr))?;
+            let registry = std::sync::Arc::new(verdict_service::metrics::Registry::default());
+            verdict_service::metrics::serve(listener, registry, shutdown).await?;
         }
         return Ok(());
     }

@@ -621,7 +621,37 @@ fn the_charts_capabilities_are_enough_to_enforce_and_to_uninstall() {
             "{port}: {records:#?}"
         );
     }
-    uninstall(&t, Some(&["bpf", "net_admin"]));
+    // The chart's uninstall mode: clean, then ready (/healthz) and staying until stopped.
+    assert!(pinned(&t), "no maps pinned in {}", t.pin_dir.display());
+    let mut cleaner = t
+        .agent_command(Some(&["bpf", "net_admin"]))
+        .args(["--uninstall", "--stay", "--metrics-addr", "127.0.0.1:19990"])
+        .arg("--bpf-pin-dir")
+        .arg(&t.pin_dir)
+        .spawn()
+        .unwrap();
+    let healthz = "import sys, urllib.request\ntry:\n    sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:19990/healthz', timeout=1).status == 200 else 1)\nexcept OSError:\n    sys.exit(1)";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !support::netns::python_succeeds(&t.node_ns, healthz, &[]) {
+        assert!(
+            cleaner.try_wait().unwrap().is_none(),
+            "the uninstaller exited"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the uninstaller never became ready"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(!t.pin_dir.exists(), "ready before the pins were removed");
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &cleaner.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(cleaner.wait().unwrap().success());
     assert!(!t.pin_dir.exists());
     assert!(t.connect(&red, "tcp", "10.244.1.10", 8080, 0));
 

@@ -102,8 +102,8 @@ pub(crate) fn explain_error(kind: Kind, error: &kube::Error) -> String {
     let resource = kind.plural();
     match error {
         kube::Error::Api(status) if status.code == 403 => format!(
-            "forbidden: this identity may not list/watch {resource} ({}); grant get, list and \
-             watch on {resource}{} (deploy/ has the ClusterRole)",
+            "forbidden: this identity may not list/watch {resource} ({}); grant list and \
+             watch on {resource}{} (the Helm chart's ClusterRole in deploy/helm/verdict does)",
             status.message,
             kind.api_group_suffix()
         ),

@@ -1,9 +1,10 @@
-{{/* Names and labels shared by every object. */}}
+{{/* Names and labels shared by every object. 33 characters at most: "-collector-headless" must fit a
+    Service name (63) and "-collector" a StatefulSet whose revision label adds 11. */}}
 {{- define "verdict.fullname" -}}
 {{- if contains .Chart.Name .Release.Name -}}
-{{- .Release.Name | trunc 50 | trimSuffix "-" -}}
+{{- .Release.Name | trunc 33 | trimSuffix "-" -}}
 {{- else -}}
-{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 50 | trimSuffix "-" -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 33 | trimSuffix "-" -}}
 {{- end -}}
 {{- end -}}
 
@@ -46,7 +47,11 @@ app.kubernetes.io/component: {{ .component }}
 {{/* cert-manager or generated, once "auto" is decided. */}}
 {{- define "verdict.tlsSource" -}}
 {{- if eq .Values.tls.source "auto" -}}
-{{- if .Capabilities.APIVersions.Has "cert-manager.io/v1" -}}cert-manager{{- else -}}generated{{- end -}}
+{{- /* Decided once: a Secret the chart generated stays in use when cert-manager arrives later
+       (a new CA would break every running agent until restarted). */ -}}
+{{- $generated := lookup "v1" "Secret" .Release.Namespace (printf "%s-collector-tls" (include "verdict.fullname" .)) -}}
+{{- if and $generated (not (index ($generated.metadata.annotations | default dict) "cert-manager.io/certificate-name")) -}}generated
+{{- else if .Capabilities.APIVersions.Has "cert-manager.io/v1" -}}cert-manager{{- else -}}generated{{- end -}}
 {{- else -}}
 {{- .Values.tls.source -}}
 {{- end -}}
