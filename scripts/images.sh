@@ -71,21 +71,17 @@ make_rootfs() {
       ln -s "$(readlink "/$d")" "$root/$d"
     fi
   done
-  local b lib packages=()
+  local b lib real packages=()
   for b in "$@"; do
     strip --strip-debug -o "$root/usr/bin/$b" "$CARGO_TARGET_DIR/$profile/$b"
-    # Every shared library the binary loads (the dynamic loader included), at the same path.
+    # Every shared library the binary loads (the dynamic loader included): the file itself, and
+    # a link at the path ldd prints (its soname), where the loader looks for it.
     for lib in $(ldd "$CARGO_TARGET_DIR/$profile/$b" | grep -o '/[^ ]*'); do
-      lib="$(readlink -f "$lib")"
-      mkdir -p "$root$(dirname "$lib")"
-      cp -n "$lib" "$root$lib"
-      packages+=("$(package_of "$lib")")
-    done
-  done
-  # The loader and libraries are found by their sonames (ldd prints those paths).
-  for b in "$@"; do
-    ldd "$CARGO_TARGET_DIR/$profile/$b" | grep -o '/[^ ]*' | while read -r lib; do
-      [ -e "$root$lib" ] || { mkdir -p "$root$(dirname "$lib")"; ln -s "$(readlink -f "$lib")" "$root$lib"; }
+      real="$(readlink -f "$lib")"
+      mkdir -p "$root$(dirname "$real")" "$root$(dirname "$lib")"
+      cp -n "$real" "$root$real"
+      [ -e "$root$lib" ] || ln -s "$real" "$root$lib"
+      packages+=("$(package_of "$real")")
     done
   done
   cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/"

@@ -322,20 +322,8 @@ impl tonic::service::Interceptor for NodeAuth {
                         .or_else(|| v.strip_prefix("bearer "))
                 })
                 .map(str::to_owned);
-            if let (Some(token), Some(reviewer)) = (&presented, &self.reviewer)
-                && self.tokens.node_of(token).is_none()
-            {
-                let pending = PendingReview {
-                    token: token.clone(),
-                    reviewer: reviewer.clone(),
-                    certificate_nodes: names,
-                    failures: self.failures.clone(),
-                };
-                request.extensions_mut().insert(pending);
-                return Ok(request);
-            }
-            match presented.as_deref().map(|t| self.tokens.node_of(t)) {
-                Some(Some(node)) => {
+            match presented.map(|t| (self.tokens.node_of(&t), t)) {
+                Some((Some(node), _)) => {
                     // With both credentials, they must agree.
                     if !names.is_empty() && !names.iter().any(|n| n == node) {
                         return Err(self.refuse(
@@ -344,7 +332,18 @@ impl tonic::service::Interceptor for NodeAuth {
                     }
                     names = vec![node.to_owned()];
                 }
-                Some(None) => return Err(self.refuse("the bearer token is not accepted")),
+                // Not a node token: a ServiceAccount token, reviewed when the stream starts.
+                Some((None, token)) if self.reviewer.is_some() => {
+                    let pending = PendingReview {
+                        token,
+                        reviewer: self.reviewer.clone().expect("checked"),
+                        certificate_nodes: names,
+                        failures: self.failures.clone(),
+                    };
+                    request.extensions_mut().insert(pending);
+                    return Ok(request);
+                }
+                Some((None, _)) => return Err(self.refuse("the bearer token is not accepted")),
                 None if names.is_empty() => {
                     return Err(self.refuse("missing `authorization: Bearer TOKEN` metadata"));
                 }

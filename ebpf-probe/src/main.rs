@@ -111,6 +111,12 @@ enum IpBlockArg {
     Calico,
 }
 
+async fn bind_metrics(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding metrics address {addr}"))
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     verdict_service::logging::init("info");
@@ -125,17 +131,13 @@ async fn main() -> anyhow::Result<()> {
         );
         if args.stay {
             // Ready (/healthz on --metrics-addr) only now that the node is clean.
-            let listener = tokio::net::TcpListener::bind(&args.metrics_addr)
-                .await
-                .with_context(|| format!("binding metrics address {}", args.metrics_addr))?;
+            let listener = bind_metrics(&args.metrics_addr).await?;
             let registry = std::sync::Arc::new(verdict_service::metrics::Registry::default());
             verdict_service::metrics::serve(listener, registry, shutdown).await?;
         }
         return Ok(());
     }
-    let listener = tokio::net::TcpListener::bind(&args.metrics_addr)
-        .await
-        .with_context(|| format!("binding metrics address {}", args.metrics_addr))?;
+    let listener = bind_metrics(&args.metrics_addr).await?;
     tracing::info!(addr = %listener.local_addr()?, log = %args.log_path.display(), "verdict-probe running");
     let config = NodeConfig {
         cluster: args.cluster.source(args.reload_interval),

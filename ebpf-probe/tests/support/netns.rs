@@ -479,8 +479,9 @@ impl Topology {
         cmd
     }
 
-    fn start_probe_with(&mut self, capabilities: Option<&[&str]>, extra_args: &[&str]) -> Probe {
-        let log = self.log_path();
+    /// The enforcing agent's command (eBPF datapath, this topology's state, log and pins), not
+    /// started: [`Topology::start_probe`] starts it and waits until it is ready.
+    pub fn probe_command(&self, capabilities: Option<&[&str]>, extra_args: &[&str]) -> Command {
         let mut cmd = self.agent_command(capabilities);
         cmd.args([
             "--datapath",
@@ -499,13 +500,18 @@ impl Topology {
             vec!["--manifests".into(), self.manifests_dir().into_os_string()]
         })
         .arg("--log-path")
-        .arg(&log)
+        .arg(self.log_path())
         .arg("--bpf-pin-dir")
         .arg(&self.pin_dir)
-        .args(extra_args)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stderr(Stdio::piped());
+        .args(extra_args);
+        cmd
+    }
+
+    fn start_probe_with(&mut self, capabilities: Option<&[&str]>, extra_args: &[&str]) -> Probe {
+        let mut cmd = self.probe_command(capabilities, extra_args);
+        cmd.env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap();
         // Ready when it says so (its event reader runs from then on). Its log is echoed, and kept
         // in the test folder for failures.
