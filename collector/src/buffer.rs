@@ -109,6 +109,24 @@ pub struct DurableHead {
 /// Batches of new flow rows held for live-tail readers before the slowest one loses some.
 const TAIL_QUEUE_BATCHES: usize = 256;
 
+/// Where the writer hands applied rows to the alert detectors: a bounded queue it never
+/// waits on. When the detectors fall behind, batches are dropped from detection (and from the
+/// log-based metrics) and counted; they are stored all the same.
+#[derive(Debug)]
+pub struct AppliedFeed {
+    pub tx: std::sync::mpsc::SyncSender<(Table, RecordBatch)>,
+    pub dropped: prometheus_client::metrics::counter::Counter,
+}
+
+impl AppliedFeed {
+    /// Hands `rows` on, or counts them as dropped when the queue is full.
+    pub fn send(&self, table: Table, rows: RecordBatch) {
+        if self.tx.try_send((table, rows)).is_err() {
+            self.dropped.inc();
+        }
+    }
+}
+
 /// The state shared by the writer, the flusher, background jobs and readers.
 #[derive(Debug)]
 pub struct Shared {
@@ -118,6 +136,8 @@ pub struct Shared {
     /// New flow rows as they are applied (live tail of the query API). Sent after the state
     /// lock is released; a receiver that falls behind loses the oldest batches (and is told).
     pub applied_flows: tokio::sync::broadcast::Sender<RecordBatch>,
+    /// Applied rows for the alert detectors and log-based metrics (`alerts`), when they run.
+    pub feed: std::sync::OnceLock<AppliedFeed>,
     /// Signalled when a flush frees memory (the writer waits on it for backpressure).
     space: Condvar,
     /// Woken when buffered rows reach the flush threshold.
@@ -136,6 +156,7 @@ impl Shared {
             durable: tokio::sync::watch::Sender::new(head),
             state: Mutex::new(state),
             applied_flows: tokio::sync::broadcast::Sender::new(TAIL_QUEUE_BATCHES),
+            feed: std::sync::OnceLock::new(),
             space: Condvar::new(),
             flush_wanted: tokio::sync::Notify::new(),
             flushed: tokio::sync::Notify::new(),

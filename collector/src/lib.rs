@@ -31,9 +31,13 @@
 //! - [`sinks`]: routing stored records to Kafka, Pub/Sub and object storage through filters,
 //!   each sink with its own durable cursor in the WAL, one folder per destination. **The
 //!   delivery invariant is at its top.**
+//! - [`alerts`]: log-based metrics on `/metrics` and the deny-spike detectors of
+//!   `[[alerts.rules]]` over applied rows, with Alertmanager, webhook and topic receivers and
+//!   `GET /v1/alerts`.
 //! - [`service`]: [`Collector`] — open (recovery), serve, close — and [`run`]; nothing else
 //!   imports it.
 
+pub mod alerts;
 pub mod buffer;
 pub mod compaction;
 pub mod config;

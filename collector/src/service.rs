@@ -79,6 +79,9 @@ pub struct Collector {
     buffer: Arc<Shared>,
     flusher: Arc<Flusher>,
     sinks: Arc<Sinks>,
+    alerts: Arc<crate::alerts::Alerts>,
+    /// The query engine over the lake (HTTP API, alert enrichment).
+    query: Arc<verdict_query::QueryEngine>,
     metrics: Arc<Metrics>,
     registry: Arc<Registry>,
     writer: WriterSender,
@@ -297,6 +300,25 @@ impl Collector {
             Arc::clone(&metrics),
             stop.clone(),
         ));
+        // Log-based metrics and detectors, rebuilt from the lake before ingest opens.
+        let query = crate::query::engine(Arc::clone(&lake), &config.query).await?;
+        let alerts = crate::alerts::start(
+            crate::alerts::AlertingContext {
+                config: &config.alerts,
+                data_dir: &config.data_dir,
+                project: config.alerts.project_id.clone(),
+                http_listen: config.http.listen,
+                buffer: Arc::clone(&buffer),
+                query: query.clone(),
+                build: crate::sinks::sink::BuildContext {
+                    parquet: config.parquet.clone(),
+                },
+                stop: stop.clone(),
+                tasks: &tasks,
+            },
+            &mut registry,
+        )
+        .await?;
         // A bad sink definition is reported by name and skipped; it never stops the collector.
         sinks.apply(&config.sinks).await;
         tracing::info!(
@@ -312,6 +334,8 @@ impl Collector {
                 buffer,
                 flusher,
                 sinks,
+                alerts,
+                query: Arc::new(query),
                 metrics,
                 registry: Arc::new(registry),
                 writer: Arc::new(std::sync::Mutex::new(Some(writer_tx))),
@@ -342,6 +366,11 @@ impl Collector {
 
     pub fn lake(&self) -> &Arc<Lake> {
         &self.lake
+    }
+
+    /// The alerts firing and their history.
+    pub fn alerts(&self) -> &Arc<crate::alerts::Alerts> {
+        &self.alerts
     }
 
     /// The running sinks.
@@ -491,12 +520,12 @@ impl Collector {
                     async move { servers.cancelled().await },
                 )
         });
-        let engine =
-            Arc::new(crate::query::engine(Arc::clone(&self.lake), &self.config.query).await?);
+        let engine = Arc::clone(&self.query);
         let router = crate::http::router(crate::http::HttpState {
             registry: Arc::clone(&self.registry),
             buffer: Arc::clone(&self.buffer),
             sinks: Arc::clone(&self.sinks),
+            alerts: Arc::clone(&self.alerts),
             auth: crate::query::http_auth(&self.config.query),
         })
         .merge(verdict_query::router(

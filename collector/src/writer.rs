@@ -246,7 +246,9 @@ pub fn spawn(
                 let mut stored = [0u64; 2];
                 let mut duplicates = 0u64;
                 let tailing = shared.applied_flows.receiver_count() > 0;
+                let feed = shared.feed.get();
                 let mut applied_flows = Vec::new();
+                let mut observed = Vec::new();
                 let (rows, mem, sources) = {
                     let mut s = shared.lock();
                     let mut lsn = s.applied_lsn;
@@ -259,6 +261,9 @@ pub fn spawn(
                                     stored[usize::from(part.table == Table::Loss)] += rows.num_rows() as u64;
                                     if tailing && part.table == Table::Flows {
                                         applied_flows.push(rows.clone());
+                                    }
+                                    if feed.is_some() {
+                                        observed.push((part.table, rows.clone()));
                                     }
                                     s.active.add(part.table, part.hour, rows);
                                 }
@@ -279,6 +284,11 @@ pub fn spawn(
                 for batch in applied_flows {
                     // No receiver left is fine: tail clients come and go.
                     let _ = shared.applied_flows.send(batch);
+                }
+                if let Some(feed) = feed {
+                    for (table, rows) in observed {
+                        feed.send(table, rows);
+                    }
                 }
                 metrics.buffer.set_unflushed(rows, mem);
                 metrics.buffer.sources.set(i64::try_from(sources).unwrap_or(i64::MAX));

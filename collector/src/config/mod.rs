@@ -27,6 +27,7 @@ use serde::Deserialize;
 
 pub use self::sections::*;
 pub use self::values::*;
+use crate::alerts::config::AlertsConfig;
 use crate::sinks::registry::SinkDefinition;
 
 /// Prefix of environment variables that override settings.
@@ -62,6 +63,9 @@ pub struct Config {
     /// SIGHUP.
     #[serde(deserialize_with = "crate::sinks::registry::deserialize_definitions")]
     pub sinks: Vec<SinkDefinition>,
+    /// Log-based metrics, deny-spike detectors and where alerts go (`[alerts]`, see
+    /// `alerts::config`).
+    pub alerts: AlertsConfig,
 }
 
 impl Default for Config {
@@ -80,6 +84,7 @@ impl Default for Config {
             dedup: DedupConfig::default(),
             query: QueryConfig::default(),
             sinks: Vec::new(),
+            alerts: AlertsConfig::default(),
         }
     }
 }
@@ -404,6 +409,7 @@ impl Config {
         if q.auth_tokens.iter().any(|t| t.expose().trim().is_empty()) {
             bad("query.auth_tokens", "a token must not be empty".into());
         }
+        p.extend(self.alerts.problems());
         if p.is_empty() { Ok(()) } else { Err(p) }
     }
 

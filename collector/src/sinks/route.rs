@@ -38,6 +38,9 @@ pub struct Routed {
 pub enum TypedEntry {
     Flow(LogEntry),
     Loss(LossLogEntry),
+    /// An alert change sent to a Kafka or Pub/Sub alert receiver (`alerts::notify`): not a
+    /// stored record, never given to object storage.
+    Alert,
 }
 
 /// A sink's inclusion filter and exclusions, compiled.
@@ -112,6 +115,8 @@ pub fn route(entries: &[TailEntry], selection: &Selection) -> RouteOutcome {
                     serde_json::to_vec(e),
                     e.timestamp.unix_nanos(),
                 ),
+                // Built only by alert receivers, never from the log.
+                TypedEntry::Alert => continue,
             };
             let (Ok(value), Ok(json)) = (value, json) else {
                 out.undecodable += 1;

@@ -157,7 +157,7 @@ fn encode_parquet(
                 .into_iter()
                 .filter_map(|t| match t {
                     TypedEntry::Loss(e) => Some(e),
-                    TypedEntry::Flow(_) => None,
+                    TypedEntry::Flow(_) | TypedEntry::Alert => None,
                 })
                 .collect();
             loss_entries_to_batch(&entries).map_err(bad)?
@@ -167,7 +167,7 @@ fn encode_parquet(
                 .into_iter()
                 .filter_map(|t| match t {
                     TypedEntry::Flow(e) => Some(e),
-                    TypedEntry::Loss(_) => None,
+                    TypedEntry::Loss(_) | TypedEntry::Alert => None,
                 })
                 .collect();
             log_entries_to_batch(&entries).map_err(bad)?
