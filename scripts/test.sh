@@ -12,9 +12,12 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 need() { command -v "$1" >/dev/null 2>&1; }
 
 # System packages the build and tests use, installed only when missing: the build's
-# (scripts/deps.sh) plus iptables/python3/tzdata for the network-namespace and time-zone tests.
+# (scripts/deps.sh) plus iptables/python3/tzdata for the network-namespace and time-zone tests,
+# and Prometheus' tools: Alertmanager (prometheus-alertmanager) as the real receiver of the
+# collector's alerting tests (cargo test, below), promtool (prometheus) for the alert rules'
+# unit tests (deploy/tests). Neither package's service is needed: the tests start their own.
 source scripts/deps.sh
-install_debian_packages "${build_packages[@]}" iptables python3 tzdata
+install_debian_packages "${build_packages[@]}" iptables python3 tzdata prometheus prometheus-alertmanager
 
 # Python packages the tests use as real, independent peers: moto (an S3-compatible server on
 # loopback), pyarrow and duckdb (independent Parquet readers), boto3 (creates test buckets).
@@ -61,8 +64,9 @@ cargo test --workspace --all-targets --locked
 
 # The Helm chart and the container images (deploy/tests): Helm's own template engine (PyPI's
 # helm-python-sdk), kubernetes-validate's bundled schemas, kubectl kustomize (installed from
-# Debian when missing), buildah for the images. They run the binaries `cargo test` built (every
-# binary's crate has integration tests, so they are in target/debug).
+# Debian when missing), buildah for the images, promtool (Debian's prometheus, installed above)
+# for the alert rules. They run the binaries `cargo test` built (every binary's crate has
+# integration tests, so they are in target/debug).
 install_debian_packages buildah binutils openssl ca-certificates
 if ! need kubectl; then
   install_debian_packages kubernetes-client
@@ -70,5 +74,5 @@ fi
 if ! python3 -c 'import helm_python, kubernetes_validate, jsonschema, yaml' >/dev/null 2>&1; then
   python3 -m pip install -q 'helm-python-sdk==0.2.2' kubernetes-validate jsonschema pyyaml
 fi
-step "deploy tests (chart, kustomize base, images)"
+step "deploy tests (chart, alert rules, kustomize base, images)"
 python3 -m unittest discover -s deploy/tests -v

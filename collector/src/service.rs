@@ -520,6 +520,9 @@ impl Collector {
                     async move { servers.cancelled().await },
                 )
         });
+        if let Ok(addr) = listeners.http.local_addr() {
+            self.alerts.set_listen_address(addr);
+        }
         let engine = Arc::clone(&self.query);
         let router = crate::http::router(crate::http::HttpState {
             registry: Arc::clone(&self.registry),

@@ -78,6 +78,21 @@ def containers(objs):
                 yield o, spec, c
 
 
+def metric_names(expr):
+    """The metric names a PromQL expression reads: not functions, label names (matchers,
+    grouping), keywords, durations, or series the rules record themselves (`level:name:op`)."""
+    e = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    e = re.sub(r"\{[^}]*\}|\[[^\]]*\]", " ", e)
+    e = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", e)
+    names = set()
+    for m in re.finditer(r"(?<![\w:.])[A-Za-z_:][A-Za-z0-9_:]*", e):
+        n = m.group(0)
+        if ":" in n or n in ("and", "or", "unless", "offset", "bool") or e[m.end():].lstrip().startswith("("):
+            continue
+        names.add(n)
+    return names
+
+
 def binary(name):
     target = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
     path = target / "debug" / name
@@ -342,7 +357,7 @@ class Wiring(unittest.TestCase):
         rule = next(o for o in render(VARIANTS["monitoring"]) if o["kind"] == "PrometheusRule")
         exprs = [r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]]
         sources = "\n".join(p.read_text() for d in ("ebpf-probe/src", "node-shipper/src", "collector/src") for p in (ROOT / d).rglob("*.rs"))
-        names = {n for e in exprs for n in re.findall(r"\b([a-z][a-z0-9_]*)\s*(?:\{|\[|\)|>|<|=|$)", e) if "_" in n}
+        names = {n for e in exprs for n in metric_names(e)}
         self.assertTrue(names, exprs)
         for n in names:
             # prometheus_client appends _total to counters.

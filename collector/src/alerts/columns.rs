@@ -10,6 +10,7 @@ use arrow_schema::{ArrowError, DataType};
 #[derive(Debug)]
 pub enum StrCol<'a> {
     Plain(&'a arrow_array::StringArray),
+    View(&'a arrow_array::StringViewArray),
     Dict {
         keys: &'a arrow_array::PrimitiveArray<Int32Type>,
         values: &'a arrow_array::StringArray,
@@ -29,6 +30,7 @@ impl<'a> StrCol<'a> {
     pub fn get(&self, i: usize) -> Option<&'a str> {
         match self {
             StrCol::Plain(s) => (!s.is_null(i)).then(|| s.value(i)),
+            StrCol::View(s) => (!s.is_null(i)).then(|| s.value(i)),
             StrCol::Dict { keys, values } => {
                 if keys.is_null(i) {
                     return None;
@@ -44,6 +46,7 @@ impl<'a> StrCol<'a> {
 fn str_col<'a>(a: &'a ArrayRef, name: &str) -> Result<StrCol<'a>, ArrowError> {
     match a.data_type() {
         DataType::Utf8 => Ok(StrCol::Plain(a.as_string::<i32>())),
+        DataType::Utf8View => Ok(StrCol::View(a.as_string_view())),
         DataType::Dictionary(k, v) if **k == DataType::Int32 && **v == DataType::Utf8 => {
             let d = a.as_dictionary::<Int32Type>();
             Ok(StrCol::Dict {

@@ -105,9 +105,14 @@ impl Default for FlowMetricsConfig {
     fn default() -> Self {
         FlowMetricsConfig {
             enabled: true,
-            labels: ["disposition", "direction", "src_namespace", "dest_namespace"]
-                .map(String::from)
-                .to_vec(),
+            labels: [
+                "disposition",
+                "direction",
+                "src_namespace",
+                "dest_namespace",
+            ]
+            .map(String::from)
+            .to_vec(),
             max_series: DEFAULT_METRICS_MAX_SERIES,
         }
     }
@@ -366,7 +371,10 @@ impl RuleConfig {
             })
         };
         if !valid_name(&self.name) {
-            bad("name", format!("{:?}: use 1–64 letters, digits, '-' or '_'", self.name));
+            bad(
+                "name",
+                format!("{:?}: use 1–64 letters, digits, '-' or '_'", self.name),
+            );
         }
         let kind = self.kind;
         // The settings each kind reads; any other numeric setting given is refused.
@@ -396,22 +404,35 @@ impl RuleConfig {
             if set && !used.contains(&setting) {
                 bad(
                     setting,
-                    format!("a {} rule does not use it (it uses: {})", kind.label(), used.join(", ")),
+                    format!(
+                        "a {} rule does not use it (it uses: {})",
+                        kind.label(),
+                        used.join(", ")
+                    ),
                 );
             }
         }
         let scope = self.scope();
         let node_kind = matches!(kind, RuleKind::NodeSilent | RuleKind::Loss);
         if kind == RuleKind::NodeSilent && scope != Scope::Node {
-            bad("scope", "a node_silent rule watches nodes: scope = \"node\"".into());
+            bad(
+                "scope",
+                "a node_silent rule watches nodes: scope = \"node\"".into(),
+            );
         }
         if kind == RuleKind::Loss && !matches!(scope, Scope::Node | Scope::Cluster) {
-            bad("scope", "a loss rule watches \"node\" or \"cluster\"".into());
+            bad(
+                "scope",
+                "a loss rule watches \"node\" or \"cluster\"".into(),
+            );
         }
         if !node_kind && scope == Scope::Node {
             bad(
                 "scope",
-                format!("a {} rule watches flows: cluster, dest_namespace, dest_workload, src_namespace or src_ip", kind.label()),
+                format!(
+                    "a {} rule watches flows: cluster, dest_namespace, dest_workload, src_namespace or src_ip",
+                    kind.label()
+                ),
             );
         }
         if self.window < Duration::from_secs(1) || self.window > MAX_WINDOW {
@@ -568,7 +589,8 @@ impl AlertsConfig {
             bad("max_lateness", "must be at least 1s");
         }
         if !self.external_url.is_empty()
-            && !(self.external_url.starts_with("http://") || self.external_url.starts_with("https://"))
+            && !(self.external_url.starts_with("http://")
+                || self.external_url.starts_with("https://"))
         {
             bad("external_url", "must be an http:// or https:// URL");
         }
@@ -625,7 +647,10 @@ impl AlertsConfig {
                 })
             };
             if !valid_name(&r.name) {
-                bad("name", format!("{:?}: use 1–64 letters, digits, '-' or '_'", r.name));
+                bad(
+                    "name",
+                    format!("{:?}: use 1–64 letters, digits, '-' or '_'", r.name),
+                );
             }
             if self.receivers[..i].iter().any(|o| o.name == r.name) {
                 bad("name", "another receiver has this name".into());
@@ -640,13 +665,18 @@ impl AlertsConfig {
                 {
                     bad(
                         "url",
-                        format!("{:?}: kafka://HOST:PORT/TOPIC or pubsub://projects/P/topics/T", r.url),
+                        format!(
+                            "{:?}: kafka://HOST:PORT/TOPIC or pubsub://projects/P/topics/T",
+                            r.url
+                        ),
                     )
                 }
                 _ => {}
             }
             if r.kind == ReceiverKind::Sink
-                && (r.bearer_token.is_some() || r.bearer_token_file.is_some() || r.ca_file.is_some())
+                && (r.bearer_token.is_some()
+                    || r.bearer_token_file.is_some()
+                    || r.ca_file.is_some())
             {
                 bad(
                     "bearer_token",
@@ -654,7 +684,10 @@ impl AlertsConfig {
                 );
             }
             if r.bearer_token.is_some() && r.bearer_token_file.is_some() {
-                bad("bearer_token", "give bearer_token or bearer_token_file, not both".into());
+                bad(
+                    "bearer_token",
+                    "give bearer_token or bearer_token_file, not both".into(),
+                );
             }
             if let Some(path) = r.ca_file.as_ref().or(r.bearer_token_file.as_ref())
                 && !path.is_file()
@@ -740,13 +773,18 @@ mod tests {
             "alerts.receivers[am].url",
             "alerts.receivers[am].rules",
         ] {
-            assert!(settings.iter().any(|s| s == want), "{want} missing from {settings:?}");
+            assert!(
+                settings.iter().any(|s| s == want),
+                "{want} missing from {settings:?}"
+            );
         }
     }
 
     #[test]
     fn unknown_fields_and_kinds_are_refused() {
-        assert!(toml::from_str::<AlertsConfig>("[[rules]]\nname='x'\nkind='threshold'\nrat=3").is_err());
+        assert!(
+            toml::from_str::<AlertsConfig>("[[rules]]\nname='x'\nkind='threshold'\nrat=3").is_err()
+        );
         assert!(toml::from_str::<AlertsConfig>("[[rules]]\nname='x'\nkind='magic'").is_err());
     }
 }

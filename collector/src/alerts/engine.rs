@@ -304,7 +304,8 @@ impl RuleState {
         } else {
             self.folded += 1;
             if !self.scopes.contains_key(OTHER) {
-                self.scopes.insert(OTHER.to_owned(), ScopeState::new(kind, sec));
+                self.scopes
+                    .insert(OTHER.to_owned(), ScopeState::new(kind, sec));
             }
             OTHER
         };
@@ -524,10 +525,15 @@ impl Engine {
 
     /// Learns baseline history from one-minute rollups (`policy_action_1m` rows) after a
     /// restart. Call after [`restore`](Self::restore), before new rows; `now` is the current time.
-    pub fn seed_rollups(&mut self, batches: &[RecordBatch], now_nanos: i64) -> Result<(), ArrowError> {
+    pub fn seed_rollups(
+        &mut self,
+        batches: &[RecordBatch],
+        now_nanos: i64,
+    ) -> Result<(), ArrowError> {
         use crate::rollup::col as r;
         let now_minute = now_nanos.div_euclid(NANOS).div_euclid(60);
-        let mut per: Vec<HashMap<String, BTreeMap<i64, f64>>> = vec![HashMap::new(); self.rules.len()];
+        let mut per: Vec<HashMap<String, BTreeMap<i64, f64>>> =
+            vec![HashMap::new(); self.rules.len()];
         for b in batches {
             let minute = IntCol::of(b, r::MINUTE)?;
             let disposition = StrCol::of(b, r::DISPOSITION)?;
@@ -564,7 +570,9 @@ impl Engine {
         for (rule, seeds) in self.rules.iter_mut().zip(per) {
             let keep = baseline_minutes(&rule.config);
             for (key, minutes) in seeds {
-                let Some((&first, _)) = minutes.iter().next() else { continue };
+                let Some((&first, _)) = minutes.iter().next() else {
+                    continue;
+                };
                 let first = first.max(now_minute - keep as i64);
                 if rule.scopes.len() >= rule.config.max_scopes && !rule.scopes.contains_key(&key) {
                     continue;
@@ -606,7 +614,9 @@ impl Engine {
     pub fn restore(&mut self, alerts: &[Alert], now_nanos: i64) {
         for a in alerts.iter().filter(|a| a.status == "firing") {
             let Some(rule) = self.rules.iter_mut().find(|r| {
-                r.config.name == a.rule && r.config.kind.label() == a.kind && r.scope.label() == a.scope
+                r.config.name == a.rule
+                    && r.config.kind.label() == a.kind
+                    && r.scope.label() == a.scope
             }) else {
                 continue;
             };
@@ -651,11 +661,14 @@ impl Engine {
             if cfg.kind == RuleKind::NodeSilent {
                 for (node, &last) in &self.nodes {
                     let silent = now_nanos - last;
-                    if silent > cfg.silent_for().as_nanos() as i64 && !rule.scopes.contains_key(node) {
+                    if silent > cfg.silent_for().as_nanos() as i64
+                        && !rule.scopes.contains_key(node)
+                    {
                         if rule.scopes.len() >= cfg.max_scopes {
                             continue;
                         }
-                        rule.scopes.insert(node.clone(), ScopeState::new(cfg.kind, now_sec));
+                        rule.scopes
+                            .insert(node.clone(), ScopeState::new(cfg.kind, now_sec));
                     }
                     if let Some(s) = rule.scopes.get_mut(node) {
                         s.last_seen = last;
@@ -684,7 +697,11 @@ impl Engine {
                     }
                     RuleKind::Ratio => {
                         let total = s.total as f64 / window;
-                        let v = if s.total == 0 { 0.0 } else { 100.0 * s.deny as f64 / s.total as f64 };
+                        let v = if s.total == 0 {
+                            0.0
+                        } else {
+                            100.0 * s.deny as f64 / s.total as f64
+                        };
                         let t = cfg.percent();
                         (
                             v,
@@ -698,7 +715,9 @@ impl Engine {
                         let b = s.baseline.as_ref().expect("baseline rules keep one");
                         let min = (cfg.min_history().as_secs() / 60) as usize;
                         let t = if b.learned >= min.max(1) {
-                            cfg.floor().max(cfg.factor() * b.normal).max(b.normal + SPREAD_FACTOR * b.spread)
+                            cfg.floor()
+                                .max(cfg.factor() * b.normal)
+                                .max(b.normal + SPREAD_FACTOR * b.spread)
                         } else {
                             f64::INFINITY
                         };
@@ -709,7 +728,12 @@ impl Engine {
                         let (p, d) = (f.ports.len() as f64, f.pods.len() as f64);
                         let (tp, td) = (cfg.ports() as f64, cfg.pods() as f64);
                         let (v, t) = if p / tp >= d / td { (p, tp) } else { (d, td) };
-                        (v, t, p >= tp || d >= td, p < tp * cfg.clear_ratio && d < td * cfg.clear_ratio)
+                        (
+                            v,
+                            t,
+                            p >= tp || d >= td,
+                            p < tp * cfg.clear_ratio && d < td * cfg.clear_ratio,
+                        )
                     }
                     RuleKind::NodeSilent => {
                         let silent = (now_nanos - s.last_seen) as f64 / NANOS as f64;
@@ -774,7 +798,14 @@ impl Engine {
                             alert: alert(&cfg, rule.scope, key, s, since, Some(now_nanos)),
                         });
                     }
-                    (_, Phase::Firing { since, last_sent, clear_since }) => {
+                    (
+                        _,
+                        Phase::Firing {
+                            since,
+                            last_sent,
+                            clear_since,
+                        },
+                    ) => {
                         let fired = !matches!(before, Phase::Firing { .. });
                         if fired || now_nanos - last_sent >= resend {
                             s.phase = Phase::Firing {
@@ -792,7 +823,9 @@ impl Engine {
                 }
                 let idle = s.phase == Phase::Inactive
                     && s.buckets.is_empty()
-                    && s.fan.as_ref().is_none_or(|f| f.ports.is_empty() && f.pods.is_empty())
+                    && s.fan
+                        .as_ref()
+                        .is_none_or(|f| f.ports.is_empty() && f.pods.is_empty())
                     && match cfg.kind {
                         RuleKind::Baseline => now_sec - s.last_data_sec > keep as i64 * 60,
                         RuleKind::NodeSilent => true,
@@ -868,7 +901,10 @@ fn describe(scope: Scope, value: &str) -> (Vec<(&'static str, String)>, String, 
         Scope::DestWorkload => {
             let (ns, w) = value.split_once('/').unwrap_or(("", value));
             (
-                vec![("dest_namespace", ns.to_owned()), ("dest_workload", w.to_owned())],
+                vec![
+                    ("dest_namespace", ns.to_owned()),
+                    ("dest_workload", w.to_owned()),
+                ],
                 format!("workload {ns}/{w}"),
                 format!(
                     "jsonPayload.dest.pod_namespace={} AND jsonPayload.dest.workload_name={}",
@@ -933,10 +969,12 @@ fn alert(
     let window = humantime::format_duration(cfg.window).to_string();
     let (v, t) = (s.value, s.threshold);
     let summary = match cfg.kind {
-        RuleKind::Threshold => format!(
-            "{v:.1} denied connections/s to {what} over {window} (threshold {t}/s)"
-        ),
-        RuleKind::Ratio => format!("{v:.0}% of the connections of {what} denied over {window} (threshold {t}%)"),
+        RuleKind::Threshold => {
+            format!("{v:.1} denied connections/s to {what} over {window} (threshold {t}/s)")
+        }
+        RuleKind::Ratio => {
+            format!("{v:.0}% of the connections of {what} denied over {window} (threshold {t}%)")
+        }
         RuleKind::Baseline => format!(
             "{v:.1} denied connections/s to {what} over {window}: above its threshold {t:.1}/s ({}× its normal rate)",
             cfg.factor()
@@ -949,9 +987,14 @@ fn alert(
             humantime::format_duration(std::time::Duration::from_secs(v.max(0.0) as u64)),
             humantime::format_duration(cfg.silent_for())
         ),
-        RuleKind::Loss => format!("{what} dropped {v:.0} connections from the flow log within {window}"),
+        RuleKind::Loss => {
+            format!("{what} dropped {v:.0} connections from the flow log within {window}")
+        }
     };
-    let deny = matches!(cfg.kind, RuleKind::Threshold | RuleKind::Baseline | RuleKind::FanOut);
+    let deny = matches!(
+        cfg.kind,
+        RuleKind::Threshold | RuleKind::Baseline | RuleKind::FanOut
+    );
     let filter = match cfg.kind {
         RuleKind::Loss => {
             let mut f = "logName:\"policy-action-loss\"".to_owned();
@@ -960,11 +1003,14 @@ fn alert(
             }
             f
         }
-        _ => [deny.then(|| "jsonPayload.disposition=\"deny\"".to_owned()), (!scope_filter.is_empty()).then_some(scope_filter)]
-            .into_iter()
-            .flatten()
-            .collect::<Vec<_>>()
-            .join(" AND "),
+        _ => [
+            deny.then(|| "jsonPayload.disposition=\"deny\"".to_owned()),
+            (!scope_filter.is_empty()).then_some(scope_filter),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" AND "),
     };
     let sql_condition = if deny {
         format!("disposition = 'deny' AND {scope_sql}")
@@ -984,7 +1030,12 @@ fn alert(
         summary,
         filter,
         sql_condition,
-        status: if resolved.is_some() { "resolved" } else { "firing" }.to_owned(),
+        status: if resolved.is_some() {
+            "resolved"
+        } else {
+            "firing"
+        }
+        .to_owned(),
         started_at: Timestamp::from_unix_nanos(since),
         resolved_at: resolved.map(Timestamp::from_unix_nanos),
         annotations: BTreeMap::new(),
@@ -1102,14 +1153,25 @@ pub(crate) mod tests {
         assert_eq!(a.labels["alertname"], "flood");
         assert_eq!(a.labels["dest_namespace"], "shop");
         assert_eq!(a.value, 100.0);
-        assert_eq!(a.filter, "jsonPayload.disposition=\"deny\" AND jsonPayload.dest.pod_namespace=\"shop\"");
-        assert!(a.summary.contains("100.0 denied connections/s to namespace shop"), "{}", a.summary);
+        assert_eq!(
+            a.filter,
+            "jsonPayload.disposition=\"deny\" AND jsonPayload.dest.pod_namespace=\"shop\""
+        );
+        assert!(
+            a.summary
+                .contains("100.0 denied connections/s to namespace shop"),
+            "{}",
+            a.summary
+        );
         // Still above: nothing new until the re-send interval.
         denies(&mut e, "shop", 10, 20, 100);
         assert!(e.evaluate(at(19)).is_empty());
         denies(&mut e, "shop", 20, 70, 100);
         let ev = e.evaluate(at(69));
-        assert_eq!(ev.iter().map(|x| x.change).collect::<Vec<_>>(), [Change::Resent]);
+        assert_eq!(
+            ev.iter().map(|x| x.change).collect::<Vec<_>>(),
+            [Change::Resent]
+        );
         // Between the clear level (40/s) and the threshold: keeps firing.
         denies(&mut e, "shop", 70, 90, 45);
         assert!(e.evaluate(at(89)).is_empty());
@@ -1120,7 +1182,10 @@ pub(crate) mod tests {
         let ev = e.evaluate(at(109));
         assert_eq!(ev.len(), 1);
         assert_eq!(ev[0].change, Change::Resolved);
-        assert_eq!(ev[0].alert.resolved_at, Some(Timestamp::from_unix_nanos(at(109))));
+        assert_eq!(
+            ev[0].alert.resolved_at,
+            Some(Timestamp::from_unix_nanos(at(109)))
+        );
         assert_eq!(ev[0].alert.id, a.id);
         assert!(e.firing().is_empty());
     }
@@ -1184,7 +1249,10 @@ pub(crate) mod tests {
         assert_eq!(ev.len(), 1, "{ev:?}");
         assert_eq!(ev[0].alert.labels["dest_namespace"], "busy");
         assert_eq!(ev[0].alert.value, 75.0);
-        assert!(!ev[0].alert.filter.contains("disposition"), "a ratio's records are all of the scope's");
+        assert!(
+            !ev[0].alert.filter.contains("disposition"),
+            "a ratio's records are all of the scope's"
+        );
     }
 
     fn spike() -> RuleConfig {
@@ -1215,7 +1283,11 @@ pub(crate) mod tests {
         let ev = e.evaluate(at(1259));
         assert_eq!(ev.len(), 1, "{ev:?}");
         assert_eq!(ev[0].change, Change::Fired);
-        assert!((ev[0].alert.threshold - 20.0).abs() < 1.0, "{}", ev[0].alert.threshold);
+        assert!(
+            (ev[0].alert.threshold - 20.0).abs() < 1.0,
+            "{}",
+            ev[0].alert.threshold
+        );
         // A long attack is not learned as the normal: still firing 20 minutes later.
         for s in 1260..2460 {
             denies(&mut e, "shop", s, s + 1, 50);
@@ -1286,7 +1358,11 @@ pub(crate) mod tests {
         let ev = e.evaluate(at(320));
         assert_eq!(ev.len(), 1);
         assert_eq!(ev[0].alert.labels["node"], "n1");
-        assert!(ev[0].alert.summary.contains("no records for 5m 20s"), "{}", ev[0].alert.summary);
+        assert!(
+            ev[0].alert.summary.contains("no records for 5m 20s"),
+            "{}",
+            ev[0].alert.summary
+        );
         e.node_seen("n1", at(330));
         let ev = e.evaluate(at(331));
         assert_eq!(ev[0].change, Change::Resolved);
@@ -1294,7 +1370,11 @@ pub(crate) mod tests {
         let ev = e.evaluate(at(600));
         assert_eq!(ev[0].alert.labels["node"], "n2");
         let ev = e.evaluate(at(250 + 3601));
-        assert!(ev.iter().any(|x| x.change == Change::Resolved && x.alert.labels["node"] == "n2"), "{ev:?}");
+        assert!(
+            ev.iter()
+                .any(|x| x.change == Change::Resolved && x.alert.labels["node"] == "n2"),
+            "{ev:?}"
+        );
     }
 
     #[test]
@@ -1306,14 +1386,20 @@ pub(crate) mod tests {
         e.restore(std::slice::from_ref(&fired), at(20));
         denies(&mut e, "shop", 20, 30, 100);
         let ev = e.evaluate(at(29));
-        assert_eq!(ev.iter().map(|x| x.change).collect::<Vec<_>>(), [Change::Resent]);
+        assert_eq!(
+            ev.iter().map(|x| x.change).collect::<Vec<_>>(),
+            [Change::Resent]
+        );
         assert_eq!(ev[0].alert.started_at, fired.started_at);
         // Quiet after the restart: resolved, not left hanging.
         let mut e = engine(vec![flood(50.0)]);
         e.restore(std::slice::from_ref(&fired), at(20));
         e.evaluate(at(21));
         let ev = e.evaluate(at(40));
-        assert_eq!(ev.iter().map(|x| x.change).collect::<Vec<_>>(), [Change::Resolved]);
+        assert_eq!(
+            ev.iter().map(|x| x.change).collect::<Vec<_>>(),
+            [Change::Resolved]
+        );
     }
 
     #[test]

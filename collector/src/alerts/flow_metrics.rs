@@ -134,6 +134,9 @@ impl FlowMetrics {
             g.0 += 1;
             g.1 += u64::try_from(count.get(i)).unwrap_or(0).max(1);
         }
+        // In label order: which sets get a series under the cap does not depend on hashing.
+        let mut groups: Vec<_> = groups.into_iter().collect();
+        groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let mut series = self.series.lock().expect("flow metric series lock");
         for (key, (records, conns)) in groups {
             let mut values: Vec<String> = key
@@ -174,7 +177,9 @@ impl FlowMetrics {
                 _ => FOLDED,
             };
             self.lost
-                .get_or_create(&ReasonLabel { reason: r.to_owned() })
+                .get_or_create(&ReasonLabel {
+                    reason: r.to_owned(),
+                })
                 .inc_by(u64::try_from(dropped.get(i)).unwrap_or(0));
         }
         Ok(())

@@ -128,7 +128,9 @@ fn read(path: &Path) -> std::io::Result<Vec<HistoryEntry>> {
     loop {
         line.clear();
         // Bounded: a line is read up to MAX_LINE bytes, the rest of it skipped.
-        let n = (&mut reader).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut line)?;
+        let n = (&mut reader)
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut line)?;
         if n == 0 {
             break;
         }

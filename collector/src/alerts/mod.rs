@@ -45,7 +45,7 @@ use self::config::{AlertsConfig, RuleKind};
 use self::engine::{Alert, AlertEvent, Change, Engine, EngineSettings};
 use self::flow_metrics::FlowMetrics;
 use self::history::{History, HistoryEntry};
-use self::notify::{NotifyMetrics, Notifier};
+use self::notify::{Notifier, NotifyMetrics};
 use crate::buffer::{AppliedFeed, Shared};
 use crate::error::{Error, Result};
 use crate::table::Table;
@@ -91,7 +91,11 @@ impl AlertMetrics {
                 [0.0001, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0].into_iter(),
             ),
         };
-        r.register("verdict_collector_alerts_firing", "Alerts firing, by rule.", m.firing.clone());
+        r.register(
+            "verdict_collector_alerts_firing",
+            "Alerts firing, by rule.",
+            m.firing.clone(),
+        );
         r.register(
             "verdict_collector_alert_changes",
             "Alerts fired, re-sent and resolved, by rule.",
@@ -130,6 +134,8 @@ impl AlertMetrics {
 #[derive(Debug)]
 pub struct Alerts {
     firing: Mutex<BTreeMap<String, Alert>>,
+    /// The base of alert links: `alerts.external_url`, else the HTTP listener's address.
+    external_url: Arc<std::sync::OnceLock<String>>,
     history: Option<Mutex<History>>,
     enabled: bool,
 }
@@ -143,7 +149,12 @@ pub struct AlertList {
 impl Alerts {
     /// The alerts firing now.
     pub fn firing(&self) -> Vec<Alert> {
-        self.firing.lock().expect("alerts lock").values().cloned().collect()
+        self.firing
+            .lock()
+            .expect("alerts lock")
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// One alert (firing, else the newest history entry with this id).
@@ -170,6 +181,12 @@ impl Alerts {
     pub fn enabled(&self) -> bool {
         self.enabled
     }
+
+    /// The HTTP listener's address, for alert links when `alerts.external_url` is empty
+    /// (`http.listen` may be port 0 until bound).
+    pub fn set_listen_address(&self, addr: std::net::SocketAddr) {
+        let _ = self.external_url.set(format!("http://{addr}"));
+    }
 }
 
 /// What alerting needs from the collector.
@@ -195,11 +212,12 @@ pub async fn start(cx: AlertingContext<'_>, registry: &mut Registry) -> Result<A
     let flow_metrics = Arc::new(FlowMetrics::register(registry, &c.metrics));
     let metrics = AlertMetrics::register(registry);
     let notify_metrics = NotifyMetrics::register(registry);
-    let external = if c.external_url.is_empty() {
-        format!("http://{}", cx.http_listen)
-    } else {
-        c.external_url.clone()
-    };
+    let external = Arc::new(std::sync::OnceLock::new());
+    if !c.external_url.is_empty() {
+        let _ = external.set(c.external_url.clone());
+    } else if cx.http_listen.port() != 0 {
+        let _ = external.set(format!("http://{}", cx.http_listen));
+    }
     let now = Timestamp::now().unix_nanos();
     let mut engine = Engine::new(
         if c.enabled { &c.rules } else { &[] },
@@ -232,10 +250,13 @@ pub async fn start(cx: AlertingContext<'_>, registry: &mut Registry) -> Result<A
                 seconds = started.elapsed().as_secs_f64(),
                 "alert detectors rebuilt from the lake"
             ),
-            Err(e) => tracing::warn!(error = %e, "alert detectors could not be rebuilt from the lake; their windows and baselines start empty"),
+            Err(e) => {
+                tracing::warn!(error = %e, "alert detectors could not be rebuilt from the lake; their windows and baselines start empty")
+            }
         }
     }
     let alerts = Arc::new(Alerts {
+        external_url: Arc::clone(&external),
         firing: Mutex::new(firing.into_iter().map(|a| (a.id.clone(), a)).collect()),
         history,
         enabled: c.enabled,
@@ -366,7 +387,9 @@ impl Detector {
             .observe(started.elapsed().as_secs_f64());
         // Every evaluation, even without events: receivers retry what they still owe.
         if self.events.try_send(events).is_err() {
-            tracing::warn!("alert delivery is behind; this evaluation's changes wait for the next re-send");
+            tracing::warn!(
+                "alert delivery is behind; this evaluation's changes wait for the next re-send"
+            );
         }
     }
 }
@@ -407,8 +430,12 @@ async fn deliver(
                 })
                 .inc();
             match e.change {
-                Change::Fired => tracing::warn!(alert = %a.rule, scope = %a.scope_value, summary = %a.summary, "alert fired"),
-                Change::Resolved => tracing::info!(alert = %a.rule, scope = %a.scope_value, "alert resolved"),
+                Change::Fired => {
+                    tracing::warn!(alert = %a.rule, scope = %a.scope_value, summary = %a.summary, "alert fired")
+                }
+                Change::Resolved => {
+                    tracing::info!(alert = %a.rule, scope = %a.scope_value, "alert resolved")
+                }
                 Change::Resent => {}
             }
             if let Some(entry) = history::entry(e.change, a, now)
@@ -433,7 +460,9 @@ async fn deliver(
             for a in firing.values() {
                 metrics
                     .firing
-                    .get_or_create(&RuleLabel { rule: a.rule.clone() })
+                    .get_or_create(&RuleLabel {
+                        rule: a.rule.clone(),
+                    })
                     .inc();
             }
         }
@@ -461,9 +490,15 @@ async fn enrich(
     let since = now.unix_nanos() - window.as_nanos() as i64;
     let event_since = since - config.max_lateness.as_nanos() as i64;
     for (name, expr) in [
-        ("top_sources", "COALESCE(src_pod_namespace || '/' || src_pod_name, src_ip)"),
+        (
+            "top_sources",
+            "COALESCE(src_pod_namespace || '/' || src_pod_name, src_ip)",
+        ),
         ("top_ports", "protocol || '/' || CAST(dest_port AS VARCHAR)"),
-        ("top_destinations", "COALESCE(dest_pod_namespace || '/' || dest_pod_name, dest_ip)"),
+        (
+            "top_destinations",
+            "COALESCE(dest_pod_namespace || '/' || dest_pod_name, dest_ip)",
+        ),
     ] {
         let sql = format!(
             "SELECT {expr} AS v, SUM(\"count\") AS n FROM policy_action \
@@ -478,9 +513,14 @@ async fn enrich(
                 for b in &out_rows.batches {
                     let v = columns::StrCol::of(b, "v");
                     let n = columns::IntCol::of(b, "n");
-                    if let (Ok(v), Ok(n)) = (v, n) {
-                        for i in 0..b.num_rows() {
-                            parts.push(format!("{} ({})", v.get(i).unwrap_or("-"), n.get(i)));
+                    match (v, n) {
+                        (Ok(v), Ok(n)) => {
+                            for i in 0..b.num_rows() {
+                                parts.push(format!("{} ({})", v.get(i).unwrap_or("-"), n.get(i)));
+                            }
+                        }
+                        (Err(e), _) | (_, Err(e)) => {
+                            tracing::warn!(error = %e, alert = %alert.rule, "cannot read the alert's {name}")
                         }
                     }
                 }
@@ -488,7 +528,9 @@ async fn enrich(
                     out.insert(name.to_owned(), parts.join(", "));
                 }
             }
-            Err(e) => tracing::warn!(error = %e, alert = %alert.rule, "cannot list the alert's {name}"),
+            Err(e) => {
+                tracing::warn!(error = %e, alert = %alert.rule, "cannot list the alert's {name}")
+            }
         }
     }
     out
@@ -496,7 +538,12 @@ async fn enrich(
 
 /// Rebuilds windows and baselines from the lake (after [`Engine::restore`]); returns the rows
 /// read.
-async fn rebuild(engine: &mut Engine, query: &QueryEngine, c: &AlertsConfig, now: i64) -> std::result::Result<usize, String> {
+async fn rebuild(
+    engine: &mut Engine,
+    query: &QueryEngine,
+    c: &AlertsConfig,
+    now: i64,
+) -> std::result::Result<usize, String> {
     let mut rows = 0;
     let history = c
         .rules

@@ -89,7 +89,8 @@ struct Receiver {
 #[derive(Debug)]
 pub struct Notifier {
     receivers: Vec<Receiver>,
-    external_url: String,
+    /// Set once the HTTP listener is bound (or from `alerts.external_url`).
+    external_url: Arc<std::sync::OnceLock<String>>,
     resend: Duration,
     project: String,
     metrics: NotifyMetrics,
@@ -104,7 +105,8 @@ fn https_client(ca_file: Option<&std::path::Path>) -> Result<Client<Https, Full<
         let _ = roots.add(cert);
     }
     if let Some(path) = ca_file {
-        let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let pem =
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let mut n = 0;
         for cert in CertificateDer::pem_slice_iter(&pem) {
             let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
@@ -117,11 +119,13 @@ fn https_client(ca_file: Option<&std::path::Path>) -> Result<Client<Https, Full<
             return Err(format!("{} holds no PEM certificate", path.display()));
         }
     }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
@@ -134,7 +138,7 @@ impl Notifier {
     /// Builds the receivers (a sink receiver's client connects lazily, at its first send).
     pub fn new(
         receivers: &[ReceiverConfig],
-        external_url: String,
+        external_url: Arc<std::sync::OnceLock<String>>,
         resend: Duration,
         project: String,
         metrics: NotifyMetrics,
@@ -172,6 +176,7 @@ impl Notifier {
     /// Sends `events` (and what each receiver still owes) to every receiver.
     pub async fn send(&mut self, events: &[AlertEvent]) {
         let now = Timestamp::now();
+        let external = self.external_url.get().map_or("", String::as_str);
         for r in &mut self.receivers {
             for e in events {
                 if r.config.rules.is_empty() || r.config.rules.contains(&e.alert.rule) {
@@ -192,9 +197,9 @@ impl Notifier {
                 Transport::Http(client) => {
                     let body = match r.config.kind {
                         ReceiverKind::Alertmanager => {
-                            alertmanager_body(&r.pending, &self.external_url, self.resend, now)
+                            alertmanager_body(&r.pending, external, self.resend, now)
                         }
-                        _ => webhook_body(&r.config.name, &r.pending, &self.external_url, self.resend, now),
+                        _ => webhook_body(&r.config.name, &r.pending, external, self.resend, now),
                     };
                     let url = match r.config.kind {
                         ReceiverKind::Alertmanager => {
@@ -232,7 +237,10 @@ async fn post(
         .method(Method::POST)
         .uri(url)
         .header("content-type", "application/json")
-        .header("user-agent", concat!("verdict-collector/", env!("CARGO_PKG_VERSION")));
+        .header(
+            "user-agent",
+            concat!("verdict-collector/", env!("CARGO_PKG_VERSION")),
+        );
     let token = match (&config.bearer_token, &config.bearer_token_file) {
         (Some(t), _) => Some(t.expose().to_owned()),
         (None, Some(path)) => Some(
@@ -250,7 +258,10 @@ async fn post(
         .body(Full::new(Bytes::from(body.to_string())))
         .map_err(|e| e.to_string())?;
     let answer = tokio::time::timeout(config.timeout, async {
-        let resp = client.request(req).await.map_err(|e| format!("{url}: {e}"))?;
+        let resp = client
+            .request(req)
+            .await
+            .map_err(|e| format!("{url}: {e}"))?;
         let status = resp.status();
         // The answer's body is read up to 64 KiB, for the error message.
         let body = http_body_util::Limited::new(resp.into_body(), 64 << 10)
@@ -304,7 +315,12 @@ fn ends_at(e: &AlertEvent, resend: Duration, now: Timestamp) -> Timestamp {
 }
 
 /// `POST /api/v2/alerts`: a list of postable alerts.
-fn alertmanager_body(events: &[AlertEvent], external: &str, resend: Duration, now: Timestamp) -> Value {
+fn alertmanager_body(
+    events: &[AlertEvent],
+    external: &str,
+    resend: Duration,
+    now: Timestamp,
+) -> Value {
     Value::Array(
         events
             .iter()
@@ -380,12 +396,14 @@ pub fn alert_entry(e: &AlertEvent, project: &str, now: Timestamp) -> Value {
         "warning" => "WARNING",
         _ => "INFO",
     };
+    let mut labels = e.alert.labels.clone();
+    labels.insert("alert_id".into(), e.alert.id.clone());
     json!({
         "logName": format!("projects/{project}/logs/verdict-alerts"),
         "timestamp": now,
         "insertId": format!("{}-{}-{}", e.alert.id, change_label(e.change), now.unix_nanos()),
         "severity": severity,
-        "labels": e.alert.labels,
+        "labels": labels,
         "jsonPayload": {"change": change_label(e.change), "alert": e.alert},
     })
 }
@@ -417,12 +435,21 @@ async fn send_to_sink(
             format: Format::Json,
             delivery: Default::default(),
         };
-        let destination = crate::sinks::registry::parse(&definition, Vec::new()).map_err(|p| {
-            p.into_iter()
-                .map(|(s, m)| format!("{s}: {m}"))
-                .collect::<Vec<_>>()
-                .join("; ")
-        })?;
+        #[allow(unused_mut, reason = "mutated only with the kafka feature")]
+        let mut destination =
+            crate::sinks::registry::parse(&definition, Vec::new()).map_err(|p| {
+                p.into_iter()
+                    .map(|(s, m)| format!("{s}: {m}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })?;
+        // Kafka: keyed by the alert (a field of alert entries only, so set here rather than
+        // through `[sinks.kafka] key`, which names flow fields), so one alert's changes stay in
+        // order on one partition.
+        #[cfg(feature = "kafka")]
+        if let crate::sinks::registry::DestinationConfig::Kafka(k) = &mut destination {
+            k.settings.key = "labels.alert_id".to_owned();
+        }
         *sink = Some(
             destination
                 .build(&definition, build)
@@ -460,7 +487,12 @@ async fn send_to_sink(
         }
     };
     if let Some(r) = refused.first() {
-        return Err(format!("{} of {} alert messages refused: {}", refused.len(), refs.len(), r.error));
+        return Err(format!(
+            "{} of {} alert messages refused: {}",
+            refused.len(),
+            refs.len(),
+            r.error
+        ));
     }
     Ok(())
 }

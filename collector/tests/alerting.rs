@@ -1,0 +1,679 @@
+//! Deny-spike alerting end to end: denied flows streamed to a collector fire an alert that a
+//! real Prometheus Alertmanager (Debian `prometheus-alertmanager`, on loopback) receives and
+//! routes to a webhook, that is re-sent while it lasts and resolves after; the collector's own
+//! webhook receiver, `/v1/alerts`, the history, a restart (no second fire, no missed resolve),
+//! the log-based metrics, and receivers that fail.
+
+#[path = "support/sink_servers.rs"]
+mod sink_servers;
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::post;
+use serde_json::Value;
+use support::{Served, batch, eventually, http_get, json_record, metric, require, tempdir};
+use verdict_collector::Config;
+use verdict_collector::alerts::config::{ReceiverConfig, ReceiverKind, RuleConfig, RuleKind};
+use verdict_schema::proto::v1;
+
+/// What a webhook endpoint received, by path.
+#[derive(Clone, Default)]
+struct Hooks(Arc<Mutex<Vec<(String, Value)>>>);
+
+impl Hooks {
+    fn posts(&self, path: &str) -> Vec<Value> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _)| p == path)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    /// The `status` of every alert posted to `path` for `alertname`.
+    fn statuses(&self, path: &str, alertname: &str) -> Vec<String> {
+        self.posts(path)
+            .iter()
+            .flat_map(|p| p["alerts"].as_array().cloned().unwrap_or_default())
+            .filter(|a| a["labels"]["alertname"] == alertname)
+            .map(|a| a["status"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+}
+
+/// A webhook receiver on loopback: records every JSON POST; `/fail` answers 500.
+async fn start_hooks() -> (Hooks, SocketAddr) {
+    let hooks = Hooks::default();
+    async fn record(
+        State(h): State<Hooks>,
+        uri: axum::http::Uri,
+        body: String,
+    ) -> axum::http::StatusCode {
+        let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        h.0.lock().unwrap().push((uri.path().to_owned(), v));
+        if uri.path() == "/fail" {
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR
+        } else {
+            axum::http::StatusCode::OK
+        }
+    }
+    let app = Router::new()
+        .route("/{*path}", post(record))
+        .with_state(hooks.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (hooks, addr)
+}
+
+struct Alertmanager {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A real Alertmanager routing every alert to `webhook` quickly (group wait 0s, interval 1s).
+fn start_alertmanager(dir: &Path, webhook: &str) -> Option<Alertmanager> {
+    let bin = which("prometheus-alertmanager").or_else(|| which("alertmanager"));
+    if !require(
+        bin.is_some(),
+        "Prometheus Alertmanager (Debian package prometheus-alertmanager)",
+    ) {
+        return None;
+    }
+    let config = dir.join("alertmanager.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "route:\n  receiver: hook\n  group_by: [alertname, dest_namespace]\n  group_wait: 0s\n  group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n  - name: hook\n    webhook_configs:\n      - url: {webhook}\n        send_resolved: true\n"
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let child = Command::new(bin.unwrap())
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.path={}", dir.join("am-data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--cluster.listen-address=")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("alertmanager starts");
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < end,
+            "alertmanager did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some(Alertmanager { child, port })
+}
+
+fn which(name: &str) -> Option<String> {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {name}"))
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// A denied flow into `ns` from `src` to `port`, standing for `count` attempts, stamped now.
+fn deny_json(ns: &str, src: &str, port: u16, count: u64) -> String {
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+    format!(
+        r#"{{"connection":{{"src_ip":"{src}","dest_ip":"10.1.0.7","src_port":40000,"dest_port":{port},"protocol":"tcp","direction":"ingress"}},"disposition":"deny","src":{{"instance":"{src}"}},"dest":{{"pod_name":"api-0","pod_namespace":"{ns}","namespace":"{ns}","workload_name":"api","workload_kind":"StatefulSet"}},"count":{count},"node_name":"node-a","timestamp":"{now}"}}"#
+    )
+}
+
+fn flood_rule() -> RuleConfig {
+    let mut r = RuleConfig::new("DenyFlood", RuleKind::Threshold);
+    r.rate = Some(20.0);
+    r.window = Duration::from_secs(3);
+    r.keep_firing_for = Duration::from_secs(1);
+    r
+}
+
+fn alerting_config(dir: &Path, receivers: Vec<ReceiverConfig>) -> Config {
+    let mut c = support::config(dir);
+    c.alerts.evaluation_interval = Duration::from_millis(200);
+    c.alerts.resend_interval = Duration::from_secs(1);
+    c.alerts.rules = vec![flood_rule()];
+    c.alerts.receivers = receivers;
+    c
+}
+
+fn receiver(name: &str, kind: ReceiverKind, url: String) -> ReceiverConfig {
+    ReceiverConfig {
+        name: name.into(),
+        kind,
+        url,
+        bearer_token_file: None,
+        bearer_token: None,
+        ca_file: None,
+        timeout: Duration::from_secs(5),
+        rules: Vec::new(),
+    }
+}
+
+/// Streams `seconds` of denies into `ns` (about 100 attempts/s from two sources) on `stream`,
+/// from sequence `*seq`.
+async fn flood(stream: &mut support::Stream, ns: &str, seconds: u64, seq: &mut u64) {
+    for _ in 0..seconds * 5 {
+        let mut records = Vec::new();
+        for (src, count) in [("10.9.9.9", 15), ("10.9.9.8", 5)] {
+            *seq += 1;
+            records.push(json_record(
+                *seq,
+                v1::LogId::PolicyAction,
+                &deny_json(ns, src, 5432, count),
+            ));
+        }
+        let r = stream.call(&batch("node-a", "src-1", *seq, records)).await;
+        assert!(r.rejection.is_none(), "{r:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn get_json(addr: SocketAddr, path: &str) -> Value {
+    serde_json::from_str(&http_get(addr, path).await).unwrap()
+}
+
+async fn am_alerts(port: u16) -> Vec<Value> {
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    serde_json::from_str::<Value>(&http_get(addr, "/api/v2/alerts?active=true").await)
+        .unwrap()
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deny_flood_fires_in_alertmanager_is_resent_and_resolves() {
+    let (_t, dir) = tempdir();
+    let (hooks, hook_addr) = start_hooks().await;
+    let Some(am) = start_alertmanager(&dir, &format!("http://{hook_addr}/am")) else {
+        return;
+    };
+    let config = alerting_config(
+        &dir,
+        vec![
+            receiver(
+                "am",
+                ReceiverKind::Alertmanager,
+                format!("http://127.0.0.1:{}", am.port),
+            ),
+            receiver(
+                "hook",
+                ReceiverKind::Webhook,
+                format!("http://{hook_addr}/direct"),
+            ),
+        ],
+    );
+    let served = Served::start(config).await;
+    let mut stream = served.stream().await;
+    let mut seq = 0;
+    flood(&mut stream, "shop", 3, &mut seq).await;
+
+    // Fired: the collector lists it, Alertmanager holds it, and routes it to its webhook.
+    let addr = served.http;
+    let mut listed = Value::Null;
+    for _ in 0..100 {
+        listed = get_json(addr, "/v1/alerts").await;
+        if listed["alerts"].as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let alert = listed["alerts"][0].clone();
+    assert_eq!(alert["rule"], "DenyFlood", "{listed}");
+    assert_eq!(alert["labels"]["dest_namespace"], "shop");
+    assert_eq!(alert["status"], "firing");
+    let id = alert["id"].as_str().unwrap().to_owned();
+    // The spike's top sources come from the lake, heaviest first.
+    let top = alert["annotations"]["top_sources"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(top.starts_with("10.9.9.9 ("), "{alert}");
+    assert!(top.contains("10.9.9.8 ("), "{alert}");
+    assert!(
+        alert["annotations"]["top_ports"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("tcp/5432 ("),
+        "{alert}"
+    );
+    let one = get_json(addr, &format!("/v1/alerts/{id}")).await;
+    assert_eq!(one["id"], id.as_str());
+
+    let mut am_list = Vec::new();
+    for _ in 0..100 {
+        am_list = am_alerts(am.port).await;
+        if !am_list.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(am_list.len(), 1, "{am_list:?}");
+    let a = &am_list[0];
+    assert_eq!(a["labels"]["alertname"], "DenyFlood");
+    assert_eq!(a["labels"]["severity"], "warning");
+    assert_eq!(a["labels"]["dest_namespace"], "shop");
+    assert!(
+        a["annotations"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("denied connections/s to namespace shop"),
+        "{a}"
+    );
+    assert!(
+        a["annotations"]["top_sources"]
+            .as_str()
+            .unwrap()
+            .contains("10.9.9.9")
+    );
+    assert_eq!(
+        a["annotations"]["filter"],
+        "jsonPayload.disposition=\"deny\" AND jsonPayload.dest.pod_namespace=\"shop\""
+    );
+    assert_eq!(
+        a["generatorURL"],
+        format!("http://{addr}/v1/alerts/{id}").as_str()
+    );
+    eventually(
+        Duration::from_secs(10),
+        "Alertmanager's webhook notification",
+        || {
+            hooks
+                .statuses("/am", "DenyFlood")
+                .contains(&"firing".to_owned())
+        },
+    )
+    .await;
+
+    // Re-sent while it lasts (resend_interval 1s), with the same start.
+    flood(&mut stream, "shop", 3, &mut seq).await;
+    let direct = hooks.posts("/direct");
+    let firing: Vec<&Value> = direct.iter().filter(|p| p["status"] == "firing").collect();
+    assert!(firing.len() >= 2, "fired then re-sent: {direct:?}");
+    assert_eq!(firing[0]["version"], "4");
+    assert_eq!(firing[0]["receiver"], "hook");
+    assert_eq!(firing[0]["groupLabels"]["alertname"], "DenyFlood");
+    assert_eq!(
+        firing[0]["alerts"][0]["startsAt"],
+        firing.last().unwrap()["alerts"][0]["startsAt"]
+    );
+    assert_eq!(firing[0]["alerts"][0]["fingerprint"], id.as_str());
+
+    // The flood stops: resolved (window 3s, then 1s under the clear level).
+    eventually(
+        Duration::from_secs(15),
+        "the resolve at the direct webhook",
+        || {
+            hooks
+                .statuses("/direct", "DenyFlood")
+                .contains(&"resolved".to_owned())
+        },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(15),
+        "Alertmanager's resolved notification",
+        || {
+            hooks
+                .statuses("/am", "DenyFlood")
+                .contains(&"resolved".to_owned())
+        },
+    )
+    .await;
+    assert!(am_alerts(am.port).await.is_empty());
+    assert_eq!(
+        get_json(addr, "/v1/alerts").await["alerts"],
+        serde_json::json!([])
+    );
+    let history = get_json(addr, "/v1/alerts/history").await;
+    let changes: Vec<&str> = history["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["change"].as_str().unwrap())
+        .collect();
+    assert_eq!(changes, ["resolved", "fired"], "newest first: {history}");
+    let m = served.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            r#"verdict_collector_alert_changes_total{rule="DenyFlood",change="fired"}"#
+        ),
+        Some(1.0)
+    );
+    assert!(
+        metric(
+            &m,
+            r#"verdict_collector_alert_notifications_total{receiver="am",outcome="sent"}"#
+        )
+        .unwrap()
+            >= 3.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, r#"verdict_collector_alerts_firing{rule="DenyFlood"}"#),
+        None
+    );
+    drop(stream);
+    served.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restart_keeps_a_firing_alert_without_firing_it_again_and_still_resolves_it() {
+    let (_t, dir) = tempdir();
+    let mut config = alerting_config(&dir, Vec::new());
+    // Long enough to restart within it.
+    config.alerts.rules[0].keep_firing_for = Duration::from_secs(5);
+    let served = Served::start(config.clone()).await;
+    let mut stream = served.stream().await;
+    let mut seq = 0;
+    flood(&mut stream, "shop", 2, &mut seq).await;
+    eventually(Duration::from_secs(10), "the alert", || {
+        !served.collector.alerts().firing().is_empty()
+    })
+    .await;
+    let before = served.collector.alerts().firing()[0].clone();
+    drop(stream);
+    served.stop().await;
+
+    let served = Served::start(config).await;
+    // Firing at once, from the history: the same alert, its start unchanged.
+    let firing = served.collector.alerts().firing();
+    assert_eq!(firing.len(), 1);
+    assert_eq!(firing[0].id, before.id);
+    assert_eq!(firing[0].started_at, before.started_at);
+    let mut stream = served.stream().await;
+    // Still flooding after the restart: the windows were rebuilt from the lake too, so it is
+    // kept (re-sent), not resolved and fired anew.
+    flood(&mut stream, "shop", 2, &mut seq).await;
+    assert_eq!(served.collector.alerts().firing().len(), 1);
+    eventually(
+        Duration::from_secs(15),
+        "the resolve after the restart",
+        || served.collector.alerts().firing().is_empty(),
+    )
+    .await;
+    let history = served.collector.alerts().history(10).unwrap();
+    let changes: Vec<&str> = history.iter().map(|e| e.change.as_str()).collect();
+    assert_eq!(
+        changes,
+        ["resolved", "fired"],
+        "one fire, one resolve: {history:?}"
+    );
+    drop(stream);
+    served.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn log_based_metrics_count_connections_and_fold_past_the_cap() {
+    let (_t, dir) = tempdir();
+    let mut config = support::config(&dir);
+    config.alerts.metrics.max_series = 2;
+    config.alerts.evaluation_interval = Duration::from_millis(200);
+    let served = Served::start(config).await;
+    let mut stream = served.stream().await;
+    let mut records = Vec::new();
+    for (i, ns) in ["a", "a", "b", "c", "d"].iter().enumerate() {
+        records.push(json_record(
+            i as u64 + 1,
+            v1::LogId::PolicyAction,
+            &deny_json(ns, "10.0.0.1", 80, 7),
+        ));
+    }
+    let loss = r#"{"timestamp":"TS","interval_start":"TS","node_name":"node-a","reason":"rate_limit","disposition":"deny","dropped_records":3,"dropped_connections":9}"#
+        .replace("TS", &chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    records.push(json_record(6, v1::LogId::PolicyActionLoss, &loss));
+    let r = stream.call(&batch("node-a", "s", 1, records)).await;
+    assert!(r.rejection.is_none(), "{r:?}");
+    let series = r#"verdict_flow_connections_total{disposition="deny",direction="ingress",src_namespace="",dest_namespace="a"}"#;
+    let mut m = String::new();
+    for _ in 0..50 {
+        m = served.metrics().await;
+        if metric(&m, series).is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(metric(&m, series), Some(14.0), "{m}");
+    assert_eq!(metric(&m, &series.replace("\"a\"", "\"b\"")), Some(7.0));
+    // c and d are past the cap of two series: counted under "other".
+    assert_eq!(
+        metric(
+            &m,
+            r#"verdict_flow_connections_total{disposition="other",direction="other",src_namespace="other",dest_namespace="other"}"#
+        ),
+        Some(14.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "verdict_flow_metric_series_folded_total"),
+        Some(2.0)
+    );
+    assert_eq!(
+        metric(&m, &series.replace("connections", "records")),
+        Some(2.0)
+    );
+    assert_eq!(
+        metric(
+            &m,
+            r#"verdict_flow_lost_connections_total{reason="rate_limit"}"#
+        ),
+        Some(9.0)
+    );
+    let mut m = String::new();
+    for _ in 0..50 {
+        m = served.metrics().await;
+        if m.contains("verdict_collector_node_last_record_timestamp_seconds{node=\"node-a\"}") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let last = metric(
+        &m,
+        r#"verdict_collector_node_last_record_timestamp_seconds{node="node-a"}"#,
+    )
+    .expect("node series");
+    let now = chrono::Utc::now().timestamp() as f64;
+    assert!((now - last).abs() < 30.0, "{last} vs {now}");
+    drop(stream);
+    served.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_or_unreachable_receiver_is_retried_and_never_slows_ingest() {
+    let (_t, dir) = tempdir();
+    let (hooks, hook_addr) = start_hooks().await;
+    let dead = free_port();
+    let config = alerting_config(
+        &dir,
+        vec![
+            receiver(
+                "fails",
+                ReceiverKind::Webhook,
+                format!("http://{hook_addr}/fail"),
+            ),
+            receiver(
+                "dead",
+                ReceiverKind::Alertmanager,
+                format!("http://127.0.0.1:{dead}"),
+            ),
+            receiver(
+                "ok",
+                ReceiverKind::Webhook,
+                format!("http://{hook_addr}/ok"),
+            ),
+        ],
+    );
+    let served = Served::start(config).await;
+    let mut stream = served.stream().await;
+    let mut seq = 0;
+    let started = std::time::Instant::now();
+    flood(&mut stream, "shop", 2, &mut seq).await;
+    // Ten batches, each acknowledged as it came (flood() waits 200 ms between them).
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+    eventually(
+        Duration::from_secs(10),
+        "the healthy receiver's notification",
+        || {
+            hooks
+                .statuses("/ok", "DenyFlood")
+                .contains(&"firing".to_owned())
+        },
+    )
+    .await;
+    // The failing receiver is asked again at each evaluation.
+    eventually(
+        Duration::from_secs(10),
+        "retries of the failing receiver",
+        || hooks.posts("/fail").len() >= 3,
+    )
+    .await;
+    let m = served.metrics().await;
+    assert!(
+        metric(
+            &m,
+            r#"verdict_collector_alert_notifications_total{receiver="fails",outcome="failed"}"#
+        )
+        .unwrap()
+            >= 2.0
+    );
+    assert!(
+        metric(
+            &m,
+            r#"verdict_collector_alert_notifications_total{receiver="dead",outcome="failed"}"#
+        )
+        .unwrap()
+            >= 1.0
+    );
+    assert!(
+        metric(
+            &m,
+            r#"verdict_collector_alert_notifications_total{receiver="ok",outcome="sent"}"#
+        )
+        .unwrap()
+            >= 1.0
+    );
+    drop(stream);
+    served.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_alert_api_refuses_bad_requests_with_clear_errors() {
+    let (_t, dir) = tempdir();
+    let served = Served::start(support::config(&dir)).await;
+    let body = http_get(served.http, "/v1/alerts/not-an-id").await;
+    assert!(
+        body.contains("NOT_FOUND") && body.contains("16 hex digits"),
+        "{body}"
+    );
+    let body = http_get(served.http, "/v1/alerts/0123456789abcdef").await;
+    assert!(body.contains("NOT_FOUND"), "{body}");
+    let body = http_get(served.http, "/v1/alerts/history?limit=lots").await;
+    assert!(body.to_lowercase().contains("limit"), "{body}");
+    let body = http_get(
+        served.http,
+        "/v1/alerts/history?limit=99999999999999999999999",
+    )
+    .await;
+    assert!(body.to_lowercase().contains("limit"), "{body}");
+    // And the service is still up.
+    let ok = get_json(served.http, "/v1/alerts").await;
+    assert_eq!(ok["alerts"], serde_json::json!([]));
+    served.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn alert_changes_reach_a_kafka_topic_as_log_entries() {
+    let Some(broker) = sink_servers::start_tansu() else {
+        return;
+    };
+    let (_t, dir) = tempdir();
+    let config = alerting_config(
+        &dir,
+        vec![receiver(
+            "topic",
+            ReceiverKind::Sink,
+            format!("kafka://127.0.0.1:{}/verdict-alerts", broker.port),
+        )],
+    );
+    let served = Served::start(config).await;
+    let mut stream = served.stream().await;
+    let mut seq = 0;
+    flood(&mut stream, "payments", 2, &mut seq).await;
+    eventually(Duration::from_secs(20), "the resolve", || {
+        served
+            .collector
+            .alerts()
+            .history(10)
+            .unwrap()
+            .first()
+            .is_some_and(|e| e.change == "resolved")
+    })
+    .await;
+    let got = tokio::task::spawn_blocking(move || {
+        sink_servers::kafka_read(broker.port, "verdict-alerts", 100, Duration::from_secs(8))
+    })
+    .await
+    .unwrap();
+    // Keyed by the alert: its changes are in one partition, in order.
+    let mut got = got;
+    got.sort_by_key(|m| m["offset"].as_i64());
+    assert!(
+        got.iter()
+            .all(|m| m["key"] == m["value"]["jsonPayload"]["alert"]["id"]),
+        "{got:?}"
+    );
+    assert!(got.iter().all(|m| m["partition"] == got[0]["partition"]));
+    let changes: Vec<&str> = got
+        .iter()
+        .map(|m| m["value"]["jsonPayload"]["change"].as_str().unwrap())
+        .collect();
+    assert_eq!(changes.first(), Some(&"fired"), "{got:?}");
+    assert_eq!(changes.last(), Some(&"resolved"), "{got:?}");
+    let v = &got[0]["value"];
+    assert_eq!(v["logName"], "projects/verdict-local/logs/verdict-alerts");
+    assert_eq!(v["severity"], "WARNING");
+    assert_eq!(v["labels"]["dest_namespace"], "payments");
+    assert_eq!(v["jsonPayload"]["alert"]["rule"], "DenyFlood");
+    assert!(
+        got.iter()
+            .all(|m| m["headers"]["insertId"] == m["value"]["insertId"])
+    );
+    drop(stream);
+    served.stop().await;
+}
