@@ -4,10 +4,12 @@
 //!   policy-action records that would be written.
 //! - `verdict policy explain`: why a connection is allowed or denied, and how to change that.
 //! - `verdict logs read|tail`: Logging-filter queries against a collector or local files
-//!   (`logs`); `verdict sql`: SQL against a collector (`sql`); `query_client`: their HTTP client.
+//!   (`logs`); `verdict sql`: SQL against a collector (`sql`); `verdict alerts list|history`:
+//!   the collector's alerts (`alerts`); `query_client`: their HTTP client.
 //!
 //! Exit status: 0 on success, 2 on bad input (manifests, connections, arguments).
 
+mod alerts;
 mod demo;
 mod logs;
 mod policy_check;
@@ -46,6 +48,36 @@ enum Command {
     Logs(LogsCommand),
     /// Run one read-only SQL statement against a collector's lake.
     Sql(SqlArgs),
+    /// The alerts a collector's deny-spike detectors fired: firing now, or their history.
+    #[command(subcommand)]
+    Alerts(AlertsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AlertsCommand {
+    /// The alerts firing now, with their top sources, ports and destinations.
+    List(AlertsListArgs),
+    /// Alerts fired and resolved, newest first.
+    History(AlertsHistoryArgs),
+}
+
+#[derive(Debug, Args)]
+struct AlertsListArgs {
+    #[command(flatten)]
+    collector: CollectorArgs,
+    #[arg(long, value_enum, default_value_t = LogsFormat::Table)]
+    format: LogsFormat,
+}
+
+#[derive(Debug, Args)]
+struct AlertsHistoryArgs {
+    #[command(flatten)]
+    collector: CollectorArgs,
+    /// Entries at most.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    limit: u32,
+    #[arg(long, value_enum, default_value_t = LogsFormat::Table)]
+    format: LogsFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -194,6 +226,10 @@ struct DemoArgs {
     /// here (root, iproute2, eBPF), else the userspace one.
     #[arg(long, value_enum, default_value_t = DemoDatapath::Auto)]
     datapath: DemoDatapath,
+    /// Also send the demo's alerts to this Prometheus Alertmanager (its base URL,
+    /// e.g. http://127.0.0.1:9093).
+    #[arg(long, value_name = "URL")]
+    alertmanager: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -323,6 +359,22 @@ fn main() -> ExitCode {
                 },
             })
         }),
+        Command::Alerts(AlertsCommand::List(a)) => a.collector.token().and_then(|token| {
+            alerts::run(alerts::AlertsOptions {
+                collector: a.collector.collector,
+                token,
+                format: alerts_format(a.format),
+                history: None,
+            })
+        }),
+        Command::Alerts(AlertsCommand::History(a)) => a.collector.token().and_then(|token| {
+            alerts::run(alerts::AlertsOptions {
+                collector: a.collector.collector,
+                token,
+                format: alerts_format(a.format),
+                history: Some(a.limit as usize),
+            })
+        }),
         Command::DemoNode(a) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -335,6 +387,13 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+fn alerts_format(f: LogsFormat) -> alerts::Format {
+    match f {
+        LogsFormat::Json => alerts::Format::Json,
+        LogsFormat::Table => alerts::Format::Table,
     }
 }
 
@@ -361,6 +420,7 @@ fn run_demo(a: DemoArgs) -> anyhow::Result<()> {
             DemoDatapath::Ebpf => demo::DatapathChoice::Ebpf,
             DemoDatapath::Userspace => demo::DatapathChoice::Userspace,
         },
+        alertmanager: a.alertmanager,
     }))
 }
 

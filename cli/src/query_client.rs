@@ -106,6 +106,32 @@ impl QueryClient {
         }
     }
 
+    /// `GET path` (with `query` pairs); the response body on success.
+    pub async fn get(&self, path: &str, query: &[(&str, &str)]) -> Result<Bytes, ClientError> {
+        let mut url = self.url(path)?;
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        let request = self.request(Method::GET, &url, Vec::new())?;
+        let response = self
+            .client
+            .request(request)
+            .await
+            .map_err(|e| anyhow!("cannot reach the collector at {}: {e}", self.base))?;
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| anyhow!("reading the answer of {url}: {e}"))?
+            .to_bytes();
+        if status.is_success() {
+            Ok(bytes)
+        } else {
+            Err(refused(status, &bytes))
+        }
+    }
+
     /// `GET path` (with `query` pairs); calls `line` with each line of the streamed body until
     /// the server ends it or `line` returns false.
     pub async fn get_lines(

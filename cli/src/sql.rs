@@ -60,27 +60,14 @@ pub fn run(o: SqlOptions) -> anyhow::Result<()> {
     })
 }
 
-fn cell(v: &Value) -> String {
-    match v {
-        Value::Null => "NULL".into(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// Writes `result` as aligned columns (EXPLAIN plans keep their own line breaks).
-pub fn write_table(
+/// Writes `rows` under `names` as aligned columns, a rule under the header.
+pub fn write_columns(
     out: &mut impl Write,
-    result: &verdict_query::api::SqlJsonResult,
+    names: &[&str],
+    rows: &[Vec<String>],
 ) -> anyhow::Result<()> {
-    let names: Vec<&str> = result.columns.iter().map(|c| c.name.as_str()).collect();
-    let rows: Vec<Vec<String>> = result
-        .rows
-        .iter()
-        .map(|r| r.iter().map(cell).collect())
-        .collect();
     let mut widths: Vec<usize> = names.iter().map(|n| n.chars().count()).collect();
-    for r in &rows {
+    for r in rows {
         for (w, c) in widths.iter_mut().zip(r) {
             let longest = c.lines().map(|l| l.chars().count()).max().unwrap_or(0);
             *w = (*w).max(longest);
@@ -107,9 +94,32 @@ pub fn write_table(
         "{}",
         line(&widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>())
     )?;
-    for r in &rows {
+    for r in rows {
         writeln!(out, "{}", line(r))?;
     }
+    Ok(())
+}
+
+fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => "NULL".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Writes `result` as aligned columns (EXPLAIN plans keep their own line breaks).
+pub fn write_table(
+    out: &mut impl Write,
+    result: &verdict_query::api::SqlJsonResult,
+) -> anyhow::Result<()> {
+    let names: Vec<&str> = result.columns.iter().map(|c| c.name.as_str()).collect();
+    let rows: Vec<Vec<String>> = result
+        .rows
+        .iter()
+        .map(|r| r.iter().map(cell).collect())
+        .collect();
+    write_columns(out, &names, &rows)?;
     writeln!(out, "({} rows)", result.row_count)?;
     Ok(())
 }

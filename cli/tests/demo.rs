@@ -27,11 +27,19 @@ struct Demo {
 
 impl Demo {
     fn start(datapath: &str, duration: &str) -> Demo {
+        Demo::start_with(
+            datapath,
+            duration,
+            &["--status-every", "2s", "--speed", "3"],
+        )
+    }
+
+    fn start_with(datapath: &str, duration: &str, extra: &[&str]) -> Demo {
         let dir = tempfile::tempdir().unwrap();
         let (grpc, http) = (free_port(), free_port());
         let child = verdict()
             .args(["demo", "--datapath", datapath, "--duration", duration])
-            .args(["--status-every", "2s", "--speed", "3"])
+            .args(extra)
             .arg("--dir")
             .arg(dir.path())
             .args(["--grpc-listen", &format!("127.0.0.1:{grpc}")])
@@ -174,5 +182,170 @@ fn demo_with_the_ebpf_datapath_and_real_traffic() {
     assert!(
         !String::from_utf8_lossy(&netns.stdout).contains("vdemo-"),
         "the demo removes its namespaces"
+    );
+}
+
+/// A GET of a JSON body over HTTP/1.0 (never chunked).
+fn get_json(port: u16, path: &str) -> Option<serde_json::Value> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    serde_json::from_str(out.split_once("\r\n\r\n")?.1).ok()
+}
+
+/// `verdict demo --alertmanager URL`: the rogue client's port-scan burst (10 s after the start)
+/// fires a deny alert for the attacked namespace in a real Alertmanager (Debian
+/// `prometheus-alertmanager`) within 15 s, which then resolves; the demo prints both.
+#[test]
+fn demo_sends_the_port_scan_alert_to_alertmanager_and_resolves_it() {
+    let bin = ["prometheus-alertmanager", "alertmanager"]
+        .into_iter()
+        .find(|b| {
+            Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+    let Some(bin) = bin else {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "Alertmanager (Debian prometheus-alertmanager) is required when CI=true"
+        );
+        eprintln!("SKIPPED: Alertmanager (Debian prometheus-alertmanager) is not installed");
+        return;
+    };
+    let am_dir = tempfile::tempdir().unwrap();
+    let config = am_dir.path().join("am.yml");
+    std::fs::write(
+        &config,
+        "route:\n  receiver: none\nreceivers:\n  - name: none\n",
+    )
+    .unwrap();
+    let am_port = free_port();
+    let mut am = Command::new(bin)
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.path={}",
+            am_dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
+        .arg("--cluster.listen-address=")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    while get_json(am_port, "/api/v2/status").is_none() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let started = Instant::now();
+    let am_url = format!("http://127.0.0.1:{am_port}");
+    let demo = Demo::start_with(
+        "userspace",
+        "38s",
+        &["--status-every", "10s", "--alertmanager", &am_url],
+    );
+    let shop_flood = |v: &serde_json::Value| {
+        v.as_array().is_some_and(|a| {
+            a.iter().any(|x| {
+                x["labels"]["alertname"] == "VerdictDenyFlood"
+                    && x["labels"]["dest_namespace"] == "shop"
+            })
+        })
+    };
+    let (mut fired, mut resolved) = (None, None);
+    let mut listed = String::new();
+    while started.elapsed() < Duration::from_secs(38) && resolved.is_none() {
+        if let Some(v) = get_json(am_port, "/api/v2/alerts?active=true") {
+            match (fired, shop_flood(&v)) {
+                (None, true) => {
+                    fired = Some(started.elapsed());
+                    // `verdict alerts list` shows it too, with its top sources.
+                    let out = verdict()
+                        .args(["alerts", "list", "--collector", &demo.collector()])
+                        .output()
+                        .unwrap();
+                    listed = String::from_utf8_lossy(&out.stdout).into_owned();
+                }
+                (Some(_), false) => resolved = Some(started.elapsed()),
+                _ => {}
+            }
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let history = verdict()
+        .args([
+            "alerts",
+            "history",
+            "--limit",
+            "5",
+            "--format",
+            "json",
+            "--collector",
+            &demo.collector(),
+        ])
+        .output()
+        .unwrap();
+    let history: serde_json::Value = serde_json::from_slice(&history.stdout).unwrap_or_default();
+    let (out, _dir) = demo.wait();
+    let _ = am.kill();
+    let _ = am.wait();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fired = fired
+        .unwrap_or_else(|| panic!("no VerdictDenyFlood alert for shop in Alertmanager:\n{stdout}"));
+    // The burst comes 10 s after the demo is up (which takes a second or two).
+    assert!(
+        fired < Duration::from_secs(10 + 15 + 3),
+        "fired after {fired:?}"
+    );
+    let resolved = resolved.unwrap_or_else(|| panic!("the alert did not resolve:\n{stdout}"));
+    assert!(resolved > fired);
+    assert!(
+        stdout.contains(&format!("sent to the Alertmanager at {am_url}")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("ALERT fired VerdictDenyFlood dest_namespace=shop")
+            && stdout.contains("top sources: sandbox/rogue-client-8c7b6d5f4-zz9kd"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("ALERT resolved VerdictDenyFlood dest_namespace=shop"),
+        "{stdout}"
+    );
+    assert!(
+        listed.contains("VerdictDenyFlood")
+            && listed.contains("dest_namespace=shop")
+            && listed.contains("top_sources: sandbox/rogue-client"),
+        "{listed}"
+    );
+    let changes: Vec<(&str, &str)> = history["entries"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|e| {
+                    (
+                        e["change"].as_str().unwrap_or(""),
+                        e["alert"]["rule"].as_str().unwrap_or(""),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        changes.contains(&("resolved", "VerdictDenyFlood")),
+        "{history}"
+    );
+    assert!(
+        changes.contains(&("fired", "VerdictDenyFlood")),
+        "{history}"
     );
 }

@@ -63,6 +63,8 @@ pub struct DemoOptions {
     /// Seconds between status lines (0: none).
     pub status_every: Duration,
     pub datapath: DatapathChoice,
+    /// An Alertmanager (`http://HOST:PORT`) the demo's alerts are sent to.
+    pub alertmanager: Option<String>,
 }
 
 /// Which datapath the demo's node uses.
@@ -95,6 +97,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     config.grpc.listen = options.grpc_listen;
     config.http.listen = options.http_listen;
     config.flush.max_age = Duration::from_secs(2);
+    config.alerts = demo_alerts(options.alertmanager.as_deref());
     let listeners = verdict_collector::Listeners::bind(&config)
         .await
         .context("starting the collector (is another `verdict demo` or collector running? use --grpc-listen/--http-listen)")?;
@@ -146,10 +149,15 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     let deadline = options.duration.map(|d| tokio::time::Instant::now() + d);
     let mut ticks = tokio::time::interval(TICK);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut alert_check = tokio::time::interval(Duration::from_millis(500));
+    let mut alerts_shown = 0usize;
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = sleep_until(deadline) => break,
+            _ = alert_check.tick() => {
+                alerts_shown = print_new_alerts(started.elapsed(), &collector, alerts_shown);
+            }
             _ = status.tick(), if !options.status_every.is_zero() => {
                 print_status(started.elapsed(), &node, &shipper, &collector);
             }
@@ -299,6 +307,70 @@ impl InProcessNode {
     }
 }
 
+/// The collector's detectors for the demo: the defaults, with the flood threshold at the
+/// scale of the shop's traffic (its port-scan burst, 200 denied ports at once, passes 10/s
+/// over 10 s; the steady denies stay far below), evaluated every second; alerts go to
+/// `alertmanager` when given.
+fn demo_alerts(alertmanager: Option<&str>) -> verdict_collector::alerts::config::AlertsConfig {
+    use verdict_collector::alerts::config::{AlertsConfig, ReceiverConfig, ReceiverKind, RuleKind};
+    let mut alerts = AlertsConfig {
+        evaluation_interval: Duration::from_secs(1),
+        ..AlertsConfig::default()
+    };
+    for r in &mut alerts.rules {
+        if r.kind == RuleKind::Threshold {
+            r.rate = Some(10.0);
+            r.window = Duration::from_secs(10);
+            r.keep_firing_for = Duration::from_secs(5);
+        }
+    }
+    if let Some(url) = alertmanager {
+        alerts.receivers.push(ReceiverConfig {
+            name: "alertmanager".into(),
+            kind: ReceiverKind::Alertmanager,
+            url: url.to_owned(),
+            bearer_token_file: None,
+            bearer_token: None,
+            ca_file: None,
+            timeout: Duration::from_secs(10),
+            rules: Vec::new(),
+        });
+    }
+    alerts
+}
+
+/// Prints the alert changes recorded since the first `shown` (oldest first); returns how many
+/// have been shown.
+fn print_new_alerts(
+    elapsed: Duration,
+    collector: &verdict_collector::Collector,
+    shown: usize,
+) -> usize {
+    let Ok(mut entries) = collector.alerts().history(10_000) else {
+        return shown;
+    };
+    entries.reverse();
+    for e in entries.iter().skip(shown) {
+        let a = &e.alert;
+        let mut line = format!(
+            "[{:>4} s] ALERT {} {} {}={}: {}",
+            elapsed.as_secs(),
+            e.change,
+            a.rule,
+            a.scope,
+            a.scope_value,
+            a.summary
+        );
+        if e.change == "fired"
+            && let Some(top) = a.annotations.get("top_sources")
+        {
+            line.push_str(&format!(" · top sources: {top}"));
+        }
+        println!("{line}");
+    }
+    entries.len().max(shown)
+}
+
 /// The node's configuration for the demo's manifests and node log.
 fn node_config(
     dirs: &DemoDirs,
@@ -430,6 +502,10 @@ fn print_banner(
 ) {
     let http = options.http_listen;
     let cli = cli_name();
+    let alerts = match &options.alertmanager {
+        Some(url) => format!("printed here as they fire, and sent to the Alertmanager at {url}"),
+        None => "printed here as they fire (the port-scan bursts into shop; --alertmanager URL sends them on)".to_owned(),
+    };
     let collector_flag = if http.to_string() == "127.0.0.1:8080" {
         String::new()
     } else {
@@ -441,10 +517,12 @@ fn print_banner(
   manifests  {} (edit a policy: the node reloads it within a second)
   node log   {}
   collector  gRPC {}, HTTP http://{http}, lake {}
+  alerts     {alerts}
 Try:
   {cli} logs read 'jsonPayload.disposition=\"deny\"' --limit 5{collector_flag}
   {cli} sql 'SELECT dest_pod_namespace, dest_pod_name, count(*) AS denies FROM policy_action WHERE disposition = ''deny'' GROUP BY 1, 2 ORDER BY denies DESC'{collector_flag}
   {cli} policy explain --manifests {} 'sandbox/rogue-client-8c7b6d5f4-zz9kd -> shop/redis-0:6379'
+  {cli} alerts list{collector_flag}
 Ctrl-C stops everything.",
         elapsed.as_secs_f64(),
         dirs.manifests.display(),
