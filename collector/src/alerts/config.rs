@@ -588,10 +588,8 @@ impl AlertsConfig {
         if self.max_lateness < Duration::from_secs(1) {
             bad("max_lateness", "must be at least 1s");
         }
-        if !self.external_url.is_empty()
-            && !(self.external_url.starts_with("http://")
-                || self.external_url.starts_with("https://"))
-        {
+        let url = &self.external_url;
+        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
             bad("external_url", "must be an http:// or https:// URL");
         }
         if self.project_id.is_empty() || self.project_id.contains('/') {

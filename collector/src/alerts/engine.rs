@@ -443,8 +443,8 @@ impl Engine {
             if matches!(kind, RuleKind::NodeSilent | RuleKind::Loss) {
                 continue;
             }
-            for i in 0..n {
-                if !on_time[i] {
+            for (i, &on_time) in on_time.iter().enumerate() {
+                if !on_time {
                     continue;
                 }
                 let deny = c.disposition.get(i) == Some("deny");
@@ -721,7 +721,8 @@ impl Engine {
                         } else {
                             f64::INFINITY
                         };
-                        (v, t, v > t, !(v >= t * cfg.clear_ratio))
+                        // An infinite threshold (no history yet) clears.
+                        (v, t, v > t, v < t * cfg.clear_ratio || t.is_infinite())
                     }
                     RuleKind::FanOut => {
                         let f = s.fan.as_ref().expect("fan-out rules keep targets");

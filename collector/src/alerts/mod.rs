@@ -87,9 +87,7 @@ impl AlertMetrics {
             late_rows: Counter::default(),
             folded_rows: Counter::default(),
             scopes: Gauge::default(),
-            evaluation_seconds: Histogram::new(
-                [0.0001, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0].into_iter(),
-            ),
+            evaluation_seconds: Histogram::new([0.0001, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0]),
         };
         r.register(
             "verdict_collector_alerts_firing",

@@ -65,7 +65,7 @@ impl NotifyMetrics {
 }
 
 enum Transport {
-    Http(Client<Https, Full<Bytes>>),
+    Http(Box<Client<Https, Full<Bytes>>>),
     Sink(Option<Box<dyn Sink>>),
 }
 
@@ -147,10 +147,10 @@ impl Notifier {
         let mut out = Vec::new();
         for r in receivers {
             let transport = match r.kind {
-                ReceiverKind::Alertmanager | ReceiverKind::Webhook => Transport::Http(
+                ReceiverKind::Alertmanager | ReceiverKind::Webhook => Transport::Http(Box::new(
                     https_client(r.ca_file.as_deref())
                         .map_err(|e| format!("alerts.receivers[{}]: {e}", r.name))?,
-                ),
+                )),
                 ReceiverKind::Sink => Transport::Sink(None),
             };
             out.push(Receiver {

@@ -4,6 +4,9 @@
 //! independent clients to read what arrived: PyPI `confluent-kafka` and Google's Python
 //! `google-cloud-pubsub`. Missing servers skip on a developer machine and fail when `CI=true`.
 
+// Each test file uses only some of these.
+#![allow(dead_code)]
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
