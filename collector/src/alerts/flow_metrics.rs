@@ -209,3 +209,26 @@ impl FlowMetrics {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alerts::engine::tests::{batch, row};
+
+    #[test]
+    fn label_values_from_records_cannot_inject_lines() {
+        let mut registry = Registry::default();
+        let m = FlowMetrics::register(&mut registry, &FlowMetricsConfig::default());
+        m.observe_flows(&batch(&[row(0, true, "evil\"} 1\nfake_metric{a=\"")]))
+            .unwrap();
+        let text = verdict_service::metrics::render(&registry);
+        assert!(
+            !text.lines().any(|l| l.starts_with("fake_metric")),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"dest_namespace="evil\"} 1\nfake_metric{a=\"""#),
+            "{text}"
+        );
+    }
+}

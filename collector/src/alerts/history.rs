@@ -181,3 +181,72 @@ pub fn entry(change: Change, alert: &Alert, now: Timestamp) -> Option<HistoryEnt
         alert: alert.clone(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn alert(id: &str) -> Alert {
+        Alert {
+            id: id.into(),
+            rule: "r".into(),
+            kind: "threshold".into(),
+            severity: "warning".into(),
+            scope: "dest_namespace".into(),
+            scope_value: "shop".into(),
+            labels: BTreeMap::new(),
+            value: 1.0,
+            threshold: 1.0,
+            summary: "s".repeat(200),
+            filter: String::new(),
+            sql_condition: "TRUE".into(),
+            status: "firing".into(),
+            started_at: Timestamp::from_unix_nanos(1),
+            resolved_at: None,
+            annotations: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn a_torn_or_foreign_line_is_skipped_and_the_rest_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut h, entries) = History::open(dir.path(), 1 << 20).unwrap();
+        assert!(entries.is_empty());
+        h.append(&entry(Change::Fired, &alert("a"), Timestamp::from_unix_nanos(5)).unwrap())
+            .unwrap();
+        drop(h);
+        let path = dir.path().join("history.jsonl");
+        let mut text = std::fs::read(&path).unwrap();
+        text.extend_from_slice(b"{\"not\": \"an entry\"}\n");
+        text.extend_from_slice(&vec![b'x'; MAX_LINE + 10]);
+        text.extend_from_slice(b"\n{\"time\":\"2026-01-01T00:00:00Z\",\"change\":\"fi");
+        std::fs::write(&path, text).unwrap();
+        let (_, entries) = History::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(active(&entries)[0].id, "a");
+    }
+
+    #[test]
+    fn resolved_alerts_are_not_active_and_compaction_keeps_the_firing_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut h, _) = History::open(dir.path(), 64 << 10).unwrap();
+        let t = Timestamp::from_unix_nanos(1);
+        h.append(&entry(Change::Fired, &alert("old"), t).unwrap())
+            .unwrap();
+        assert!(entry(Change::Resent, &alert("old"), t).is_none());
+        for i in 0..400 {
+            let a = alert(&format!("x{i}"));
+            h.append(&entry(Change::Fired, &a, t).unwrap()).unwrap();
+            h.append(&entry(Change::Resolved, &a, t).unwrap()).unwrap();
+        }
+        let size = std::fs::metadata(h.path()).unwrap().len();
+        assert!(size <= 64 << 10, "{size}");
+        let (_, entries) = History::open(dir.path(), 64 << 10).unwrap();
+        let firing = active(&entries);
+        assert_eq!(firing.len(), 1, "{firing:?}");
+        assert_eq!(firing[0].id, "old");
+        assert_eq!(h.recent(1).unwrap()[0].change, "resolved");
+    }
+}
