@@ -121,6 +121,9 @@ struct Args {
     warmup_minutes: u64,
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Also list every attack and batch job run with its outcome.
+    #[arg(long)]
+    details: bool,
     /// Measure the detection's cost at `--rate` rows per simulated second instead.
     #[arg(long)]
     throughput: bool,
@@ -980,8 +983,14 @@ fn report_quality(
     // Every fired alert that belongs to an attack, per attack kind and rule.
     let mut on_attacks: BTreeMap<(Kind, &str), u64> = BTreeMap::new();
     let (mut true_alerts, mut other_scope) = (0u64, 0u64);
+    // Fired alerts per labelled interval.
+    let mut fires = vec![0u64; sim.labelled.len()];
     for f in fired {
-        match sim.verdict(f) {
+        let verdict = sim.verdict(f);
+        if let Verdict::Detects(i) | Verdict::OtherScope(i) | Verdict::Benign(i) = verdict {
+            fires[i] += 1;
+        }
+        match verdict {
             Verdict::Detects(i) => {
                 true_alerts += 1;
                 *on_attacks
@@ -1078,10 +1087,13 @@ fn report_quality(
         .iter()
         .filter(|l| l.kind == Kind::Batch)
         .count();
+    let alerted_runs = (0..sim.labelled.len())
+        .filter(|&i| sim.labelled[i].kind == Kind::Batch && fires[i] > 0)
+        .count();
     let total_false: u64 = false_by_rule.values().map(|v| v.0).sum();
     let total_benign: u64 = false_by_rule.values().map(|v| v.1).sum();
     println!(
-        "| false alerts (fired) | per day | of which on the benign batch job ({benign_runs} runs) |"
+        "| false alerts (fired) | per day | of which on the benign batch job ({benign_runs} runs, {alerted_runs} with an alert) |"
     );
     println!("|---|---|---|");
     for (rule, (n, benign)) in &false_by_rule {
@@ -1106,30 +1118,40 @@ fn report_quality(
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let missed: Vec<usize> = (0..sim.labelled.len())
-        .filter(|&i| sim.labelled[i].kind != Kind::Batch && first[i].is_none())
+    // Every missed attack (and with --details, every labelled interval).
+    let listed: Vec<usize> = (0..sim.labelled.len())
+        .filter(|&i| args.details || (sim.labelled[i].kind != Kind::Batch && first[i].is_none()))
         .collect();
-    if !missed.is_empty() {
+    if !listed.is_empty() {
         println!();
         println!(
-            "| missed | namespace | start | duration | normal denies/s at start | attack's peak denies/s (with the normal) |"
+            "| {} | namespace | start | duration | multiple (scan: conn/s) | normal denies/s at start | peak denies/s (with the normal) | first alert | alerts fired on it |",
+            if args.details { "labelled" } else { "missed" }
         );
-        println!("|---|---|---|---|---|---|");
-        for i in missed {
+        println!("|---|---|---|---|---|---|---|---|---|");
+        for i in listed {
             let l = &sim.labelled[i];
             let ns = &sim.world.namespaces[l.ns];
             let peak = match l.kind {
                 Kind::Scan => ns.normal(l.start) + l.factor,
+                Kind::Batch => ns.normal(l.start) * l.factor,
                 _ => ns.normal(l.end - 1) * l.multiple(l.end - 1),
             };
+            let outcome = match first[i] {
+                Some((at, rule)) => format!("{rule} after {:.0} s", at - l.start as f64),
+                None => "–".to_owned(),
+            };
             println!(
-                "| {} | {} | {} | {} s | {:.2} | {:.2} |",
+                "| {} | {} | {} | {} s | {:.1} | {:.2} | {:.2}{} | {outcome} | {} |",
                 l.kind.short(),
                 sim.world.ns_names[l.ns],
                 clock(l.start),
                 l.end - l.start,
+                l.factor,
                 ns.normal(l.start),
-                peak
+                peak,
+                if l.kind == Kind::Batch { " (mean)" } else { "" },
+                fires[i]
             );
         }
     }

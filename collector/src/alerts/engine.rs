@@ -1404,6 +1404,58 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn baselines_are_rebuilt_from_rollups_after_a_restart() {
+        // 20 minutes of 5 denies/s into shop, as the lake's one-minute rollups hold them.
+        let rows: Vec<Row> = (0..1200)
+            .map(|s| {
+                let mut r = row(s, true, "shop");
+                r.count = 5;
+                r
+            })
+            .collect();
+        let rollups = crate::rollup::aggregate_flows(&[batch(&rows)]).unwrap();
+        let mut e = engine(vec![spike()]);
+        e.seed_rollups(&[rollups.clone()], at(1200)).unwrap();
+        // 3x the normal: nothing; 10x: fires at once, without live history.
+        denies(&mut e, "shop", 1200, 1230, 15);
+        assert!(e.evaluate(at(1229)).is_empty());
+        denies(&mut e, "shop", 1230, 1260, 50);
+        let ev = e.evaluate(at(1259));
+        assert_eq!(ev.len(), 1, "{ev:?}");
+        assert!(
+            (ev[0].alert.threshold - 20.0).abs() < 1.0,
+            "{}",
+            ev[0].alert.threshold
+        );
+        // A restored firing alert's minutes are not learned: the attack in the rollups since it
+        // started does not become the normal.
+        let fired = ev[0].alert.clone();
+        let attack: Vec<Row> = (1200..1800)
+            .map(|s| {
+                let mut r = row(s, true, "shop");
+                r.count = 50;
+                r
+            })
+            .collect();
+        let both = crate::rollup::aggregate_flows(&[batch(&rows), batch(&attack)]).unwrap();
+        let mut e = engine(vec![spike()]);
+        e.restore(std::slice::from_ref(&fired), at(1800));
+        e.seed_rollups(&[both], at(1800)).unwrap();
+        denies(&mut e, "shop", 1800, 1830, 50);
+        let ev = e.evaluate(at(1829));
+        assert_eq!(
+            ev.iter().map(|x| x.change).collect::<Vec<_>>(),
+            [Change::Resent],
+            "{ev:?}"
+        );
+        assert!(
+            (ev[0].alert.threshold - 20.0).abs() < 1.0,
+            "{}",
+            ev[0].alert.threshold
+        );
+    }
+
+    #[test]
     fn scopes_past_the_cap_are_watched_together_as_other() {
         let mut r = flood(50.0);
         r.max_scopes = 2;
