@@ -613,6 +613,35 @@ url = "ftp://x/y"
     }
 
     #[test]
+    fn ingest_beyond_loopback_needs_a_node_credential_or_an_explicit_insecure() {
+        let mut c = Config::default();
+        c.grpc.listen = "0.0.0.0:9000".parse().unwrap();
+        c.http.listen = "127.0.0.1:8080".parse().unwrap();
+        let problems = c.validate().unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].setting, "grpc.listen");
+        assert!(
+            problems[0].message.contains("no node credential"),
+            "{}",
+            problems[0].message
+        );
+        // IPv6 too.
+        c.grpc.listen = "[::]:9000".parse().unwrap();
+        assert_eq!(c.validate().unwrap_err()[0].setting, "grpc.listen");
+        // An explicit opt-out, or a credential, is accepted.
+        c.grpc.insecure = true;
+        assert!(c.validate().is_ok());
+        c.grpc.insecure = false;
+        let tokens = tempfile::NamedTempFile::new().unwrap();
+        c.grpc.node_tokens_file = Some(tokens.path().to_owned());
+        assert!(c.validate().is_ok());
+        // Loopback needs nothing.
+        let mut c = Config::default();
+        c.grpc.listen = "[::1]:9000".parse().unwrap();
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
     fn kubernetes_identity_is_checked() {
         let (settings, text) = problems(
             r#"
