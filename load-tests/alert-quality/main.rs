@@ -6,35 +6,35 @@
 //!
 //! Simulated time, in steps of one second, no sleeping: `--hours` (default 24) from midnight
 //! UTC. The detectors are the collector's default flow rules (`default_rules()` without the
-//! node rules, which need no flows): `VerdictDenyFlood`, `VerdictDenySpike`,
-//! `VerdictDenyRatio` and `VerdictPortScan`, with the collector's default `max_lateness`
-//! (2 min) and `resend_interval` (1 min), evaluated every 2 s (`evaluation_interval`).
+//! node rules, which need no flows): `VerdictDenyFlood`, `VerdictDenySpike`, `VerdictDenyRatio`
+//! and `VerdictPortScan`, with the collector's default `max_lateness` (2 min) and
+//! `resend_interval` (1 min), evaluated every 2 s (`evaluation_interval`).
 //!
 //! - **Background.** `--namespaces` (200) namespaces, each with its own normal deny rate
 //!   (log-normal, median 0.5 denied connections/s, clipped to 0.05–5/s) and allowed traffic
 //!   10–50× its denies, both modulated by a smooth diurnal curve (0.3 at 04:00 to 1.0 at 16:00,
 //!   each namespace shifted by up to ±1 h), with Poisson noise per second. Each namespace has
-//!   2–5 workloads (1–3 pods each, one service port each) and 8–20 clients (in other
-//!   namespaces or outside the cluster), each calling one workload. Per second and namespace,
-//!   the denies are aggregated into 1–3 rows and the allows into 1–2 rows (`count` = the
-//!   connections), each from a different client. A row's event time is in its second; it
-//!   reaches the collector 5–6 s later (the node's deny aggregation plus shipping), and the
-//!   detectors count it by that arrival time, in the batch of its arrival second.
+//!   2–5 workloads (1–3 pods each, one service port each) and 8–20 clients (in other namespaces
+//!   or outside the cluster), each calling one workload. Per second and namespace, the denies
+//!   are aggregated into 1–3 rows and the allows into 1–2 rows (`count` = the connections),
+//!   each from a different client. A row's event time is in its second; it reaches the
+//!   collector 5–6 s later (the node's deny aggregation plus shipping), and the detectors count
+//!   it by that arrival time, in the batch of its arrival second.
 //! - **Attacks** (labelled: kind, target, start, end), at random times after `--warmup-minutes`
 //!   (60), on random namespaces, never within 15 min of another labelled interval on the same
 //!   namespace:
-//!   - `--floods` (20): the namespace's denies jump to 20–100× its normal for 2–10 min, from
-//!     20 new source addresses;
+//!   - `--floods` (20): the namespace's denies jump to 20–100× its normal for 2–10 min, from 20
+//!     new source addresses;
 //!   - `--ramps` (20): the denies ramp linearly from 1× to 15× its normal over 10–20 min, then
 //!     hold 15× for 5 min (5 new sources);
 //!   - `--scans` (20): one new source address is denied on a new destination port of the
 //!     namespace's pods at each connection, 1–5 connections/s for 1–3 min (100–500 distinct
 //!     ports): invisible to the rate rules, the target of `VerdictPortScan` (scope `src_ip`).
 //! - **Benign batch jobs** (labelled, not attacks): `--batch-namespaces` (3) namespaces with a
-//!   normal deny rate of 0.5/s or more run a job every `--batch-every-minutes` (120, random
-//!   phase) for 10 min, during which their deny rate is 2–3× normal (drawn per run) times a
-//!   log-normal burst factor (mean 1, σ `--batch-burst-sigma` 0.6) redrawn every 5 s: noisy,
-//!   and benign.
+//!   normal deny rate of 0.5/s or more at the diurnal peak run a job every
+//!   `--batch-every-minutes` (120, random phase) for 10 min, during which their deny rate is
+//!   2–3× normal (drawn per run) times a log-normal burst factor (mean 1, σ
+//!   `--batch-burst-sigma` 0.6) redrawn every 5 s: noisy, and benign.
 //!
 //! # Matching
 //!
@@ -45,24 +45,26 @@
 //! with no such fire is missed. A `dest_namespace` alert on a scan's namespace within its
 //! interval is a true alert on another scope (the scan's own denies raised the namespace's
 //! rate), counted apart and not as a false alert. Every other fired alert is a false alert;
-//! those on a batch job's namespace within [job start, job end + 2 min] are reported
-//! separately as caused by the benign job. False alerts are scaled to a day (× 24 / hours).
+//! those on a batch job's namespace within [job start, job end + 2 min] are reported separately
+//! as caused by the benign job. False alerts are scaled to a day (× 24 / hours).
 //!
 //! # Cost
 //!
 //! The time spent in `Engine::observe_flows` + `Engine::evaluate`, and apart in the log-based
 //! metrics (`FlowMetrics::observe_flows`, default labels), is measured with a monotonic clock
-//! around each call (single thread). The default mode reports observing per row and
-//! evaluating per evaluation, extrapolated to 200,000 records/s (observing scales with the
-//! rows, evaluating with the tracked scopes). `--throughput` measures it at that rate: `--rate` (200,000) rows per
-//! simulated second for `--seconds` (60), in ingest-sized batches of `--batch-rows` (4096),
-//! 80 % allows (count 1) and 20 % aggregated denies (count 1–10) from 20,000 sources over the
-//! namespaces' pods, evaluated every 2 s; it reports the engine's CPU time (the thread's, from
-//! `/proc/thread-self/schedstat` when the kernel keeps it, else wall time) as a percentage of
-//! one core at 200,000 records/s, and the rows/s the engine alone sustains on one core.
+//! around each call (single thread). The default mode reports observing per row and evaluating
+//! per evaluation, extrapolated to 200,000 records/s (observing scales with the rows,
+//! evaluating with the tracked scopes). `--throughput` measures it at that rate: `--rate`
+//! (200,000) rows per simulated second for `--seconds` (60), in ingest-sized batches of
+//! `--batch-rows` (4096), 80 % allows (count 1) and 20 % aggregated denies (count 1–10) from
+//! 20,000 sources over the namespaces' pods, evaluated every 2 s; it reports the engine's CPU
+//! time (the thread's, from `/proc/thread-self/schedstat` when the kernel keeps it, else wall
+//! time) as a percentage of one core at 200,000 records/s, and the rows/s the engine alone
+//! sustains on one core.
 //!
-//! Prints Markdown tables and a last line of `key=value` pairs. Deterministic for a given
-//! `--seed` and flags (the timings aside).
+//! Prints Markdown tables (missed attacks listed with their rates; `--details`: every attack
+//! and job run) and a last line of `key=value` pairs. Deterministic for a given `--seed` and
+//! flags (the timings aside).
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
