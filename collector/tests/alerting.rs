@@ -809,3 +809,416 @@ async fn a_real_prometheus_scrapes_the_log_based_metrics_and_evaluates_the_shipp
     drop(stream);
     served.stop().await;
 }
+
+/// A child process killed when dropped (also when an assertion fails first).
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A real Prometheus on loopback scraping `target` every second and evaluating the chart's rule
+/// file; None (skipped, or a panic under CI) without the Debian package `prometheus`.
+async fn start_prometheus(dir: &Path, target: SocketAddr) -> Option<(KillOnDrop, SocketAddr)> {
+    let bin = which("prometheus");
+    if !require(bin.is_some(), "Prometheus (Debian package prometheus)") {
+        return None;
+    }
+    let rules =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/helm/verdict/rules/deny-spikes.yaml");
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n  - job_name: verdict-collector\n    static_configs:\n      - targets: ['{target}']\n",
+            rules.display(),
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let child = Command::new(bin.unwrap())
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("prom-data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prometheus starts");
+    let child = KillOnDrop(child);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(std::time::Instant::now() < end, "prometheus did not listen");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Some((child, addr))
+}
+
+/// Percent-encodes `s` for a URL query string: everything but the unreserved characters.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Every panel of a Grafana dashboard, the panels of collapsed rows included.
+fn grafana_panels(dashboard: &Value) -> Vec<&Value> {
+    fn walk<'a>(panels: &'a Value, out: &mut Vec<&'a Value>) {
+        for p in panels.as_array().into_iter().flatten() {
+            out.push(p);
+            walk(&p["panels"], out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(&dashboard["panels"], &mut out);
+    out
+}
+
+/// The names of the template variables `expr` uses (`$name`, `${name}`), Grafana's own
+/// (`$__…`) left out.
+fn grafana_variables(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = expr;
+    while let Some(i) = rest.find('$') {
+        rest = &rest[i + 1..];
+        let braced = rest.starts_with('{');
+        let body = if braced { &rest[1..] } else { rest };
+        let name: String = body
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        if !name.starts_with("__") {
+            names.push(name);
+        }
+    }
+    names
+}
+
+/// `expr` with its variables replaced as Grafana does before it sends a query: the interval
+/// macros by durations, a multi-value variable set to All by its `.*`.
+fn grafana_interpolate(expr: &str, namespace: &str) -> String {
+    expr.replace("$__rate_interval", "1m")
+        .replace("$__interval", "15s")
+        .replace("$__range", "1h")
+        .replace("${namespace}", namespace)
+        .replace("$namespace", namespace)
+        .replace("${node}", ".*")
+        .replace("$node", ".*")
+}
+
+/// The metric names in a PromQL expression (`verdict_…`, `policy_logging_…`), quoted strings
+/// skipped.
+fn promql_metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut word = String::new();
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    let mut flush = |word: &mut String| {
+        if word.starts_with("verdict_") || word.starts_with("policy_logging_") {
+            names.push(word.clone());
+        }
+        word.clear();
+    };
+    for c in expr.chars() {
+        if let Some(q) = quote {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == q {
+                quote = None;
+            }
+            continue;
+        }
+        if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
+            word.push(c);
+            continue;
+        }
+        flush(&mut word);
+        if matches!(c, '"' | '\'' | '`') {
+            quote = Some(c);
+        }
+    }
+    flush(&mut word);
+    names
+}
+
+/// Whether `name`, as a query names it, is a metric the collector exposes (`types`: its
+/// exposition's `# TYPE` lines, name to type: a counter's samples end in `_total`, a
+/// histogram's in `_bucket`, `_sum`, `_count`) or one registered by name in `sources` (families
+/// without series yet are not in the exposition; the node agent's are in other binaries).
+fn exposed(name: &str, types: &std::collections::HashMap<String, String>, sources: &str) -> bool {
+    let plain = types
+        .get(name)
+        .is_some_and(|t| t != "counter" && t != "histogram");
+    let suffixed = [
+        ("_total", "counter"),
+        ("_bucket", "histogram"),
+        ("_sum", "histogram"),
+        ("_count", "histogram"),
+    ]
+    .iter()
+    .any(|(suffix, kind)| {
+        name.strip_suffix(suffix)
+            .is_some_and(|base| types.get(base).is_some_and(|t| t == kind))
+    });
+    let base = ["_total", "_bucket", "_sum", "_count"]
+        .iter()
+        .find_map(|s| name.strip_suffix(s))
+        .unwrap_or(name);
+    plain || suffixed || sources.contains(&format!("\"{base}\""))
+}
+
+/// The Grafana dashboards of deploy/grafana/dashboards: each is well formed (its uid, the
+/// `datasource` variable every panel and query uses, no data source uid of one installation),
+/// and every query of every panel, run as Grafana would run it against a real Prometheus that
+/// scrapes a collector, is valid PromQL over metrics that exist; the deny-rate panel shows the
+/// denies just sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_prometheus_query_of_the_shipped_dashboards_runs_against_a_real_prometheus() {
+    let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana/dashboards");
+    let mut dashboards: Vec<(String, Value)> = std::fs::read_dir(&folder)
+        .unwrap_or_else(|e| panic!("{}: {e}", folder.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).unwrap();
+            let v: Value =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            (p.file_stem().unwrap().to_string_lossy().into_owned(), v)
+        })
+        .collect();
+    dashboards.sort_by(|a, b| a.0.cmp(&b.0));
+    let stems: Vec<&str> = dashboards.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(stems, ["verdict-deny-spikes", "verdict-pipeline-health"]);
+
+    let datasource = serde_json::json!({"type": "prometheus", "uid": "${datasource}"});
+    // (dashboard, panel title, expression) of every query.
+    let mut queries: Vec<(String, String, String)> = Vec::new();
+    for (stem, d) in &dashboards {
+        assert_eq!(d["uid"], stem.as_str(), "{stem}: uid");
+        assert_eq!(
+            d["id"],
+            Value::Null,
+            "{stem}: an exported dashboard has no id"
+        );
+        let variables = d["templating"]["list"].as_array().expect("variables");
+        let ds = variables
+            .iter()
+            .find(|v| v["name"] == "datasource")
+            .unwrap_or_else(|| panic!("{stem}: no datasource variable"));
+        assert_eq!(ds["type"], "datasource", "{stem}");
+        assert_eq!(ds["query"], "prometheus", "{stem}");
+        let defined: Vec<&str> = variables
+            .iter()
+            .filter_map(|v| v["name"].as_str())
+            .collect();
+        for v in variables.iter().filter(|v| v["type"] == "query") {
+            assert_eq!(
+                v["datasource"], datasource,
+                "{stem}: variable {}",
+                v["name"]
+            );
+        }
+        let ns = variables
+            .iter()
+            .find(|v| v["name"] == "namespace")
+            .unwrap_or_else(|| panic!("{stem}: no namespace variable"));
+        assert_eq!(ns["allValue"], ".*", "{stem}");
+        assert_eq!(ns["multi"], true, "{stem}");
+
+        let panels = grafana_panels(d);
+        let mut ids: Vec<i64> = panels.iter().filter_map(|p| p["id"].as_i64()).collect();
+        assert_eq!(ids.len(), panels.len(), "{stem}: every panel has an id");
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), panels.len(), "{stem}: panel ids are unique");
+        for p in panels.iter().filter(|p| p["type"] != "row") {
+            let title = p["title"].as_str().unwrap_or_default();
+            assert_eq!(p["datasource"], datasource, "{stem}: panel {title:?}");
+            assert!(
+                p["description"].as_str().is_some_and(|s| !s.is_empty()),
+                "{stem}: panel {title:?} has no description"
+            );
+            let targets = p["targets"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            assert!(!targets.is_empty(), "{stem}: panel {title:?} has no query");
+            for t in targets {
+                assert_eq!(t["datasource"], datasource, "{stem}: panel {title:?} query");
+                let expr = t["expr"].as_str().expect("expr").to_owned();
+                queries.push((stem.clone(), title.to_owned(), expr));
+            }
+        }
+        for a in d["annotations"]["list"].as_array().into_iter().flatten() {
+            if let Some(expr) = a["expr"].as_str() {
+                assert_eq!(
+                    a["datasource"], datasource,
+                    "{stem}: annotation {}",
+                    a["name"]
+                );
+                let title = format!("annotation {}", a["name"]);
+                queries.push((stem.clone(), title, expr.to_owned()));
+            }
+        }
+        for (_, title, expr) in queries.iter().filter(|q| &q.0 == stem) {
+            for v in grafana_variables(expr) {
+                assert!(
+                    defined.contains(&v.as_str()),
+                    "{stem}: {title:?} uses ${v}: {expr}"
+                );
+            }
+        }
+        // No data source of one installation: every data source reference is the variable
+        // (or Grafana's built-in annotations).
+        fn datasource_uids<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
+            match v {
+                Value::Object(m) => {
+                    for (k, x) in m {
+                        if k == "datasource" && x.is_object() {
+                            out.push(&x["uid"]);
+                        }
+                        datasource_uids(x, out);
+                    }
+                }
+                Value::Array(a) => a.iter().for_each(|x| datasource_uids(x, out)),
+                _ => {}
+            }
+        }
+        let mut uids = Vec::new();
+        datasource_uids(d, &mut uids);
+        for uid in uids {
+            assert!(
+                uid == "${datasource}" || uid == "-- Grafana --",
+                "{stem}: data source uid {uid}"
+            );
+        }
+    }
+    assert!(queries.len() > 40, "{} queries", queries.len());
+
+    // A collector and a Prometheus scraping it; denies into "shop".
+    let (_t, dir) = tempdir();
+    let mut config = support::config(&dir);
+    config.alerts.evaluation_interval = Duration::from_millis(200);
+    let served = Served::start(config).await;
+    let Some((_prometheus, prom)) = start_prometheus(&dir, served.http).await else {
+        served.stop().await;
+        return;
+    };
+    let mut stream = served.stream().await;
+    let loss = r#"{"timestamp":"TS","interval_start":"TS","node_name":"node-a","reason":"rate_limit","disposition":"deny","dropped_records":3,"dropped_connections":9}"#
+        .replace("TS", &chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    let r = stream
+        .call(&batch(
+            "node-a",
+            "loss-1",
+            1,
+            vec![json_record(1, v1::LogId::PolicyActionLoss, &loss)],
+        ))
+        .await;
+    assert!(r.rejection.is_none(), "{r:?}");
+    let mut seq = 0;
+    flood(&mut stream, "shop", 5, &mut seq).await;
+    let run = |expr: String| async move {
+        get_json(
+            prom,
+            &format!("/api/v1/query?query={}", percent_encode(&expr)),
+        )
+        .await
+    };
+    let shop_rate = |answer: &Value| {
+        answer["data"]["result"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|s| s["metric"]["dest_namespace"] == "shop")
+            .filter_map(|s| s["value"][1].as_str()?.parse::<f64>().ok())
+            .fold(0.0, f64::max)
+    };
+    // Scraped at least twice since the first deny: a 1m rate has its two samples.
+    let probe =
+        r#"sum by (dest_namespace) (rate(verdict_flow_connections_total{disposition="deny"}[1m]))"#;
+    let mut answer = Value::Null;
+    for _ in 0..30 {
+        answer = run(probe.to_owned()).await;
+        if shop_rate(&answer) > 0.0 {
+            break;
+        }
+        flood(&mut stream, "shop", 1, &mut seq).await;
+    }
+    assert!(
+        shop_rate(&answer) > 0.0,
+        "Prometheus has no denies: {answer}"
+    );
+
+    // The metrics the collector exposes (their types), and the names registered in the
+    // sources: the collector's families that have no series yet, the node agent's.
+    let exposition = served.metrics().await;
+    let types: std::collections::HashMap<String, String> = exposition
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_once(' '))
+        .map(|(n, t)| (n.to_owned(), t.trim().to_owned()))
+        .collect();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let sources: String = [
+        "collector/src/alerts/mod.rs",
+        "collector/src/alerts/flow_metrics.rs",
+        "collector/src/alerts/notify.rs",
+        "collector/src/sinks/metrics.rs",
+        "node-shipper/src/metrics.rs",
+        "ebpf-probe/src/metrics.rs",
+    ]
+    .iter()
+    .map(|p| std::fs::read_to_string(root.join(p)).unwrap())
+    .collect();
+
+    let mut deny_panels = Vec::new();
+    for (stem, title, expr) in &queries {
+        for name in promql_metric_names(expr) {
+            assert!(
+                exposed(&name, &types, &sources),
+                "{stem}: panel {title:?} queries {name}, which nothing exposes: {expr}"
+            );
+        }
+        let q = grafana_interpolate(expr, ".*");
+        assert!(
+            !q.contains('$'),
+            "{stem}: {title:?}: a variable is left in {q}"
+        );
+        let answer = run(q.clone()).await;
+        assert_eq!(
+            answer["status"], "success",
+            "{stem}: panel {title:?}: {q}\n{answer}"
+        );
+        // The deny-rate panels, with the namespace variable set to "shop".
+        if expr.contains(r#"disposition="deny""#) && expr.contains("rate(") {
+            let answer = run(grafana_interpolate(expr, "shop")).await;
+            assert_eq!(answer["status"], "success", "{stem}: {title:?}: {answer}");
+            if shop_rate(&answer) > 0.0 {
+                deny_panels.push(title.clone());
+            }
+        }
+    }
+    assert!(
+        deny_panels
+            .iter()
+            .any(|t| t == "Denied connections/s by destination namespace"),
+        "the deny-rate panel shows no denies into shop; panels that do: {deny_panels:?}"
+    );
+    drop(stream);
+    served.stop().await;
+}

@@ -43,6 +43,48 @@ impl<'a> StrCol<'a> {
     }
 }
 
+impl<'a> StrCol<'a> {
+    /// Each of the first `n` rows' value id (0: null; equal strings may have different ids
+    /// only in a dictionary holding a value twice) and the string of each id.
+    pub fn ids(&self, n: usize) -> (Vec<u32>, Vec<Option<&'a str>>) {
+        match self {
+            StrCol::Dict { keys, values } => {
+                let mut strings = Vec::with_capacity(values.len() + 1);
+                strings.push(None);
+                strings.extend(
+                    (0..values.len()).map(|k| (!values.is_null(k)).then(|| values.value(k))),
+                );
+                let ids = (0..n)
+                    .map(|i| {
+                        if keys.is_null(i) {
+                            0
+                        } else {
+                            keys.value(i) as u32 + 1
+                        }
+                    })
+                    .collect();
+                (ids, strings)
+            }
+            StrCol::Missing => (vec![0; n], vec![None]),
+            _ => {
+                let mut seen: std::collections::HashMap<&'a str, u32> =
+                    std::collections::HashMap::new();
+                let mut strings = vec![None];
+                let ids = (0..n)
+                    .map(|i| match self.get(i) {
+                        None => 0,
+                        Some(v) => *seen.entry(v).or_insert_with(|| {
+                            strings.push(Some(v));
+                            (strings.len() - 1) as u32
+                        }),
+                    })
+                    .collect();
+                (ids, strings)
+            }
+        }
+    }
+}
+
 fn str_col<'a>(a: &'a ArrayRef, name: &str) -> Result<StrCol<'a>, ArrowError> {
     match a.data_type() {
         DataType::Utf8 => Ok(StrCol::Plain(a.as_string::<i32>())),

@@ -16,6 +16,9 @@ use super::columns::{IntCol, StrCol};
 use super::config::FlowMetricsConfig;
 use crate::metrics::FloatGauge;
 
+/// Labels at most (as many as [`super::config::METRIC_LABELS`]).
+const MAX_LABELS: usize = super::config::METRIC_LABELS.len();
+
 /// The label value of series folded past the cap.
 pub const FOLDED: &str = "other";
 
@@ -116,7 +119,8 @@ impl FlowMetrics {
         m
     }
 
-    /// Counts applied flow rows.
+    /// Counts applied flow rows: rows are grouped by their label values' ids (dictionary keys,
+    /// no string work per row), then each group's strings are read once.
     pub fn observe_flows(&self, batch: &RecordBatch) -> Result<(), ArrowError> {
         if !self.enabled {
             return Ok(());
@@ -127,26 +131,44 @@ impl FlowMetrics {
             .map(|l| StrCol::of(batch, column(l)))
             .collect::<Result<_, _>>()?;
         let count = IntCol::of(batch, col::COUNT)?;
-        let mut groups: HashMap<Vec<Option<&str>>, (u64, u64)> = HashMap::new();
-        for i in 0..batch.num_rows() {
-            let key: Vec<Option<&str>> = cols.iter().map(|c| c.get(i)).collect();
+        let n = batch.num_rows();
+        // Per label, each row's value id (0: null) and each id's string.
+        let mut ids: Vec<Vec<u32>> = Vec::with_capacity(cols.len());
+        let mut names: Vec<Vec<Option<&str>>> = Vec::with_capacity(cols.len());
+        for c in &cols {
+            let (row_ids, strings) = c.ids(n);
+            ids.push(row_ids);
+            names.push(strings);
+        }
+        let mut groups: HashMap<[u32; MAX_LABELS], (u64, u64)> = HashMap::new();
+        for i in 0..n {
+            let mut key = [0u32; MAX_LABELS];
+            for (k, col_ids) in key.iter_mut().zip(&ids) {
+                *k = col_ids[i];
+            }
             let g = groups.entry(key).or_default();
             g.0 += 1;
             g.1 += u64::try_from(count.get(i)).unwrap_or(0).max(1);
         }
         // In label order: which sets get a series under the cap does not depend on hashing.
-        let mut groups: Vec<_> = groups.into_iter().collect();
+        let mut groups: Vec<(Vec<String>, (u64, u64))> = groups
+            .into_iter()
+            .map(|(key, counts)| {
+                let values = self
+                    .labels
+                    .iter()
+                    .enumerate()
+                    .map(|(j, l)| match (names[j][key[j] as usize], *l) {
+                        (None, "enforcement") => "enforce".to_owned(),
+                        (v, _) => v.unwrap_or("").to_owned(),
+                    })
+                    .collect();
+                (values, counts)
+            })
+            .collect();
         groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let mut series = self.series.lock().expect("flow metric series lock");
-        for (key, (records, conns)) in groups {
-            let mut values: Vec<String> = key
-                .iter()
-                .zip(&self.labels)
-                .map(|(v, l)| match (v, *l) {
-                    (None, "enforcement") => "enforce".to_owned(),
-                    (v, _) => v.unwrap_or("").to_owned(),
-                })
-                .collect();
+        for (mut values, (records, conns)) in groups {
             if !series.contains(&values) {
                 if series.len() < self.max_series {
                     series.insert(values.clone());
