@@ -2,6 +2,7 @@
 //! view of it for dashboards and Prometheus alert rules, with a hard cap on series.
 
 use std::collections::{HashMap, HashSet};
+
 use std::sync::Mutex;
 
 use arrow_array::RecordBatch;
@@ -57,6 +58,46 @@ fn static_label(label: &str) -> &'static str {
         .unwrap_or("other")
 }
 
+/// The counters of each label set, found by the label values without building strings.
+#[derive(Debug, Default)]
+struct SeriesIndex {
+    by_hash: HashMap<u64, Vec<(Vec<String>, Counter, Counter)>>,
+    len: usize,
+}
+
+impl SeriesIndex {
+    /// The (records, connections) counters of `values`, created by `make` while fewer than
+    /// `max` sets have them; `None` past the cap.
+    fn get_or_insert(
+        &mut self,
+        values: &[&str],
+        max: usize,
+        make: impl FnOnce(&[&str]) -> (Counter, Counter),
+    ) -> Option<(Counter, Counter)> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        values.hash(&mut h);
+        let bucket = self.by_hash.entry(h.finish()).or_default();
+        if let Some((_, r, c)) = bucket
+            .iter()
+            .find(|(v, _, _)| v.iter().map(String::as_str).eq(values.iter().copied()))
+        {
+            return Some((r.clone(), c.clone()));
+        }
+        if self.len >= max {
+            return None;
+        }
+        let (r, c) = make(values);
+        bucket.push((
+            values.iter().map(|v| (*v).to_owned()).collect(),
+            r.clone(),
+            c.clone(),
+        ));
+        self.len += 1;
+        Some((r, c))
+    }
+}
+
 /// `verdict_flow_connections_total`, `verdict_flow_records_total`,
 /// `verdict_flow_lost_connections_total`, `verdict_flow_metric_series_folded_total` and
 /// `verdict_collector_node_last_record_timestamp_seconds`.
@@ -70,8 +111,8 @@ pub struct FlowMetrics {
     lost: Family<ReasonLabel, Counter>,
     folded: Counter,
     node_last_record: Family<NodeLabel, FloatGauge>,
-    /// The label values that have series (at most `max_series`).
-    series: Mutex<HashSet<Vec<String>>>,
+    /// The label sets that have series (at most `max_series`), with their counters.
+    series: Mutex<SeriesIndex>,
     nodes: Mutex<HashSet<String>>,
 }
 
@@ -86,7 +127,7 @@ impl FlowMetrics {
             lost: Family::default(),
             folded: Counter::default(),
             node_last_record: Family::default(),
-            series: Mutex::new(HashSet::new()),
+            series: Mutex::new(SeriesIndex::default()),
             nodes: Mutex::new(HashSet::new()),
         };
         if config.enabled {
@@ -140,46 +181,60 @@ impl FlowMetrics {
             ids.push(row_ids);
             names.push(strings);
         }
-        let mut groups: HashMap<[u32; MAX_LABELS], (u64, u64)> = HashMap::new();
+        // Groups in the order their first row comes: which label sets get a series under the
+        // cap depends on the data only.
+        let mut index: HashMap<[u32; MAX_LABELS], usize> = HashMap::new();
+        let mut groups: Vec<([u32; MAX_LABELS], u64, u64)> = Vec::new();
         for i in 0..n {
             let mut key = [0u32; MAX_LABELS];
             for (k, col_ids) in key.iter_mut().zip(&ids) {
                 *k = col_ids[i];
             }
-            let g = groups.entry(key).or_default();
-            g.0 += 1;
-            g.1 += u64::try_from(count.get(i)).unwrap_or(0).max(1);
+            let g = *index.entry(key).or_insert_with(|| {
+                groups.push((key, 0, 0));
+                groups.len() - 1
+            });
+            groups[g].1 += 1;
+            groups[g].2 += u64::try_from(count.get(i)).unwrap_or(0).max(1);
         }
-        // In label order: which sets get a series under the cap does not depend on hashing.
-        let mut groups: Vec<(Vec<String>, (u64, u64))> = groups
-            .into_iter()
-            .map(|(key, counts)| {
-                let values = self
+        let mut series = self.series.lock().expect("flow metric series lock");
+        let mut values: Vec<&str> = Vec::with_capacity(self.labels.len());
+        for (key, records, conns) in groups {
+            values.clear();
+            values.extend(self.labels.iter().enumerate().map(|(j, l)| {
+                match (names[j][key[j] as usize], *l) {
+                    (None, "enforcement") => "enforce",
+                    (v, _) => v.unwrap_or(""),
+                }
+            }));
+            let s = series.get_or_insert(&values, self.max_series, |vals| {
+                let labels: Labels = self
                     .labels
                     .iter()
-                    .enumerate()
-                    .map(|(j, l)| match (names[j][key[j] as usize], *l) {
-                        (None, "enforcement") => "enforce".to_owned(),
-                        (v, _) => v.unwrap_or("").to_owned(),
-                    })
+                    .copied()
+                    .zip(vals.iter().map(|v| (*v).to_owned()))
                     .collect();
-                (values, counts)
-            })
-            .collect();
-        groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let mut series = self.series.lock().expect("flow metric series lock");
-        for (mut values, (records, conns)) in groups {
-            if !series.contains(&values) {
-                if series.len() < self.max_series {
-                    series.insert(values.clone());
-                } else {
+                (
+                    self.records.get_or_create_owned(&labels),
+                    self.connections.get_or_create_owned(&labels),
+                )
+            });
+            match s {
+                Some((r, c)) => {
+                    r.inc_by(records);
+                    c.inc_by(conns);
+                }
+                None => {
                     self.folded.inc_by(records);
-                    values = vec![FOLDED.to_owned(); self.labels.len()];
+                    let labels: Labels = self
+                        .labels
+                        .iter()
+                        .map(|l| (*l, FOLDED.to_owned()))
+                        .collect();
+                    self.records.get_or_create(&labels).inc_by(records);
+                    self.connections.get_or_create(&labels).inc_by(conns);
                 }
             }
-            let labels: Labels = self.labels.iter().copied().zip(values).collect();
-            self.records.get_or_create(&labels).inc_by(records);
-            self.connections.get_or_create(&labels).inc_by(conns);
         }
         Ok(())
     }
