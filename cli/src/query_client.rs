@@ -87,6 +87,15 @@ impl QueryClient {
             &url,
             serde_json::to_vec(body).map_err(anyhow::Error::from)?,
         )?;
+        self.answer(request, &url).await
+    }
+
+    /// Sends `request` (to `url`); the whole response body on success.
+    async fn answer(
+        &self,
+        request: Request<Full<Bytes>>,
+        url: &url::Url,
+    ) -> Result<Bytes, ClientError> {
         let response = self
             .client
             .request(request)
@@ -113,23 +122,7 @@ impl QueryClient {
             url.query_pairs_mut().extend_pairs(query);
         }
         let request = self.request(Method::GET, &url, Vec::new())?;
-        let response = self
-            .client
-            .request(request)
-            .await
-            .map_err(|e| anyhow!("cannot reach the collector at {}: {e}", self.base))?;
-        let status = response.status();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| anyhow!("reading the answer of {url}: {e}"))?
-            .to_bytes();
-        if status.is_success() {
-            Ok(bytes)
-        } else {
-            Err(refused(status, &bytes))
-        }
+        self.answer(request, &url).await
     }
 
     /// `GET path` (with `query` pairs); calls `line` with each line of the streamed body until

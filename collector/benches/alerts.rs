@@ -10,9 +10,9 @@ use std::hint::black_box;
 
 use arrow_array::RecordBatch;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use verdict_collector::alerts::config::{FlowMetricsConfig, default_rules};
 use verdict_collector::alerts::engine::{Engine, EngineSettings};
 use verdict_collector::alerts::flow_metrics::FlowMetrics;
+use verdict_collector::config::alerts::{FlowMetricsConfig, default_rules};
 use verdict_schema::Timestamp;
 use verdict_schema::flat_schema::log_entries_to_batch;
 use verdict_schema::log_entry::{LogEntry, NodeIdentity};

@@ -18,9 +18,10 @@ use axum::Router;
 use axum::extract::State;
 use axum::routing::post;
 use serde_json::Value;
+use sink_servers::free_port;
 use support::{Served, batch, eventually, http_get, json_record, metric, require, tempdir};
 use verdict_collector::Config;
-use verdict_collector::alerts::config::{ReceiverConfig, ReceiverKind, RuleConfig, RuleKind};
+use verdict_collector::config::alerts::{ReceiverConfig, ReceiverKind, RuleConfig, RuleKind};
 use verdict_schema::proto::v1;
 
 /// What a webhook endpoint received, by path.
@@ -84,14 +85,6 @@ impl Drop for Alertmanager {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A real Alertmanager routing every alert to `webhook` quickly (group wait 0s, interval 1s).
@@ -460,9 +453,7 @@ async fn log_based_metrics_count_connections_and_fold_past_the_cap() {
             &deny_json(ns, "10.0.0.1", 80, 7),
         ));
     }
-    let loss = r#"{"timestamp":"TS","interval_start":"TS","node_name":"node-a","reason":"rate_limit","disposition":"deny","dropped_records":3,"dropped_connections":9}"#
-        .replace("TS", &chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-    records.push(json_record(6, v1::LogId::PolicyActionLoss, &loss));
+    records.push(json_record(6, v1::LogId::PolicyActionLoss, &loss_json()));
     let r = stream.call(&batch("node-a", "s", 1, records)).await;
     assert!(r.rejection.is_none(), "{r:?}");
     let series = r#"verdict_flow_connections_total{disposition="deny",direction="ingress",src_namespace="",dest_namespace="a"}"#;
@@ -691,58 +682,18 @@ async fn alert_changes_reach_a_kafka_topic_as_log_entries() {
 /// the chart's rule file (deploy/helm/verdict/rules/deny-spikes.yaml).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_real_prometheus_scrapes_the_log_based_metrics_and_evaluates_the_shipped_rules() {
-    let Some(bin) = which("prometheus") else {
-        require(false, "Prometheus (Debian package prometheus)");
-        return;
-    };
     let (_t, dir) = tempdir();
     let mut config = support::config(&dir);
     config.alerts.evaluation_interval = Duration::from_millis(200);
     let served = Served::start(config).await;
-    let rules =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/helm/verdict/rules/deny-spikes.yaml");
-    let prom_config = dir.join("prometheus.yml");
-    std::fs::write(
-        &prom_config,
-        format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n  - job_name: verdict-collector\n    static_configs:\n      - targets: ['{}']\n",
-            rules.display(),
-            served.http
-        ),
-    )
-    .unwrap();
-    let port = free_port();
-    let mut child = Command::new(bin)
-        .arg(format!("--config.file={}", prom_config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("prom-data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("prometheus starts");
-    let prom: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let end = std::time::Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(prom).is_err() {
-        assert!(std::time::Instant::now() < end, "prometheus did not listen");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let Some((prometheus, prom)) = start_prometheus(&dir, served.http).await else {
+        served.stop().await;
+        return;
+    };
 
     // Denies into "shop" for a few seconds, and a loss marker.
     let mut stream = served.stream().await;
-    let loss = r#"{"timestamp":"TS","interval_start":"TS","node_name":"node-a","reason":"rate_limit","disposition":"deny","dropped_records":3,"dropped_connections":9}"#
-        .replace("TS", &chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-    let r = stream
-        .call(&batch(
-            "node-a",
-            "loss-1",
-            1,
-            vec![json_record(1, v1::LogId::PolicyActionLoss, &loss)],
-        ))
-        .await;
-    assert!(r.rejection.is_none(), "{r:?}");
+    send_loss_marker(&mut stream).await;
     let mut seq = 0;
     let query = |q: &str| {
         format!(
@@ -804,10 +755,24 @@ async fn a_real_prometheus_scrapes_the_log_based_metrics_and_evaluates_the_shipp
         }
     }
     assert_eq!(n, 8, "{groups}");
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(prometheus);
     drop(stream);
     served.stop().await;
+}
+
+/// A loss marker of node-a (9 connections dropped by the rate limit), stamped now.
+fn loss_json() -> String {
+    r#"{"timestamp":"TS","interval_start":"TS","node_name":"node-a","reason":"rate_limit","disposition":"deny","dropped_records":3,"dropped_connections":9}"#
+        .replace("TS", &chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+}
+
+/// Sends [`loss_json`] on its own source.
+async fn send_loss_marker(stream: &mut support::Stream) {
+    let record = json_record(1, v1::LogId::PolicyActionLoss, &loss_json());
+    let r = stream
+        .call(&batch("node-a", "loss-1", 1, vec![record]))
+        .await;
+    assert!(r.rejection.is_none(), "{r:?}");
 }
 
 /// A child process killed when dropped (also when an assertion fails first).
@@ -1119,17 +1084,7 @@ async fn every_prometheus_query_of_the_shipped_dashboards_runs_against_a_real_pr
         return;
     };
     let mut stream = served.stream().await;
-    let loss = r#"{"timestamp":"TS","interval_start":"TS","node_name":"node-a","reason":"rate_limit","disposition":"deny","dropped_records":3,"dropped_connections":9}"#
-        .replace("TS", &chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-    let r = stream
-        .call(&batch(
-            "node-a",
-            "loss-1",
-            1,
-            vec![json_record(1, v1::LogId::PolicyActionLoss, &loss)],
-        ))
-        .await;
-    assert!(r.rejection.is_none(), "{r:?}");
+    send_loss_marker(&mut stream).await;
     let mut seq = 0;
     flood(&mut stream, "shop", 5, &mut seq).await;
     let run = |expr: String| async move {

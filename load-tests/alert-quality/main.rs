@@ -79,12 +79,12 @@ use arrow_array::{
     TimestampNanosecondArray,
 };
 use clap::Parser;
-use verdict_collector::alerts::config::{
+use verdict_collector::alerts::engine::{AlertEvent, Change, Engine, EngineSettings};
+use verdict_collector::alerts::flow_metrics::FlowMetrics;
+use verdict_collector::config::alerts::{
     DEFAULT_EVALUATION_INTERVAL, DEFAULT_MAX_LATENESS, DEFAULT_RESEND_INTERVAL, FlowMetricsConfig,
     RuleConfig, RuleKind, default_rules,
 };
-use verdict_collector::alerts::engine::{AlertEvent, Change, Engine, EngineSettings};
-use verdict_collector::alerts::flow_metrics::FlowMetrics;
 use verdict_schema::flat_schema::{col, log_entry_schema};
 use verdict_service::metrics::Registry;
 

@@ -311,8 +311,8 @@ impl InProcessNode {
 /// scale of the shop's traffic (its port-scan burst, 200 denied ports at once, passes 10/s
 /// over 10 s; the steady denies stay far below), evaluated every second; alerts go to
 /// `alertmanager` when given.
-fn demo_alerts(alertmanager: Option<&str>) -> verdict_collector::alerts::config::AlertsConfig {
-    use verdict_collector::alerts::config::{AlertsConfig, ReceiverConfig, ReceiverKind, RuleKind};
+fn demo_alerts(alertmanager: Option<&str>) -> verdict_collector::config::alerts::AlertsConfig {
+    use verdict_collector::config::alerts::{AlertsConfig, ReceiverConfig, ReceiverKind, RuleKind};
     let mut alerts = AlertsConfig {
         evaluation_interval: Duration::from_secs(1),
         ..AlertsConfig::default()

@@ -39,7 +39,7 @@ use verdict_schema::Timestamp;
 use verdict_schema::flat_schema::col;
 
 use super::columns::{IntCol, StrCol};
-use super::config::{RuleConfig, RuleKind, Scope};
+use crate::config::alerts::{RuleConfig, RuleKind, Scope};
 
 const NANOS: i64 = 1_000_000_000;
 /// The scope value records beyond a rule's `max_scopes` are watched under.

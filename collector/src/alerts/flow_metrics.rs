@@ -14,11 +14,11 @@ use verdict_schema::flat_schema::col;
 use verdict_service::metrics::Registry;
 
 use super::columns::{IntCol, StrCol};
-use super::config::FlowMetricsConfig;
+use crate::config::alerts::FlowMetricsConfig;
 use crate::metrics::FloatGauge;
 
-/// Labels at most (as many as [`super::config::METRIC_LABELS`]).
-const MAX_LABELS: usize = super::config::METRIC_LABELS.len();
+/// Labels at most (as many as [`crate::config::alerts::METRIC_LABELS`]).
+const MAX_LABELS: usize = crate::config::alerts::METRIC_LABELS.len();
 
 /// The label value of series folded past the cap.
 pub const FOLDED: &str = "other";
@@ -51,7 +51,7 @@ fn column(label: &str) -> &'static str {
 
 /// The label names, interned for the families (`&'static str` keys).
 fn static_label(label: &str) -> &'static str {
-    super::config::METRIC_LABELS
+    crate::config::alerts::METRIC_LABELS
         .iter()
         .copied()
         .find(|l| *l == label)

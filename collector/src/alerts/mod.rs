@@ -1,4 +1,5 @@
 //! Deny-spike alerting and log-based metrics, on records as they are applied (acknowledged).
+//! Configured by `[alerts]` ([`crate::config::alerts`]).
 //!
 //! - [`flow_metrics`]: the flow log counted on `/metrics` (`verdict_flow_*`), capped in series.
 //! - [`engine`]: the detectors of `[[alerts.rules]]` (threshold, ratio, baseline, fan-out,
@@ -17,7 +18,6 @@
 //! newest flows and loss markers — before ingest opens, so nothing is counted twice.
 
 pub mod columns;
-pub mod config;
 pub mod engine;
 pub mod flow_metrics;
 pub mod history;
@@ -41,12 +41,12 @@ use verdict_schema::Timestamp;
 use verdict_service::metrics::Registry;
 use verdict_service::shutdown::{CancellationToken, TaskTracker};
 
-use self::config::{AlertsConfig, RuleKind};
 use self::engine::{Alert, AlertEvent, Change, Engine, EngineSettings};
 use self::flow_metrics::FlowMetrics;
 use self::history::{History, HistoryEntry};
 use self::notify::{Notifier, NotifyMetrics};
 use crate::buffer::{AppliedFeed, Shared};
+use crate::config::alerts::{AlertsConfig, RuleKind};
 use crate::error::{Error, Result};
 use crate::table::Table;
 

@@ -19,8 +19,8 @@ use prometheus_client::metrics::family::Family;
 use serde_json::{Value, json};
 use verdict_schema::Timestamp;
 
-use super::config::{ReceiverConfig, ReceiverKind};
 use super::engine::{AlertEvent, Change};
+use crate::config::alerts::{ReceiverConfig, ReceiverKind};
 use crate::sinks::definition::{Format, SinkConfig};
 use crate::sinks::route::{Routed, TypedEntry};
 use crate::sinks::sink::{BuildContext, Sink};

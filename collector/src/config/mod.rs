@@ -17,6 +17,7 @@
 //! the problem reports. This module is the file as a whole: [`Config`], loading, environment
 //! overrides and validation; sinks' definitions are read by `sinks::registry`.
 
+pub mod alerts;
 pub mod sections;
 pub mod values;
 
@@ -25,9 +26,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use self::alerts::AlertsConfig;
 pub use self::sections::*;
 pub use self::values::*;
-use crate::alerts::config::AlertsConfig;
 use crate::sinks::registry::SinkDefinition;
 
 /// Prefix of environment variables that override settings.
@@ -64,7 +65,7 @@ pub struct Config {
     #[serde(deserialize_with = "crate::sinks::registry::deserialize_definitions")]
     pub sinks: Vec<SinkDefinition>,
     /// Log-based metrics, deny-spike detectors and where alerts go (`[alerts]`, see
-    /// `alerts::config`).
+    /// [`alerts`]).
     pub alerts: AlertsConfig,
 }
 

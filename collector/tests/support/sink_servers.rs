@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::{python, python_has, require};
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::values::{ByteSize, ConfigProblem, Secret, humantime_serde_compat};
+use super::values::{ByteSize, ConfigProblem, Secret, humantime_serde_compat};
 
 pub const DEFAULT_EVALUATION_INTERVAL: Duration = Duration::from_secs(2);
 pub const DEFAULT_RESEND_INTERVAL: Duration = Duration::from_secs(60);
