@@ -30,7 +30,7 @@ fn batch(offset: usize) -> RecordBatch {
     let entries: Vec<LogEntry> = (0..ROWS)
         .map(|k| {
             let i = k + offset;
-            let deny = i % 3 == 0;
+            let deny = i.is_multiple_of(3);
             let ns = format!("ns-{}", i % 200);
             let src = format!("10.{}.{}.{}", i % 2000 / 250, i % 250, 7);
             let port = [80, 443, 8080, 5432][i % 4];

@@ -1415,7 +1415,8 @@ pub(crate) mod tests {
             .collect();
         let rollups = crate::rollup::aggregate_flows(&[batch(&rows)]).unwrap();
         let mut e = engine(vec![spike()]);
-        e.seed_rollups(&[rollups.clone()], at(1200)).unwrap();
+        e.seed_rollups(std::slice::from_ref(&rollups), at(1200))
+            .unwrap();
         // 3x the normal: nothing; 10x: fires at once, without live history.
         denies(&mut e, "shop", 1200, 1230, 15);
         assert!(e.evaluate(at(1229)).is_empty());
