@@ -171,6 +171,7 @@ fn receiver(name: &str, kind: ReceiverKind, url: String) -> ReceiverConfig {
         ca_file: None,
         timeout: Duration::from_secs(5),
         rules: Vec::new(),
+        kafka: None,
     }
 }
 
@@ -676,6 +677,53 @@ async fn alert_changes_reach_a_kafka_topic_as_log_entries() {
     );
     drop(stream);
     served.stop().await;
+}
+
+#[test]
+fn a_sink_receiver_is_checked_like_a_sink() {
+    let (_t, dir) = tempdir();
+    let mut typo = receiver(
+        "topic",
+        ReceiverKind::Sink,
+        "kafka://127.0.0.1:9092/alerts".into(),
+    );
+    typo.kafka = Some(toml::from_str("compresion = \"lz4\"").unwrap());
+    let pubsub = receiver(
+        "pubsub",
+        ReceiverKind::Sink,
+        "pubsub://projects/p/topics/t".into(),
+    );
+    let mut http = receiver(
+        "am",
+        ReceiverKind::Alertmanager,
+        "http://127.0.0.1:9093".into(),
+    );
+    http.kafka = Some(toml::from_str("compression = \"lz4\"").unwrap());
+    let config = alerting_config(&dir, vec![typo, pubsub, http]);
+    let problems: Vec<String> = config
+        .validate()
+        .unwrap_err()
+        .into_iter()
+        .map(|p| p.to_string())
+        .collect();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("alerts.receivers[topic].kafka") && p.contains("compresion")),
+        "{problems:?}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("alerts.receivers[pubsub].url") && p.contains("not supported")),
+        "{problems:?}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("alerts.receivers[am].kafka")),
+        "{problems:?}"
+    );
 }
 
 /// A real Prometheus (Debian `prometheus`) scraping the collector every second and evaluating

@@ -334,6 +334,7 @@ fn demo_alerts(alertmanager: Option<&str>) -> verdict_collector::config::alerts:
             ca_file: None,
             timeout: Duration::from_secs(10),
             rules: Vec::new(),
+            kafka: None,
         });
     }
     alerts

@@ -5,7 +5,7 @@
 //! - [`engine`]: the detectors of `[[alerts.rules]]` (threshold, ratio, baseline, fan-out,
 //!   silent nodes, loss), sliding windows per scope, hysteresis. **Its module doc says how time,
 //!   the baseline and hysteresis work.**
-//! - [`notify`]: Alertmanager API v2, webhooks, Kafka / Pub/Sub topics.
+//! - [`notify`]: Alertmanager API v2, webhooks, Kafka topics.
 //! - [`history`]: the alert history (`GET /v1/alerts/history`), and the firing alerts a restart
 //!   puts back.
 //!
@@ -52,6 +52,8 @@ use crate::table::Table;
 
 /// Applied batches queued for the detectors before new ones are dropped from detection.
 const FEED_BATCHES: usize = 4096;
+/// Evaluations' changes queued for the receivers before they are dropped (and counted).
+const NOTIFY_QUEUE: usize = 1024;
 /// Top values listed per annotation.
 const TOP: usize = 5;
 
@@ -72,6 +74,7 @@ struct AlertMetrics {
     firing: Family<RuleLabel, Gauge>,
     changes: Family<ChangeLabels, Counter>,
     feed_dropped: Counter,
+    notify_dropped: Counter,
     late_rows: Counter,
     folded_rows: Counter,
     scopes: Gauge,
@@ -84,6 +87,7 @@ impl AlertMetrics {
             firing: Family::default(),
             changes: Family::default(),
             feed_dropped: Counter::default(),
+            notify_dropped: Counter::default(),
             late_rows: Counter::default(),
             folded_rows: Counter::default(),
             scopes: Gauge::default(),
@@ -103,6 +107,11 @@ impl AlertMetrics {
             "verdict_collector_alert_feed_batches_dropped",
             "Applied batches the detectors and log-based metrics missed because they fell behind (the records are stored all the same).",
             m.feed_dropped.clone(),
+        );
+        r.register(
+            "verdict_collector_alert_notify_batches_dropped",
+            "Evaluations whose changes were not sent: the receivers were over 1,024 evaluations behind.",
+            m.notify_dropped.clone(),
         );
         r.register(
             "verdict_collector_alert_late_rows",
@@ -396,11 +405,16 @@ impl Detector {
 async fn deliver(
     mut rx: mpsc::Receiver<Vec<AlertEvent>>,
     alerts: Arc<Alerts>,
-    mut notifier: Notifier,
+    notifier: Notifier,
     query: QueryEngine,
     config: AlertsConfig,
     metrics: AlertMetrics,
 ) {
+    let notify = (!notifier.is_empty()).then(|| {
+        let (tx, rx) = mpsc::channel(NOTIFY_QUEUE);
+        tokio::spawn(self::notify(rx, notifier));
+        tx
+    });
     // Annotations found when an alert fired, sent again with its re-sends and resolve.
     let mut found: HashMap<String, BTreeMap<String, String>> = HashMap::new();
     for a in alerts.firing() {
@@ -464,9 +478,26 @@ async fn deliver(
                     .inc();
             }
         }
-        if !notifier.is_empty() {
-            notifier.send(&events).await;
+        if let Some(tx) = &notify
+            && tx.try_send(events).is_err()
+        {
+            metrics.notify_dropped.inc();
+            tracing::warn!(
+                "alert receivers are far behind: this evaluation's changes are not sent (firing alerts are re-sent)"
+            );
         }
+    }
+}
+
+/// Sends each evaluation's changes to the receivers, apart from recording them, so a slow or
+/// hanging receiver (each send is bounded by its `timeout`) never holds back the history or
+/// `/v1/alerts`. Changes queued while it was busy go out together.
+async fn notify(mut rx: mpsc::Receiver<Vec<AlertEvent>>, mut notifier: Notifier) {
+    while let Some(mut events) = rx.recv().await {
+        while let Ok(more) = rx.try_recv() {
+            events.extend(more);
+        }
+        notifier.send(&events).await;
     }
 }
 

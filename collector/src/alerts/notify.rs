@@ -1,6 +1,5 @@
 //! Where alerts go: Prometheus Alertmanager (API v2), webhooks (Alertmanager's webhook payload,
-//! version 4) and Kafka / Pub/Sub topics (one JSON message per change, through the sinks'
-//! clients). A receiver that cannot be reached is retried at the next evaluation with what it
+//! version 4) and Kafka topics (one JSON message per change, through the sinks' client). A receiver that cannot be reached is retried at the next evaluation with what it
 //! missed (bounded); firing alerts are re-sent anyway.
 
 use std::collections::BTreeMap;
@@ -21,7 +20,6 @@ use verdict_schema::Timestamp;
 
 use super::engine::{AlertEvent, Change};
 use crate::config::alerts::{ReceiverConfig, ReceiverKind};
-use crate::sinks::definition::{Format, SinkConfig};
 use crate::sinks::route::{Routed, TypedEntry};
 use crate::sinks::sink::{BuildContext, Sink};
 use crate::table::Table;
@@ -210,7 +208,16 @@ impl Notifier {
                     post(client, &url, &r.config, body).await
                 }
                 Transport::Sink(sink) => {
-                    send_to_sink(sink, &r.config, &r.pending, &self.project, &self.build, now).await
+                    let send =
+                        send_to_sink(sink, &r.config, &r.pending, &self.project, &self.build, now);
+                    tokio::time::timeout(r.config.timeout, send)
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(format!(
+                                "{}: no answer within {:?}",
+                                r.config.url, r.config.timeout
+                            ))
+                        })
                 }
             };
             match result {
@@ -425,27 +432,17 @@ async fn send_to_sink(
     now: Timestamp,
 ) -> Result<(), String> {
     if sink.is_none() {
-        let definition = SinkConfig {
-            name: config.name.clone(),
-            destination: config.url.clone(),
-            description: String::new(),
-            disabled: false,
-            filter: String::new(),
-            exclusions: Vec::new(),
-            format: Format::Json,
-            delivery: Default::default(),
-        };
-        #[allow(unused_mut, reason = "mutated only with the kafka feature")]
+        let (definition, sections) = config.sink_definition();
+        #[cfg_attr(not(feature = "kafka"), allow(unused_mut))]
         let mut destination =
-            crate::sinks::registry::parse(&definition, Vec::new()).map_err(|p| {
+            crate::sinks::registry::parse(&definition, sections).map_err(|p| {
                 p.into_iter()
                     .map(|(s, m)| format!("{s}: {m}"))
                     .collect::<Vec<_>>()
                     .join("; ")
             })?;
-        // Kafka: keyed by the alert (a field of alert entries only, so set here rather than
-        // through `[sinks.kafka] key`, which names flow fields), so one alert's changes stay in
-        // order on one partition.
+        // Keyed by the alert (a field of alert entries only, so set here rather than through
+        // `key`, which names flow fields): one alert's changes stay in order on one partition.
         #[cfg(feature = "kafka")]
         if let crate::sinks::registry::DestinationConfig::Kafka(k) = &mut destination {
             k.settings.key = "labels.alert_id".to_owned();
