@@ -15,6 +15,7 @@ Run: python3 -m unittest discover -s deploy/tests -v (scripts/test.sh does, afte
 have built the binaries).
 """
 
+import json
 import os
 import pathlib
 import re
@@ -60,7 +61,11 @@ VARIANTS = {
     "iptables from kern.log": ["agent.iptables.enabled=true", "agent.iptables.postEvents=true"],
     "iptables from syslog": ["agent.iptables.enabled=true", "agent.iptables.logPath=/var/log/syslog"],
     "audit with uplinks": ["agent.mode=audit", "agent.uplinks={eth0,eth1}"],
-    "monitoring": ["monitoring.serviceMonitor.enabled=true", "monitoring.prometheusRule.enabled=true"],
+    "monitoring": [
+        "monitoring.serviceMonitor.enabled=true",
+        "monitoring.prometheusRule.enabled=true",
+        "monitoring.grafanaDashboards.enabled=true",
+    ],
     "uninstall": ["agent.uninstall=true"],
     "restricted ingest": ["collector.networkPolicy.ingestFrom={10.128.0.0/20}"],
 }
@@ -156,6 +161,25 @@ class Rendering(unittest.TestCase):
         self.assertIn("--iptables-log=/host/kernel-log/syslog", shipper["args"])
         self.assertIn({"name": "kernel-log", "mountPath": "/host/kernel-log", "readOnly": True}, shipper["volumeMounts"])
         self.assertEqual(spec["securityContext"]["supplementalGroups"], [4])
+
+    def test_grafana_dashboards_ship_as_sidecar_configmaps_equal_to_the_files(self):
+        dashboards = sorted((CHART / "dashboards").glob("*.json"))
+        self.assertGreaterEqual(len(dashboards), 2)
+        # deploy/grafana/dashboards is the same folder.
+        self.assertEqual(sorted((ROOT / "deploy/grafana/dashboards").glob("*.json"))[0].resolve(), dashboards[0].resolve())
+        self.assertFalse([o for o in render() if o["kind"] == "ConfigMap" and "grafana_dashboard" in o["metadata"].get("labels", {})])
+        objs = render(["monitoring.grafanaDashboards.enabled=true", "monitoring.grafanaDashboards.namespace=monitoring"])
+        maps = [o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["labels"].get("grafana_dashboard") == "1"]
+        self.assertEqual(len(maps), len(dashboards))
+        shipped = {}
+        for m in maps:
+            self.assertEqual(m["metadata"]["namespace"], "monitoring")
+            self.assertEqual(m["metadata"]["annotations"]["grafana_folder"], "Verdict")
+            self.assertLessEqual(len(m["metadata"]["name"]), 63)
+            (key, text), = m["data"].items()
+            shipped[key] = json.loads(text)
+        for path in dashboards:
+            self.assertEqual(shipped[path.name], json.loads(path.read_text()), path.name)
 
     def test_the_service_monitor_scrapes_the_collector_once(self):
         objs = render(VARIANTS["monitoring"])
