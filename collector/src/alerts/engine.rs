@@ -184,18 +184,14 @@ impl Baseline {
             self.spread = 0.0;
             return;
         }
-        let median = median(&mut v);
-        let mut dev: Vec<f64> = v.iter().map(|x| (x - median).abs()).collect();
-        self.normal = median;
-        self.spread = 1.4826 * median_of(&mut dev);
+        let normal = median(&mut v);
+        let mut dev: Vec<f64> = v.iter().map(|x| (x - normal).abs()).collect();
+        self.normal = normal;
+        self.spread = 1.4826 * median(&mut dev);
     }
 }
 
 fn median(v: &mut [f64]) -> f64 {
-    median_of(v)
-}
-
-fn median_of(v: &mut [f64]) -> f64 {
     let n = v.len();
     let mid = n / 2;
     let (_, m, _) = v.select_nth_unstable_by(mid, f64::total_cmp);
@@ -827,11 +823,8 @@ impl Engine {
                     && s.fan
                         .as_ref()
                         .is_none_or(|f| f.ports.is_empty() && f.pods.is_empty())
-                    && match cfg.kind {
-                        RuleKind::Baseline => now_sec - s.last_data_sec > keep as i64 * 60,
-                        RuleKind::NodeSilent => true,
-                        _ => true,
-                    };
+                    // A baseline is kept until its whole history is quiet.
+                    && (cfg.kind != RuleKind::Baseline || now_sec - s.last_data_sec > keep as i64 * 60);
                 if idle {
                     forget.push(key.clone());
                 }

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read as _, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -150,8 +150,6 @@ fn read(path: &Path) -> std::io::Result<Vec<HistoryEntry>> {
     }
     Ok(out)
 }
-
-use std::io::Read as _;
 
 /// The alerts firing at the end of `entries` (fired, not resolved since).
 pub fn active(entries: &[HistoryEntry]) -> Vec<Alert> {
